@@ -1,0 +1,49 @@
+# tls-privsep — developer entry points. `make test` works on a fresh Debian machine (run as root for apt).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Debian packages the interop tests drive as real peers.
+SYSPKGS := openssl gnutls-bin curl
+SYSBINS := openssl gnutls-cli curl
+
+.PHONY: venv sysdeps test unit integration lint typecheck check bench-engine clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Install the real TLS peers when missing (needs root; skipped quietly when all are present).
+sysdeps:
+	@missing=""; for b in $(SYSBINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null; \
+	fi
+
+test: venv sysdeps
+	$(PY) -m pytest -q
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+integration: venv sysdeps
+	$(PY) -m pytest -q tests/integration
+
+lint: venv
+	$(PY) -m ruff check shared secured appd launcher tests
+
+typecheck: venv
+	$(PY) -m mypy shared secured
+
+check: lint typecheck test
+
+bench-engine: venv
+	$(PY) tests/bench/engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Pure code both daemons import: no trio, no sockets, no key files."""

@@ -1,0 +1,44 @@
+"""TrafficState: what the record layer needs to carry on a connection after the handshake.
+
+This is the unit that crosses from secured to appd (sealed by :mod:`shared.blob`). Least privilege:
+only the current application traffic secrets and sequence numbers, never the resumption or exporter
+master secrets. Secrets live in ``bytearray`` so the exporter can overwrite its copy (:meth:`wipe`);
+``repr`` never shows them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+TLS13 = 0x0304
+
+
+def fingerprint(secret: bytes | bytearray) -> str:
+    """A short, one-way name for a secret, safe to log (first 8 bytes of SHA-256, hex)."""
+    return hashlib.sha256(bytes(secret)).hexdigest()[:16]
+
+
+@dataclass(eq=False)
+class TrafficState:
+    suite: int
+    read_secret: bytearray = field(repr=False)
+    write_secret: bytearray = field(repr=False)
+    read_seq: int = 0
+    write_seq: int = 0
+    records_protected: int = 0
+    alpn: str | None = None
+    sni: str | None = None
+    peer_certs: list[bytes] = field(default_factory=list, repr=False)
+    psk_resumed: bool = False
+    created: int = 0
+    version: int = TLS13
+
+    def wipe(self) -> None:
+        """Overwrite the secrets in place (best effort: see docs/DESIGN.md on CPython)."""
+        for buf in (self.read_secret, self.write_secret):
+            for i in range(len(buf)):
+                buf[i] = 0
+
+    def fingerprints(self) -> dict[str, str]:
+        return {"read": fingerprint(self.read_secret), "write": fingerprint(self.write_secret)}
