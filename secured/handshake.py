@@ -1,0 +1,664 @@
+"""The TLS 1.3 server handshake as a sans-IO state machine (RFC 8446 §2, §4).
+
+``ServerHandshake`` takes the client's raw bytes (``receive_data``) and produces the bytes to write
+(``data_to_send``). When the client's Finished has been verified it is ``complete``: the caller takes
+the bytes that followed the Finished (``trailing``) and the session's traffic state (``export``),
+after which the engine holds no secret of the connection.
+
+Errors follow h2's rule "queue the alert, then raise": on any failure the alert record is already in
+``data_to_send()`` when the ``LocalAlert`` propagates, and the engine is closed for good.
+
+Randomness, clock, ephemeral keys, the signer and the ticket sealer are injected, so RFC 8448's
+traces can be replayed byte for byte.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from cryptography import x509
+
+from secured import groups
+from secured import messages as m
+from secured.credentials import ClientCertVerifier, Credential, CredentialStore, verify_signature
+from secured.tickets import TicketState
+from shared import keyschedule as ks
+from shared.errors import (
+    Alert,
+    CertificateRequired,
+    DecodeError,
+    DecryptError,
+    HandshakeFailure,
+    IllegalParameter,
+    InternalError,
+    LocalAlert,
+    MissingExtension,
+    NoApplicationProtocol,
+    ProtocolVersion,
+    UnexpectedMessage,
+)
+from shared.record import HandshakeMessage, HandshakeType, RecordLayer
+from shared.state import TrafficState
+
+ClientAuth = Literal["none", "optional", "required"]
+Signer = Callable[[Credential, int, bytes], bytes]
+EphemeralFactory = Callable[[int], groups.EphemeralKey]
+
+DEFAULT_SUITES = (
+    ks.CipherSuite.TLS_AES_128_GCM_SHA256,
+    ks.CipherSuite.TLS_AES_256_GCM_SHA384,
+    ks.CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+)
+MAX_TICKET_LIFETIME = 7 * 24 * 3600  # §4.6.1
+# What we accept in a client's CertificateVerify, offered in our CertificateRequest.
+CLIENT_SIG_SCHEMES = (0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0807)
+
+
+class TicketSealer(Protocol):
+    def seal(self, state: TicketState) -> bytes: ...
+    def open(self, ticket: bytes) -> TicketState | None: ...
+
+
+@dataclass
+class ServerConfig:
+    """Everything a handshake needs that does not change per connection."""
+
+    credentials: CredentialStore
+    cipher_suites: Sequence[int] = DEFAULT_SUITES  # server preference order
+    groups: Sequence[int] = groups.SUPPORTED_GROUPS  # preference order
+    alpn: Sequence[str] = ()  # server preference order; empty = ALPN not negotiated
+    tickets: int = 2  # NewSessionTickets per full handshake
+    ticket_keys: TicketSealer | None = None  # None: no tickets, no resumption
+    ticket_lifetime: int = 7200
+    allow_psk_ke: bool = False  # resumption without (EC)DHE, no forward secrecy
+    client_auth: ClientAuth = "none"
+    client_verifier: ClientCertVerifier | None = None
+    hrr_cookie: bool = False
+    early_data_skip_limit: int = 16384  # §4.2.10: how much rejected 0-RTT we skip
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.cipher_suites if s not in ks.SUITES]
+        if unknown or not self.cipher_suites:
+            raise ValueError(f"unsupported cipher suites {unknown}")
+        if not self.groups or any(g not in groups.SUPPORTED_GROUPS for g in self.groups):
+            raise ValueError("unsupported or empty group list")
+        if self.client_auth != "none" and self.client_verifier is None:
+            raise ValueError("client authentication needs a CA bundle")
+        if not 0 < self.ticket_lifetime <= MAX_TICKET_LIFETIME:
+            raise ValueError("ticket lifetime must be 1 s to 7 days")
+
+
+class State(enum.Enum):
+    EXPECT_CLIENT_HELLO = "expect ClientHello"
+    EXPECT_CLIENT_HELLO_2 = "expect second ClientHello"
+    EXPECT_CERTIFICATE = "expect client Certificate"
+    EXPECT_CERTIFICATE_VERIFY = "expect client CertificateVerify"
+    EXPECT_FINISHED = "expect client Finished"
+    COMPLETE = "complete"
+    CLOSED = "closed"
+
+
+# The transition table: which handshake message each state accepts. Anything else is
+# unexpected_message (§6.2); the handlers decide the next state.
+_EXPECTED: dict[State, int] = {
+    State.EXPECT_CLIENT_HELLO: HandshakeType.client_hello,
+    State.EXPECT_CLIENT_HELLO_2: HandshakeType.client_hello,
+    State.EXPECT_CERTIFICATE: HandshakeType.certificate,
+    State.EXPECT_CERTIFICATE_VERIFY: HandshakeType.certificate_verify,
+    State.EXPECT_FINISHED: HandshakeType.finished,
+}
+
+
+@dataclass
+class HandshakeInfo:
+    """What was negotiated, for logs (no secrets)."""
+
+    suite: int | None = None
+    group: int | None = None
+    sig_scheme: int | None = None
+    resumed: bool = False
+    hrr: bool = False
+    sni: str | None = None
+    alpn: str | None = None
+    cert_fingerprint: str | None = None
+    client_cert: bool = False
+
+
+@dataclass
+class _Psk:
+    index: int
+    ticket: TicketState
+    dhe: bool
+
+
+@dataclass
+class _Secrets:
+    """Per-connection secrets held between messages; dropped at export or failure."""
+
+    schedule: ks.KeySchedule
+    client_hs: bytes = b""
+    client_ap: bytes = b""
+    server_ap: bytes = b""
+    extra: dict[str, bytes] = field(default_factory=dict)
+
+
+class ServerHandshake:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        rng: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+        ephemeral: EphemeralFactory = groups.generate,
+        signer: Signer | None = None,
+    ) -> None:
+        self._config = config
+        self._rng = rng
+        self._clock = clock
+        self._ephemeral = ephemeral
+        self._signer = signer
+        self._rl = RecordLayer()
+        self._out = bytearray()
+        self.state = State.EXPECT_CLIENT_HELLO
+        self.info = HandshakeInfo()
+        self.trailing = b""
+        self.bytes_received = 0
+        self._ch1: m.ClientHello | None = None
+        self._cookie: bytes | None = None
+        self._hrr_group: int | None = None
+        self._suite: ks.SuiteParams | None = None
+        self._transcript: hashlib._Hash | None = None
+        self._secrets: _Secrets | None = None
+        self._psk: _Psk | None = None
+        self._sni: str | None = None
+        self._peer_chain: list[bytes] = []
+        self._peer_leaf: x509.Certificate | None = None
+        self._cr_context = b""
+        self._compat = False
+        self._sent_ccs = False
+        self._export: TrafficState | None = None
+
+    # ---- public sans-IO interface -------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        return self.state is State.COMPLETE
+
+    @property
+    def bytes_consumed(self) -> int:
+        """Input bytes the handshake used; the rest (``trailing``) belongs to the record layer."""
+        return self.bytes_received - len(self.trailing)
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed client bytes. Raises the alert (already queued for sending) on failure."""
+        if self.state is State.CLOSED:
+            raise InternalError("handshake already failed")
+        if self.state is State.COMPLETE:
+            self.trailing += data
+            self.bytes_received += len(data)
+            return
+        self.bytes_received += len(data)
+        self._rl.receive_data(data)
+        try:
+            while self.state is not State.COMPLETE:
+                event = self._rl.next_event()
+                if event is None:
+                    break
+                if not isinstance(event, HandshakeMessage):
+                    raise UnexpectedMessage(f"{type(event).__name__} during the handshake")
+                self._dispatch(event)
+            if self.state is State.COMPLETE:
+                self.trailing = self._rl.take_unprocessed()
+        except LocalAlert as exc:
+            self._fail(exc)
+            raise
+        except Alert:
+            self._close()
+            raise
+        except Exception as exc:  # a bug must not leave the peer hanging: internal_error, then raise
+            self._fail(InternalError(type(exc).__name__))
+            raise
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def export(self) -> TrafficState:
+        """The record-layer state, once; the engine forgets every secret of this connection."""
+        if self._export is None:
+            raise InternalError("handshake not complete or already exported")
+        state, self._export = self._export, None
+        self._wipe()
+        return state
+
+    def abort(self) -> None:
+        """The connection is gone: drop every secret without sending anything."""
+        self._close()
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _dispatch(self, msg: HandshakeMessage) -> None:
+        expected = _EXPECTED.get(self.state)
+        if expected is None or msg.msg_type != expected:
+            raise UnexpectedMessage(f"handshake type {msg.msg_type} while in state '{self.state.value}'")
+        if self.state is State.EXPECT_CLIENT_HELLO:
+            self._on_client_hello(msg)
+        elif self.state is State.EXPECT_CLIENT_HELLO_2:
+            self._on_client_hello(msg)
+        elif self.state is State.EXPECT_CERTIFICATE:
+            self._on_certificate(msg)
+        elif self.state is State.EXPECT_CERTIFICATE_VERIFY:
+            self._on_certificate_verify(msg)
+        else:
+            self._on_finished(msg)
+
+    def _send_handshake(self, data: bytes) -> None:
+        self._out += self._rl.send_handshake(data)
+
+    def _fail(self, alert: LocalAlert) -> None:
+        if self.state is not State.CLOSED:
+            try:
+                self._out += self._rl.send_alert(alert.description)
+            finally:
+                self._close()
+
+    def _close(self) -> None:
+        self.state = State.CLOSED
+        self._wipe()
+        if self._export is not None:
+            self._export.wipe()
+            self._export = None
+
+    def _wipe(self) -> None:
+        for prot in (self._rl.read, self._rl.write):
+            if prot is not None:
+                prot.wipe()
+        self._secrets = None
+        self._psk = None
+
+    def _digest(self, extra: bytes = b"") -> bytes:
+        assert self._transcript is not None
+        h = self._transcript.copy()
+        if extra:
+            h.update(extra)
+        return h.digest()
+
+    def _add(self, msg: bytes) -> None:
+        assert self._transcript is not None
+        self._transcript.update(msg)
+
+    # ---- ClientHello --------------------------------------------------------------------------
+
+    def _on_client_hello(self, msg: HandshakeMessage) -> None:
+        ch = m.parse_client_hello(msg.raw)
+        self._rl.ccs_allowed = True  # §5: a dummy CCS may now arrive, until the client Finished
+        second = self.state is State.EXPECT_CLIENT_HELLO_2
+        self._check_version(ch)
+        if second:
+            self._check_second_hello(ch)
+        self._check_mandatory_extensions(ch)
+        suite = self._suite if second else self._select_suite(ch)
+        assert suite is not None
+        self._check_key_shares(ch)
+        psk = self._select_psk(ch, suite, may_switch_hash=not second)
+        if psk is not None and ks.SUITES[psk.ticket.suite].hash_name != suite.hash_name:
+            suite = ks.SUITES[psk.ticket.suite]  # §4.2.11: the PSK fixes the hash
+        need_dhe = psk is None or psk.dhe
+        group, share = self._select_group(ch) if need_dhe else (None, None)
+        if need_dhe and share is None:
+            if second:
+                raise IllegalParameter("second ClientHello has no share for the requested group")
+            if group is None:
+                raise HandshakeFailure("no key exchange group in common")
+            self._hello_retry(ch, suite, group)
+            return
+        self._suite = suite
+        if self._transcript is None:
+            self._transcript = hashlib.new(suite.hash_name)
+        if psk is not None:
+            self._verify_binder(ch, psk, suite)
+        self._sni = ch.server_name
+        alpn = self._select_alpn(ch)
+        credential, scheme = (None, None) if psk else self._config.credentials.select(
+            ch.server_name, ch.signature_algorithms or [], ch.signature_algorithms_cert
+        )
+        # Every decision is made; from here on only our own code can fail.
+        self._compat = bool(ch.session_id)
+        self._add(ch.raw)
+        schedule = ks.KeySchedule(suite.hash_name, psk.ticket.psk if psk else None)
+        self._secrets = _Secrets(schedule)
+        ecdhe = None
+        key_share = None
+        if group is not None and share is not None:
+            eph = self._ephemeral(group)
+            key_share = (group, groups.public_share(eph))
+            ecdhe = groups.exchange(group, eph, share)
+        sh = m.server_hello(
+            self._rng(32),
+            ch.session_id,
+            suite.suite,
+            key_share=key_share,
+            selected_psk=psk.index if psk else None,
+        )
+        self._send_handshake(sh)
+        self._send_compat_ccs()
+        self._add(sh)
+        schedule.derive_handshake(ecdhe)
+        c_hs, s_hs = schedule.handshake_traffic_secrets(self._digest())
+        self._secrets.client_hs = c_hs
+        self._rl.set_write_key(suite.suite, s_hs)
+        self._rl.set_read_key(suite.suite, c_hs)
+        if ch.early_data:
+            self._rl.skip_early_data(self._config.early_data_skip_limit)
+        self._psk = psk
+        self.info.suite = suite.suite
+        self.info.group = group
+        self.info.resumed = psk is not None
+        self.info.sni = ch.server_name
+        self.info.alpn = alpn
+        self._send_server_flight(ch, suite, s_hs, credential, scheme, alpn)
+
+    def _check_version(self, ch: m.ClientHello) -> None:
+        if not ch.has_extensions_block or ch.supported_versions is None:
+            raise ProtocolVersion("client does not offer TLS 1.3 (no supported_versions)")
+        if ch.legacy_version <= 0x0300:
+            raise ProtocolVersion(f"legacy_version {ch.legacy_version:#06x}")  # Appendix D.5
+        if m.TLS13 not in ch.supported_versions:
+            raise ProtocolVersion("client does not offer TLS 1.3")
+        if ch.compression_methods != b"\x00":
+            raise IllegalParameter("compression methods other than null")
+
+    def _check_mandatory_extensions(self, ch: m.ClientHello) -> None:
+        """§9.2: what a TLS 1.3 ClientHello must carry (missing_extension otherwise)."""
+        if ch.pre_shared_key is not None and ch.psk_modes is None:
+            raise MissingExtension("pre_shared_key without psk_key_exchange_modes")
+        if (ch.supported_groups is None) != (ch.key_shares is None):
+            raise MissingExtension("supported_groups and key_share must come together")
+        if ch.pre_shared_key is None:
+            if ch.signature_algorithms is None:
+                raise MissingExtension("no signature_algorithms")
+            if ch.supported_groups is None:
+                raise MissingExtension("no supported_groups")
+
+    def _check_key_shares(self, ch: m.ClientHello) -> None:
+        offered = set(ch.supported_groups or ())
+        for group, share in ch.key_shares or ():
+            if group not in offered:
+                raise IllegalParameter(f"key share for group {group:#06x} not in supported_groups")
+            groups.check_share_length(group, share)
+
+    def _select_suite(self, ch: m.ClientHello) -> ks.SuiteParams:
+        offered = set(ch.cipher_suites)
+        for suite in self._config.cipher_suites:
+            if suite in offered:
+                return ks.SUITES[suite]
+        raise HandshakeFailure("no cipher suite in common")
+
+    def _select_group(self, ch: m.ClientHello) -> tuple[int | None, bytes | None]:
+        """(group, client share) — a share we can use, else the group to ask for in an HRR."""
+        shares = dict(ch.key_shares or ())
+        for group in self._config.groups:
+            if group in shares:
+                return group, shares[group]
+        offered = set(ch.supported_groups or ())
+        for group in self._config.groups:
+            if group in offered:
+                return group, None
+        return None, None
+
+    def _select_alpn(self, ch: m.ClientHello) -> str | None:
+        if not self._config.alpn or ch.alpn is None:
+            return None
+        offered = set(ch.alpn)
+        for proto in self._config.alpn:
+            if proto.encode() in offered:
+                return proto
+        raise NoApplicationProtocol("no application protocol in common")
+
+    def _select_psk(self, ch: m.ClientHello, suite: ks.SuiteParams, *, may_switch_hash: bool) -> _Psk | None:
+        """The first offered ticket we can resume (§4.2.11); None means a full handshake."""
+        offer, sealer = ch.pre_shared_key, self._config.ticket_keys
+        if offer is None or sealer is None or ch.psk_modes is None:
+            return None
+        dhe = m.PskMode.psk_dhe_ke in ch.psk_modes and ch.key_shares is not None
+        if not dhe and not (self._config.allow_psk_ke and m.PskMode.psk_ke in ch.psk_modes):
+            return None
+        now_ms = int(self._clock() * 1000)
+        for index, (identity, _obfuscated_age) in enumerate(offer.identities):
+            ticket = sealer.open(identity)
+            if ticket is None or ticket.suite not in ks.SUITES:
+                continue
+            age_ms = now_ms - ticket.created_ms
+            if age_ms < -1000 or age_ms > ticket.lifetime * 1000:
+                continue  # expired (or from the future): fall back to a full handshake
+            if ks.SUITES[ticket.suite].hash_name != suite.hash_name and not (
+                may_switch_hash
+                and ticket.suite in ch.cipher_suites
+                and ticket.suite in self._config.cipher_suites
+            ):
+                continue
+            if ticket.sni != ch.server_name:
+                continue  # §4.6.1/RFC 6066: resume only for the same server name
+            if self._config.client_auth == "required" and not ticket.peer_certs:
+                continue
+            return _Psk(index, ticket, dhe)
+        return None
+
+    def _verify_binder(self, ch: m.ClientHello, psk: _Psk, suite: ks.SuiteParams) -> None:
+        assert ch.pre_shared_key is not None
+        schedule = ks.KeySchedule(suite.hash_name, psk.ticket.psk)
+        expected = schedule.binder(self._digest(ch.truncated_for_binders()))
+        if not hmac.compare_digest(expected, ch.pre_shared_key.binders[psk.index]):
+            raise DecryptError("PSK binder does not verify")
+
+    def _hello_retry(self, ch: m.ClientHello, suite: ks.SuiteParams, group: int) -> None:
+        self._suite = suite
+        self._ch1 = ch
+        self._compat = bool(ch.session_id)
+        if self._config.hrr_cookie:
+            self._cookie = self._make_cookie()
+        hrr = m.hello_retry_request(ch.session_id, suite.suite, group, self._cookie)
+        self._transcript = hashlib.new(suite.hash_name)
+        self._add(m.message_hash(ks.transcript_hash(suite.hash_name, ch.raw)))
+        self._add(hrr)
+        self._send_handshake(hrr)
+        self._send_compat_ccs()
+        if ch.early_data:
+            self._rl.skip_plaintext_app_data()
+        self.info.hrr = True
+        self._hrr_group = group
+        self.state = State.EXPECT_CLIENT_HELLO_2
+
+    def _make_cookie(self) -> bytes:
+        # We keep HRR state ourselves, so the cookie only proves the client saw our HRR.
+        return self._rng(32)
+
+    def _check_second_hello(self, ch: m.ClientHello) -> None:
+        """§4.1.2: the second ClientHello repeats the first but for the listed changes."""
+        first = self._ch1
+        assert first is not None
+        if (ch.legacy_version, ch.random, ch.session_id, ch.cipher_suites, ch.compression_methods) != (
+            first.legacy_version,
+            first.random,
+            first.session_id,
+            first.cipher_suites,
+            first.compression_methods,
+        ):
+            raise IllegalParameter("second ClientHello changed fixed fields")
+        may_change = {
+            m.ExtensionType.key_share,
+            m.ExtensionType.cookie,
+            m.ExtensionType.early_data,
+            m.ExtensionType.pre_shared_key,
+            m.ExtensionType.padding,
+        }
+        rest1 = {k: v for k, v in first.extensions.items() if k not in may_change}
+        rest2 = {k: v for k, v in ch.extensions.items() if k not in may_change}
+        if rest1 != rest2:
+            raise IllegalParameter("second ClientHello changed its extensions")
+        if ch.early_data:
+            raise IllegalParameter("early_data after a HelloRetryRequest")
+        if ch.cookie != self._cookie:
+            raise IllegalParameter("cookie not echoed")
+        shares = ch.key_shares or []
+        if len(shares) != 1 or shares[0][0] != self._hrr_group:
+            raise IllegalParameter("second ClientHello must carry one share, for the requested group")
+
+    def _send_compat_ccs(self) -> None:
+        """Appendix D.4: one dummy CCS after our first flight, when the client asked for compatibility."""
+        if self._compat and not self._sent_ccs:
+            self._out += self._rl.send_ccs()
+            self._sent_ccs = True
+
+    # ---- our flight ---------------------------------------------------------------------------
+
+    def _encrypted_extensions(self, ch: m.ClientHello, alpn: str | None, credential: Credential | None) -> bytes:
+        exts = b""
+        if credential is not None and ch.server_name is not None and credential.matches_name(ch.server_name):
+            exts += m.extension(m.ExtensionType.server_name, b"")  # RFC 6066 §3: we used the name
+        if alpn is not None:
+            exts += m.extension(
+                m.ExtensionType.application_layer_protocol_negotiation,
+                m.vector(2, m.vector(1, alpn.encode())),
+            )
+        return exts
+
+    def _certificate_request_extensions(self) -> bytes:
+        return m.signature_algorithms_ext(list(CLIENT_SIG_SCHEMES))
+
+    def _send_server_flight(
+        self,
+        ch: m.ClientHello,
+        suite: ks.SuiteParams,
+        server_hs: bytes,
+        credential: Credential | None,
+        scheme: int | None,
+        alpn: str | None,
+    ) -> None:
+        assert self._secrets is not None
+        flight = m.encrypted_extensions(self._encrypted_extensions(ch, alpn, credential))
+        self._add(flight)
+        request_cert = credential is not None and self._config.client_auth != "none"
+        if request_cert:
+            cr = m.certificate_request(self._cr_context, self._certificate_request_extensions())
+            self._add(cr)
+            flight += cr
+        if credential is not None and scheme is not None:
+            cert = m.certificate(credential.chain)
+            self._add(cert)
+            content = m.certificate_verify_content(self._digest(), server=True)
+            signature = self._signer(credential, scheme, content) if self._signer else credential.sign(scheme, content)
+            cv = m.certificate_verify(scheme, signature)
+            self._add(cv)
+            flight += cert + cv
+            self.info.sig_scheme = scheme
+            self.info.cert_fingerprint = credential.fingerprint
+        fin = m.finished(ks.finished_verify_data(suite.hash_name, server_hs, self._digest()))
+        self._add(fin)
+        flight += fin
+        self._send_handshake(flight)
+        schedule = self._secrets.schedule
+        schedule.derive_master()
+        c_ap, s_ap = schedule.application_traffic_secrets(self._digest())
+        self._secrets.client_ap, self._secrets.server_ap = c_ap, s_ap
+        # After our Finished we write under the application key (alerts included).
+        self._rl.set_write_key(suite.suite, s_ap)
+        self.state = State.EXPECT_CERTIFICATE if request_cert else State.EXPECT_FINISHED
+
+    # ---- the client's second flight -----------------------------------------------------------
+
+    def _on_certificate(self, msg: HandshakeMessage) -> None:
+        context, chain = m.parse_certificate(msg.body)
+        if context != self._cr_context:
+            raise IllegalParameter("certificate_request_context mismatch")
+        self._add(msg.raw)
+        if not chain:
+            if self._config.client_auth == "required":
+                raise CertificateRequired("client sent no certificate")
+            self.state = State.EXPECT_FINISHED
+            return
+        verifier = self._config.client_verifier
+        assert verifier is not None
+        self._peer_leaf = verifier.verify(chain)
+        self._peer_chain = chain
+        self.info.client_cert = True
+        self.state = State.EXPECT_CERTIFICATE_VERIFY
+
+    def _on_certificate_verify(self, msg: HandshakeMessage) -> None:
+        scheme, signature = m.parse_certificate_verify(msg.body)
+        if scheme not in CLIENT_SIG_SCHEMES:
+            raise IllegalParameter(f"client signed with scheme {scheme:#06x}, which we did not offer")
+        assert self._peer_leaf is not None
+        content = m.certificate_verify_content(self._digest(), server=False)
+        verify_signature(self._peer_leaf.public_key(), scheme, content, signature)
+        self._add(msg.raw)
+        self.state = State.EXPECT_FINISHED
+
+    def _on_finished(self, msg: HandshakeMessage) -> None:
+        suite, secrets = self._suite, self._secrets
+        assert suite is not None and secrets is not None
+        if len(msg.body) != suite.hash_len:
+            raise DecodeError("Finished has the wrong length")
+        expected = ks.finished_verify_data(suite.hash_name, secrets.client_hs, self._digest())
+        if not hmac.compare_digest(expected, msg.body):
+            raise DecryptError("client Finished does not verify")
+        self._add(msg.raw)
+        # Key change: the Finished must end its record (§5.1); the layer checks that here.
+        self._rl.set_read_key(suite.suite, secrets.client_ap)
+        self._rl.ccs_allowed = False
+        self._send_tickets(suite, secrets)
+        write = self._rl.write
+        assert write is not None
+        psk = self._psk
+        self._export = TrafficState(
+            suite=suite.suite,
+            read_secret=bytearray(secrets.client_ap),
+            write_secret=bytearray(secrets.server_ap),
+            read_seq=0,
+            write_seq=write.seq,
+            records_protected=write.seq,
+            alpn=self.info.alpn,
+            sni=self._sni,
+            peer_certs=list(psk.ticket.peer_certs) if psk else list(self._peer_chain),
+            psk_resumed=psk is not None,
+            created=int(self._clock()),
+        )
+        self.state = State.COMPLETE
+
+    def _nst_extensions(self) -> bytes:
+        return b""  # we never accept 0-RTT, so we never advertise early_data
+
+    def _send_tickets(self, suite: ks.SuiteParams, secrets: _Secrets) -> None:
+        sealer = self._config.ticket_keys
+        if sealer is None or self._config.tickets <= 0:
+            return
+        rms = secrets.schedule.resumption_master_secret(self._digest())
+        psk = self._psk
+        peer_certs = list(psk.ticket.peer_certs) if psk else list(self._peer_chain)
+        now_ms = int(self._clock() * 1000)
+        tickets = b""
+        for i in range(self._config.tickets):
+            nonce = i.to_bytes(2, "big")
+            age_add = int.from_bytes(self._rng(4), "big")
+            state = TicketState(
+                psk=ks.resumption_psk(suite.hash_name, rms, nonce),
+                suite=suite.suite,
+                created_ms=now_ms,
+                age_add=age_add,
+                lifetime=self._config.ticket_lifetime,
+                alpn=self.info.alpn,
+                sni=self._sni,
+                peer_certs=peer_certs,
+            )
+            tickets += m.new_session_ticket(
+                self._config.ticket_lifetime, age_add, nonce, sealer.seal(state), self._nst_extensions()
+            )
+        self._send_handshake(tickets)

@@ -1,0 +1,156 @@
+"""Drive the server engine against a real OpenSSL client (Python's ``ssl`` over MemoryBIO), no sockets.
+
+After the handshake the engine's exported state is imported into a fresh :class:`RecordLayer`, as
+appd does, so every test here also crosses the export/import boundary.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from secured.credentials import ClientCertVerifier, Credential, CredentialStore
+from secured.handshake import ServerConfig, ServerHandshake
+from secured.tickets import TicketKeys
+from shared.record import ApplicationData, CloseNotify, Event, RecordLayer
+from shared.state import TrafficState
+from tests import certs
+
+
+@dataclass
+class Pki:
+    ca: x509.Certificate
+    ca_pem: str
+    creds: dict[str, Credential]
+    client_ca: x509.Certificate
+    client_ca_key: object
+    tmp: Path
+
+
+@functools.cache
+def pki() -> Pki:
+    ca, ca_key = certs.make_ca("tls-privsep test CA")
+    creds = {}
+    for kind in ("rsa2048", "ecdsa", "ed25519"):
+        leaf, key = certs.make_leaf(ca, ca_key, kind, names=("localhost", "*.example.test"))  # type: ignore[arg-type]
+        creds[kind] = Credential.from_objects([leaf], key)
+    client_ca, client_ca_key = certs.make_ca("tls-privsep client CA")
+    tmp = Path(tempfile.mkdtemp(prefix="tls-privsep-test-"))
+    return Pki(ca, ca.public_bytes(serialization.Encoding.PEM).decode(), creds, client_ca, client_ca_key, tmp)
+
+
+def client_context(*, client_cert: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(cadata=pki().ca_pem)
+    if client_cert is not None:
+        p = pki()
+        leaf, key = certs.make_leaf(p.client_ca, p.client_ca_key, client_cert, names=("client",), client=True)  # type: ignore[arg-type]
+        cert_path, key_path = certs.write_pair(p.tmp, [leaf], key)
+        ctx.load_cert_chain(cert_path, key_path)
+    return ctx
+
+
+def server_config(kinds: tuple[str, ...] = ("ecdsa",), **kw: object) -> ServerConfig:
+    creds = CredentialStore([pki().creds[k] for k in kinds])
+    kw.setdefault("ticket_keys", TicketKeys())
+    return ServerConfig(credentials=creds, **kw)  # type: ignore[arg-type]
+
+
+def client_verifier() -> ClientCertVerifier:
+    return ClientCertVerifier(ca_certs=[pki().client_ca])
+
+
+class Pair:
+    """One client/server pair wired through memory."""
+
+    def __init__(self, server: ServerHandshake, ctx: ssl.SSLContext, *, sni: str = "localhost",
+                 session: ssl.SSLSession | None = None) -> None:
+        self.server = server
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.client = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=sni, session=session)
+        self.rl: RecordLayer | None = None
+        self.state: TrafficState | None = None
+
+    def handshake(self) -> None:
+        client_done = False
+        for _ in range(20):
+            if not client_done:
+                try:
+                    self.client.do_handshake()
+                    client_done = True
+                except ssl.SSLWantReadError:
+                    pass
+            data = self.outgoing.read()
+            if data:
+                self.server.receive_data(data)
+            reply = self.server.data_to_send()
+            if reply:
+                self.incoming.write(reply)
+            if client_done and self.server.complete:
+                self._import()
+                return
+            if not data and not reply:
+                raise AssertionError("handshake stalled")
+        raise AssertionError("handshake did not finish")
+
+    def _import(self) -> None:
+        state = self.server.export()
+        self.state = state
+        rl = RecordLayer()
+        rl.set_read_key(state.suite, state.read_secret, state.read_seq)
+        rl.set_write_key(state.suite, state.write_secret, state.write_seq)
+        rl.application_mode = True
+        rl.receive_data(self.server.trailing)
+        self.rl = rl
+
+    def pump_to_server(self) -> list[Event]:
+        assert self.rl is not None
+        self.rl.receive_data(self.outgoing.read())
+        events = []
+        while (ev := self.rl.next_event()) is not None:
+            events.append(ev)
+        answer = self.rl.data_to_send()
+        if answer:
+            self.incoming.write(answer)
+        return events
+
+    def client_send(self, data: bytes) -> bytes:
+        """Client writes ``data``; returns what the server's record layer delivered."""
+        self.client.write(data)
+        got = b""
+        for ev in self.pump_to_server():
+            if isinstance(ev, ApplicationData):
+                got += ev.data
+        return got
+
+    def server_send(self, data: bytes) -> bytes:
+        """Server writes ``data``; returns what the client read."""
+        assert self.rl is not None
+        self.incoming.write(self.rl.send_application_data(data))
+        out = b""
+        while len(out) < len(data):
+            try:
+                out += self.client.read(65536)
+            except ssl.SSLWantReadError:
+                break
+        return out
+
+    def close(self) -> None:
+        """close_notify both ways."""
+        assert self.rl is not None
+        try:
+            self.client.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        events = self.pump_to_server()
+        assert any(isinstance(e, CloseNotify) for e in events)
+        self.incoming.write(self.rl.send_alert(0, level=1))
+        self.client.unwrap()
