@@ -1,0 +1,521 @@
+"""The sans-IO TLS 1.3 record layer (RFC 8446 §5).
+
+Bytes go in through :meth:`RecordLayer.receive_data`, events come out of
+:meth:`RecordLayer.next_event`, and the ``send_*`` methods return the bytes to write. No sockets, no
+trio: the handshake engine in secured and the bulk loop in appd drive the same object.
+
+Parsing is lazy on purpose: a record is only deprotected when an event is asked for and none is
+pending, so a caller that changes the read key after an event (ClientHello, Finished, KeyUpdate) gets
+the following records opened under the new key.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from shared.errors import (
+    AlertDescription,
+    BadRecordMac,
+    DecodeError,
+    IllegalParameter,
+    InternalError,
+    PeerAlert,
+    RecordOverflow,
+    UnexpectedMessage,
+)
+from shared.keyschedule import SUITES, CipherSuite, next_traffic_secret, traffic_key_iv
+
+BytesLike: TypeAlias = bytes | bytearray | memoryview
+
+
+class ContentType(enum.IntEnum):
+    invalid = 0
+    change_cipher_spec = 20
+    alert = 21
+    handshake = 22
+    application_data = 23
+
+
+class HandshakeType(enum.IntEnum):
+    client_hello = 1
+    server_hello = 2
+    new_session_ticket = 4
+    end_of_early_data = 5
+    encrypted_extensions = 8
+    certificate = 11
+    certificate_request = 13
+    certificate_verify = 15
+    finished = 20
+    key_update = 24
+    message_hash = 254
+
+
+MAX_PLAINTEXT = 2**14
+MAX_CIPHERTEXT = 2**14 + 256
+_MAX_INNER = MAX_PLAINTEXT + 1  # content plus the inner content-type byte (§5.4)
+_TAG_LEN = 16  # all three suites use a 16-byte tag
+_SEQ_LIMIT = 2**64  # §5.3: a sequence number must never wrap
+_HEADER_LEN = 5
+_LEGACY_VERSION = b"\x03\x03"
+_CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
+_KNOWN_TYPES = frozenset((20, 21, 22, 23))
+
+
+class Protection:
+    """One direction's AEAD state: the traffic secret, the AEAD object and the sequence number.
+
+    The AEAD object is built once per key because building it is the expensive part of a small
+    record. The secret is kept (as a bytearray, so :meth:`wipe` can overwrite it) because KeyUpdate
+    and the secured->appd export need it; key and IV are not, they are derived from it.
+    """
+
+    __slots__ = ("_aead", "_hash_name", "_iv", "secret", "seq", "suite")
+
+    def __init__(self, suite: int, secret: bytes | bytearray, seq: int = 0) -> None:
+        params = SUITES.get(suite)
+        if params is None:
+            raise ValueError(f"unsupported cipher suite 0x{suite:04x}")
+        if len(secret) != params.hash_len:
+            raise ValueError("traffic secret length does not match the suite's hash")
+        if not 0 <= seq < _SEQ_LIMIT:
+            raise ValueError("sequence number out of range")
+        self.suite = suite
+        self.seq = seq
+        self.secret = bytearray(secret)
+        self._hash_name = params.hash_name
+        key, iv = traffic_key_iv(params, bytes(self.secret))
+        self._iv = int.from_bytes(iv, "big")
+        self._aead: AESGCM | ChaCha20Poly1305 | None = (
+            ChaCha20Poly1305(key) if suite == CipherSuite.TLS_CHACHA20_POLY1305_SHA256 else AESGCM(key)
+        )
+
+    def __repr__(self) -> str:
+        return f"Protection(suite=0x{self.suite:04x}, seq={self.seq})"
+
+    def _next_nonce(self) -> tuple[AESGCM | ChaCha20Poly1305, bytes]:
+        aead = self._aead
+        if aead is None:
+            raise InternalError("record protection used after wipe")
+        if self.seq >= _SEQ_LIMIT:
+            raise InternalError("sequence number exhausted")
+        return aead, (self._iv ^ self.seq).to_bytes(12, "big")
+
+    def seal(self, content_type: int, data: BytesLike, padding: int = 0) -> bytes:
+        """Protect one record and return it with its header (outer type application_data)."""
+        inner_len = len(data) + 1 + padding
+        if padding < 0:
+            raise ValueError("negative padding")
+        if inner_len > _MAX_INNER:
+            raise ValueError("record content plus padding exceeds 2^14 bytes")
+        aead, nonce = self._next_nonce()
+        header = b"\x17\x03\x03" + (inner_len + _TAG_LEN).to_bytes(2, "big")
+        inner = b"".join((data, content_type.to_bytes(1, "big"), bytes(padding)))
+        sealed = aead.encrypt(nonce, inner, header)
+        self.seq += 1
+        return header + sealed
+
+    def open(self, header: BytesLike, ciphertext: BytesLike) -> tuple[int, bytes]:
+        """Deprotect one record; return (inner content type, content without padding).
+
+        The sequence number only advances on success, so a failed trial decryption (skipped early
+        data) leaves the state untouched.
+        """
+        aead, nonce = self._next_nonce()
+        if len(ciphertext) < _TAG_LEN:
+            raise BadRecordMac("protected record shorter than its tag")
+        try:
+            inner = aead.decrypt(nonce, ciphertext, header)
+        except InvalidTag:
+            raise BadRecordMac("record authentication failed") from None
+        self.seq += 1
+        if len(inner) > _MAX_INNER:
+            raise RecordOverflow("inner plaintext longer than 2^14+1 bytes")
+        stripped = inner.rstrip(b"\x00")
+        if not stripped:
+            raise UnexpectedMessage("protected record without a content type")
+        return stripped[-1], stripped[:-1]
+
+    def next_generation(self) -> Protection:
+        """The protection for application_traffic_secret_N+1 (KeyUpdate, §7.2); seq restarts at 0."""
+        if self._aead is None:
+            raise InternalError("record protection used after wipe")
+        return Protection(self.suite, next_traffic_secret(self._hash_name, bytes(self.secret)))
+
+    def wipe(self) -> None:
+        """Overwrite the secret in place and drop the key; the object is unusable afterwards."""
+        self.secret[:] = bytes(len(self.secret))
+        self._aead = None
+        self._iv = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeMessage:
+    msg_type: int
+    body: bytes
+
+    @property
+    def raw(self) -> bytes:
+        """The message as it goes into the transcript hash (4-byte header + body)."""
+        return self.msg_type.to_bytes(1, "big") + len(self.body).to_bytes(3, "big") + self.body
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseNotify:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdated:
+    """The peer's KeyUpdate was applied (and answered, if it asked: see ``data_to_send``)."""
+
+    update_requested: bool
+
+
+Event: TypeAlias = HandshakeMessage | ApplicationData | CloseNotify | KeyUpdated
+
+_SKIP_NONE = 0
+_SKIP_TRIAL = 1  # rejected 0-RTT: drop records that fail deprotection under the handshake key
+_SKIP_OUTER_APP = 2  # after HRR: drop every outer application_data record until a handshake record
+
+
+class RecordLayer:
+    """Record framing, protection, reassembly and the limits that keep a peer from spinning us.
+
+    Any peer misbehaviour raises a :class:`shared.errors.LocalAlert` subclass (send that alert and
+    close); an alert from the peer raises :class:`shared.errors.PeerAlert`. After either, the
+    object must not be used for receiving any more.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_handshake_message: int = 65536 + 4,
+        max_empty_records: int = 32,
+        max_key_updates: int = 32,
+        max_warning_alerts: int = 4,
+    ) -> None:
+        self.max_handshake_message = max_handshake_message
+        self.max_empty_records = max_empty_records
+        self.max_key_updates = max_key_updates
+        self.max_warning_alerts = max_warning_alerts
+        self.read: Protection | None = None
+        self.write: Protection | None = None
+        self.application_mode = False
+        self.ccs_allowed = False
+        self.closed = False
+        self._buf = bytearray()  # raw received bytes; records start at _off
+        self._off = 0
+        self._hs = bytearray()  # handshake bytes not yet returned as messages; start at _hs_off
+        self._hs_off = 0
+        self._out = bytearray()  # bytes we queued ourselves (KeyUpdate answers)
+        self._empty_run = 0
+        self._key_update_run = 0
+        self._warning_run = 0
+        self._skip = _SKIP_NONE
+        self._skip_budget = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordLayer(read={self.read!r}, write={self.write!r}, "
+            f"application_mode={self.application_mode}, closed={self.closed})"
+        )
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def set_read_key(self, suite: int, secret: bytes | bytearray, seq: int = 0) -> None:
+        """Switch the read key; refused if handshake bytes of the old key are still buffered.
+
+        RFC 8446 §5.1: handshake messages must not span a key change, so leftover bytes mean the
+        peer put data after the message that triggers the change in the same record.
+        """
+        if self.has_pending_handshake():
+            raise UnexpectedMessage("handshake data spans a key change")
+        old, self.read = self.read, Protection(suite, secret, seq)
+        if old is not None:
+            old.wipe()
+
+    def set_write_key(self, suite: int, secret: bytes | bytearray, seq: int = 0) -> None:
+        old, self.write = self.write, Protection(suite, secret, seq)
+        if old is not None:
+            old.wipe()
+
+    def skip_early_data(self, max_bytes: int) -> None:
+        """Rejected 0-RTT (§4.2.10): drop records that fail deprotection, up to ``max_bytes``."""
+        self._skip = _SKIP_TRIAL
+        self._skip_budget = max_bytes
+
+    def skip_plaintext_app_data(self, max_bytes: int = 2**14) -> None:
+        """After a HelloRetryRequest (§4.2.10): drop outer application_data records, up to ``max_bytes``.
+
+        The budget bounds how much a client may send us to discard; pass the ticket's
+        max_early_data_size when known.
+        """
+        self._skip = _SKIP_OUTER_APP
+        self._skip_budget = max_bytes
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def receive_data(self, data: BytesLike) -> None:
+        if self.closed or not data:
+            return
+        if self._off:
+            del self._buf[: self._off]
+            self._off = 0
+        self._buf += data
+
+    def has_pending_handshake(self) -> bool:
+        return self._hs_off < len(self._hs)
+
+    def take_unprocessed(self) -> bytes:
+        """Hand over raw bytes not yet parsed (the records after the client Finished)."""
+        if self.has_pending_handshake():
+            raise UnexpectedMessage("handshake data follows the last handshake message")
+        out = bytes(self._buf[self._off :])
+        self._buf.clear()
+        self._off = 0
+        return out
+
+    def next_event(self) -> Event | None:
+        """The next event, or None when more data is needed (or after close_notify).
+
+        Records that yield nothing (a dropped CCS, an empty record, a skipped early-data record, an
+        ignored user_canceled) are consumed without returning, so None always means "feed me".
+        """
+        while not self.closed:
+            msg = self._next_handshake_message()
+            if msg is not None:
+                return msg
+            record = self._next_record()
+            if record is None:
+                return None
+            event = self._dispatch(*record)
+            if event is not None:
+                return event
+        return None
+
+    def _next_handshake_message(self) -> Event | None:
+        hs, off = self._hs, self._hs_off
+        avail = len(hs) - off
+        if avail < 4:
+            return None
+        msg_type = hs[off]
+        length = int.from_bytes(hs[off + 1 : off + 4], "big")
+        if self.application_mode:
+            # Fail on the header: only a 1-byte KeyUpdate is acceptable after the handshake.
+            if msg_type != HandshakeType.key_update:
+                raise UnexpectedMessage(f"handshake message type {msg_type} after the handshake")
+            if length != 1:
+                raise DecodeError("KeyUpdate body is not 1 byte")
+        if 4 + length > self.max_handshake_message:
+            raise IllegalParameter(f"handshake message of {length} bytes exceeds the limit")
+        if avail < 4 + length:
+            return None
+        body = bytes(hs[off + 4 : off + 4 + length])
+        off += 4 + length
+        if off == len(hs):
+            hs.clear()
+            off = 0
+        self._hs_off = off
+        if self.application_mode:
+            return self._key_update(body[0])
+        return HandshakeMessage(msg_type, body)
+
+    def _key_update(self, value: int) -> KeyUpdated:
+        if value not in (0, 1):
+            raise IllegalParameter("KeyUpdate request_update out of range")
+        if self.has_pending_handshake():
+            raise UnexpectedMessage("KeyUpdate does not end its record")
+        self._key_update_run += 1
+        if self._key_update_run > self.max_key_updates:
+            raise UnexpectedMessage("too many KeyUpdates without application data")
+        if self.read is None:
+            raise InternalError("KeyUpdate without a read key")
+        old, self.read = self.read, self.read.next_generation()
+        old.wipe()
+        if value:
+            self._out += self._seal_key_update(False)
+        return KeyUpdated(bool(value))
+
+    def _next_record(self) -> tuple[int, bytes] | None:
+        """Take one whole record off the buffer: (content type, content), or None if incomplete.
+
+        Returns type ``invalid`` for a record that was consumed but produced nothing (a dropped
+        CCS or skipped early data); a protected record can never decode to type 0.
+        """
+        buf, off = self._buf, self._off
+        if len(buf) - off < _HEADER_LEN:
+            return None
+        outer = buf[off]
+        length = (buf[off + 3] << 8) | buf[off + 4]
+        if outer not in _KNOWN_TYPES:
+            raise UnexpectedMessage(f"unknown record content type {outer}")
+        if length > MAX_CIPHERTEXT:
+            raise RecordOverflow("record longer than 2^14+256 bytes")
+        protected = outer == ContentType.application_data and (
+            self.read is not None or self._skip != _SKIP_NONE
+        )
+        if not protected:
+            if length > MAX_PLAINTEXT:
+                raise RecordOverflow("plaintext record longer than 2^14 bytes")
+            if outer == ContentType.handshake and self.read is not None:
+                raise UnexpectedMessage("plaintext handshake record after keys were set")
+            if outer == ContentType.application_data and not self.application_mode:
+                raise UnexpectedMessage("application data during the handshake")
+        end = off + _HEADER_LEN + length
+        if len(buf) < end:
+            return None
+        self._off = end
+        if not protected:
+            content = bytes(buf[off + _HEADER_LEN : end])
+            if outer == ContentType.change_cipher_spec:
+                # §5: the compatibility CCS is dropped, but only in its one legal form and window.
+                if not (self.ccs_allowed and content == b"\x01"):
+                    raise UnexpectedMessage("unexpected change_cipher_spec record")
+                return ContentType.invalid, b""
+            if outer == ContentType.handshake and self._skip == _SKIP_OUTER_APP:
+                self._skip = _SKIP_NONE
+            return outer, content
+        header = bytes(buf[off : off + _HEADER_LEN])
+        if self._skip == _SKIP_NONE:
+            assert self.read is not None
+            with memoryview(buf) as view, view[off + _HEADER_LEN : end] as payload:
+                return self.read.open(header, payload)
+        if self._skip == _SKIP_TRIAL and self.read is not None:
+            try:
+                with memoryview(buf) as view, view[off + _HEADER_LEN : end] as payload:
+                    opened = self.read.open(header, payload)
+            except BadRecordMac:
+                pass
+            else:
+                self._skip = _SKIP_NONE
+                return opened
+        # Skipped: count what the early data would have been against the budget (§4.2.10).
+        inner_len = max(0, length - _TAG_LEN)
+        self._skip_budget -= inner_len
+        if self._skip_budget < 0:
+            raise UnexpectedMessage("too much early data to skip")
+        return ContentType.invalid, b""
+
+    def _count_empty(self) -> None:
+        self._empty_run += 1
+        if self._empty_run > self.max_empty_records:
+            raise UnexpectedMessage("too many records without content")
+
+    def _dispatch(self, ctype: int, content: bytes) -> Event | None:
+        if self.has_pending_handshake() and ctype != ContentType.handshake:
+            raise UnexpectedMessage("record interleaved with a fragmented handshake message")
+        if ctype == ContentType.application_data:
+            if not self.application_mode:
+                raise UnexpectedMessage("application data during the handshake")
+            if not content:
+                self._count_empty()
+                return None
+            self._empty_run = self._key_update_run = self._warning_run = 0
+            return ApplicationData(content)
+        if ctype == ContentType.handshake:
+            if not content:
+                raise UnexpectedMessage("empty handshake record")
+            self._empty_run = self._warning_run = 0
+            if self._hs_off:
+                del self._hs[: self._hs_off]
+                self._hs_off = 0
+            self._hs += content
+            return None
+        if ctype == ContentType.alert:
+            return self._alert(content)
+        if ctype == ContentType.invalid:  # a skipped record or a dropped CCS
+            self._count_empty()
+            return None
+        # A protected CCS, type 0 or an unknown inner type (a plaintext CCS never gets here).
+        raise UnexpectedMessage(f"record content type {ctype} not acceptable here")
+
+    def _alert(self, content: bytes) -> Event | None:
+        if len(content) != 2:
+            raise DecodeError("alert record is not 2 bytes")
+        level, description = content[0], content[1]
+        # TLS 1.3 (§6): the level is implied by the description, so it is ignored here.
+        if description == AlertDescription.close_notify:
+            self.closed = True
+            self._buf.clear()
+            self._off = 0
+            return CloseNotify()
+        if description == AlertDescription.user_canceled:
+            self._warning_run += 1
+            if self._warning_run > self.max_warning_alerts:
+                raise UnexpectedMessage("too many warning alerts")
+            return None
+        raise PeerAlert(description, level)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _drain(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def data_to_send(self) -> bytes:
+        """Bytes the layer queued itself (a KeyUpdate answer); returned once, then cleared.
+
+        Every ``send_*`` method also returns these first, so wire order always follows key order
+        even if the caller forgets to call this.
+        """
+        return self._drain()
+
+    def _records(self, ctype: int, data: BytesLike, allow_empty: bool) -> bytes:
+        n = len(data)
+        if n == 0 and not allow_empty:
+            return b""
+        out = []
+        write = self.write
+        type_byte = ctype.to_bytes(1, "big")
+        with memoryview(data) as view:  # slices without copying; released so a bytearray can grow
+            for start in range(0, max(n, 1), MAX_PLAINTEXT):
+                with view[start : start + MAX_PLAINTEXT] as chunk:
+                    if write is not None:
+                        out.append(write.seal(ctype, chunk))
+                    else:
+                        out.append(type_byte + _LEGACY_VERSION + len(chunk).to_bytes(2, "big"))
+                        out.append(bytes(chunk))
+        return b"".join(out)
+
+    def send_handshake(self, data: BytesLike) -> bytes:
+        """Frame handshake messages into records of at most 2^14 bytes (encrypted iff a write key is set)."""
+        return self._drain() + self._records(ContentType.handshake, data, allow_empty=False)
+
+    def send_application_data(self, data: BytesLike) -> bytes:
+        """Frame and protect application data; empty data gives one empty record (a keepalive)."""
+        if self.write is None:
+            raise InternalError("application data without a write key")
+        return self._drain() + self._records(ContentType.application_data, data, allow_empty=True)
+
+    def send_alert(self, description: int, level: int = 2) -> bytes:
+        alert = bytes((level, description))
+        return self._drain() + self._records(ContentType.alert, alert, allow_empty=False)
+
+    def send_ccs(self) -> bytes:
+        """The middlebox-compatibility CCS (§D.4): always plaintext."""
+        return self._drain() + _CCS_RECORD
+
+    def _seal_key_update(self, request_peer: bool) -> bytes:
+        write = self.write
+        if write is None:
+            raise InternalError("KeyUpdate without a write key")
+        message = b"\x18\x00\x00\x01" + (b"\x01" if request_peer else b"\x00")
+        record = write.seal(ContentType.handshake, message)
+        self.write = write.next_generation()
+        write.wipe()
+        return record
+
+    def send_key_update(self, request_peer: bool) -> bytes:
+        """Send KeyUpdate under the current write key, then move the write key one generation on."""
+        return self._drain() + self._seal_key_update(request_peer)
