@@ -381,6 +381,7 @@ class RecordLayer:
                 # §5: the compatibility CCS is dropped, but only in its one legal form and window.
                 if not (self.ccs_allowed and content == b"\x01"):
                     raise UnexpectedMessage("unexpected change_cipher_spec record")
+                self._count_empty()
                 return ContentType.invalid, b""
             if outer == ContentType.handshake and self._skip == _SKIP_OUTER_APP:
                 self._skip = _SKIP_NONE
@@ -399,11 +400,15 @@ class RecordLayer:
             else:
                 self._skip = _SKIP_NONE
                 return opened
-        # Skipped: count what the early data would have been against the budget (§4.2.10).
-        inner_len = max(0, length - _TAG_LEN)
-        self._skip_budget -= inner_len
+        # Skipped: count the most early data this record can hold against the budget. §4.2.10
+        # counts payload only, not the content-type byte; padding is invisible to us, so a record
+        # is taken at its largest possible payload (an honest client is never over-charged).
+        payload_len = max(0, length - _TAG_LEN - 1)
+        self._skip_budget -= payload_len
         if self._skip_budget < 0:
             raise UnexpectedMessage("too much early data to skip")
+        if not payload_len:  # non-empty ones are bounded by the budget; many small writes are legal
+            self._count_empty()
         return ContentType.invalid, b""
 
     def _count_empty(self) -> None:
@@ -433,8 +438,7 @@ class RecordLayer:
             return None
         if ctype == ContentType.alert:
             return self._alert(content)
-        if ctype == ContentType.invalid:  # a skipped record or a dropped CCS
-            self._count_empty()
+        if ctype == ContentType.invalid:  # a skipped record or a dropped CCS, already counted
             return None
         # A protected CCS, type 0 or an unknown inner type (a plaintext CCS never gets here).
         raise UnexpectedMessage(f"record content type {ctype} not acceptable here")

@@ -861,10 +861,23 @@ def test_skip_early_data_drops_until_a_record_decrypts() -> None:
 def test_skip_early_data_budget() -> None:
     layer = reader()
     early = Protection(AES128, S_SECRET)
-    layer.skip_early_data(60)
-    events(layer, early.seal(23, bytes(29)) + early.seal(23, bytes(29)))  # 30 + 30 inner bytes
+    layer.skip_early_data(58)
+    # §4.2.10 counts payload, not the content-type byte: exactly at the limit is fine
+    events(layer, early.seal(23, bytes(29)) + early.seal(23, bytes(29)) + early.seal(23, b""))
     with pytest.raises(errors.UnexpectedMessage):
-        events(layer, early.seal(23, b""))
+        events(layer, early.seal(23, b"x"))
+
+
+def test_skip_early_data_many_small_records_are_fine_empty_ones_are_counted() -> None:
+    layer = reader()
+    layer.max_empty_records = 3
+    early = Protection(AES128, S_SECRET)
+    layer.skip_early_data(10_000)
+    assert events(layer, b"".join(early.seal(23, b"x" * 9) for _ in range(50))) == []
+    forged_empty = b"\x17\x03\x03\x00\x11" + bytes(17)  # room for a content type, no payload
+    events(layer, forged_empty * 3)
+    with pytest.raises(errors.UnexpectedMessage):
+        events(layer, forged_empty)
 
 
 def test_skip_early_data_first_decrypting_record_is_checked_normally() -> None:
@@ -889,8 +902,10 @@ def test_skip_plaintext_app_data_after_hrr() -> None:
 def test_skip_plaintext_app_data_budget() -> None:
     layer = RecordLayer()
     layer.skip_plaintext_app_data(max_bytes=10)
+    early = Protection(AES128, S_SECRET)
+    events(layer, early.seal(23, bytes(10)))
     with pytest.raises(errors.UnexpectedMessage):
-        events(layer, Protection(AES128, S_SECRET).seal(23, bytes(10)))
+        events(layer, early.seal(23, bytes(1)))
 
 
 def test_max_ciphertext_constant() -> None:
