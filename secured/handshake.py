@@ -46,6 +46,7 @@ from shared.errors import (
 )
 from shared.record import HandshakeMessage, HandshakeType, RecordLayer
 from shared.state import TrafficState
+from shared.wire import vector
 
 ClientAuth = Literal["none", "optional", "required"]
 Signer = Callable[[Credential, int, bytes], bytes]
@@ -105,14 +106,14 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-# The transition table: which handshake message each state accepts. Anything else is
-# unexpected_message (§6.2); the handlers decide the next state.
-_EXPECTED: dict[State, int] = {
-    State.EXPECT_CLIENT_HELLO: HandshakeType.client_hello,
-    State.EXPECT_CLIENT_HELLO_2: HandshakeType.client_hello,
-    State.EXPECT_CERTIFICATE: HandshakeType.certificate,
-    State.EXPECT_CERTIFICATE_VERIFY: HandshakeType.certificate_verify,
-    State.EXPECT_FINISHED: HandshakeType.finished,
+# The transition table: the one handshake message each state accepts, and its handler (a method
+# name). Anything else is unexpected_message (§6.2); the handlers decide the next state.
+_TRANSITIONS: dict[State, tuple[int, str]] = {
+    State.EXPECT_CLIENT_HELLO: (HandshakeType.client_hello, "_on_client_hello"),
+    State.EXPECT_CLIENT_HELLO_2: (HandshakeType.client_hello, "_on_client_hello"),
+    State.EXPECT_CERTIFICATE: (HandshakeType.certificate, "_on_certificate"),
+    State.EXPECT_CERTIFICATE_VERIFY: (HandshakeType.certificate_verify, "_on_certificate_verify"),
+    State.EXPECT_FINISHED: (HandshakeType.finished, "_on_finished"),
 }
 
 
@@ -207,14 +208,14 @@ class ServerHandshake:
         self.bytes_received += len(data)
         self._rl.receive_data(data)
         try:
-            while self.state is not State.COMPLETE:
+            while not self.complete:
                 event = self._rl.next_event()
                 if event is None:
                     break
                 if not isinstance(event, HandshakeMessage):
                     raise UnexpectedMessage(f"{type(event).__name__} during the handshake")
                 self._dispatch(event)
-            if self.state is State.COMPLETE:
+            if self.complete:
                 self.trailing = self._rl.take_unprocessed()
         except LocalAlert as exc:
             self._fail(exc)
@@ -246,19 +247,10 @@ class ServerHandshake:
     # ---- internals ----------------------------------------------------------------------------
 
     def _dispatch(self, msg: HandshakeMessage) -> None:
-        expected = _EXPECTED.get(self.state)
-        if expected is None or msg.msg_type != expected:
+        expected, handler = _TRANSITIONS.get(self.state, (None, ""))
+        if msg.msg_type != expected:
             raise UnexpectedMessage(f"handshake type {msg.msg_type} while in state '{self.state.value}'")
-        if self.state is State.EXPECT_CLIENT_HELLO:
-            self._on_client_hello(msg)
-        elif self.state is State.EXPECT_CLIENT_HELLO_2:
-            self._on_client_hello(msg)
-        elif self.state is State.EXPECT_CERTIFICATE:
-            self._on_certificate(msg)
-        elif self.state is State.EXPECT_CERTIFICATE_VERIFY:
-            self._on_certificate_verify(msg)
-        else:
-            self._on_finished(msg)
+        getattr(self, handler)(msg)
 
     def _send_handshake(self, data: bytes) -> None:
         self._out += self._rl.send_handshake(data)
@@ -330,6 +322,8 @@ class ServerHandshake:
         credential, scheme = (None, None) if psk else self._config.credentials.select(
             ch.server_name, ch.signature_algorithms or [], ch.signature_algorithms_cert
         )
+        if self._rl.has_pending_handshake():
+            raise UnexpectedMessage("ClientHello does not end its record (§5.1: no message spans a key change)")
         # Every decision is made; from here on only our own code can fail.
         self._compat = bool(ch.session_id)
         self._add(ch.raw)
@@ -527,7 +521,7 @@ class ServerHandshake:
         if alpn is not None:
             exts += m.extension(
                 m.ExtensionType.application_layer_protocol_negotiation,
-                m.vector(2, m.vector(1, alpn.encode())),
+                vector(2, vector(1, alpn.encode())),
             )
         return exts
 
@@ -598,7 +592,7 @@ class ServerHandshake:
             raise IllegalParameter(f"client signed with scheme {scheme:#06x}, which we did not offer")
         assert self._peer_leaf is not None
         content = m.certificate_verify_content(self._digest(), server=False)
-        verify_signature(self._peer_leaf.public_key(), scheme, content, signature)
+        verify_signature(self._peer_leaf, scheme, content, signature)
         self._add(msg.raw)
         self.state = State.EXPECT_FINISHED
 

@@ -8,7 +8,6 @@ which side broke the connection. Exception messages name what was wrong, never s
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
 
 
 class AlertLevel(enum.IntEnum):
@@ -69,7 +68,7 @@ class LocalAlert(Alert):
     parser writes. The message (``reason``) goes to logs only, never on the wire.
     """
 
-    description: ClassVar[AlertDescription] = AlertDescription.internal_error
+    description = AlertDescription.internal_error
 
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason or self.description.name)
