@@ -1,0 +1,533 @@
+"""TrafficState <-> sealed, one-time CBOR blob (DESIGN.md §4; schema and reasons in docs/blob.md).
+
+secured seals the state of one finished handshake under the channel's key; appd opens it exactly once.
+The outer map travels in the clear (``v``, ``ch``, ``n``, ``ct``); the inner map is AES-256-GCM sealed
+with the connection id bound in as associated data.
+
+The module also holds the strict CBOR codec used by :mod:`shared.channel`, because both ends of the
+channel must agree byte for byte on what they accept. cbor2 alone is not strict enough (it ignores
+trailing bytes, decodes semantic tags, keeps the last of duplicate keys), so every input first passes
+:func:`_scan`, a structural gate that refuses anything outside the deterministic subset we use, then
+cbor2 builds the values with its own strict options, then the result must re-encode to the input.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import cbor2
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shared.errors import BlobError
+from shared.keyschedule import SUITES
+from shared.state import TLS13, TrafficState
+
+MAX_BLOB = 64 * 1024
+"""Hard cap on a sealed blob, checked before any parsing (peer_certs make up most of it)."""
+BLOB_VERSION = 1
+KEY_LEN = 32
+CHANNEL_ID_LEN = 16
+UINT64_MAX = 2**64 - 1
+TAG_LEN = 16
+MAX_DEPTH = 4
+"""Deepest nesting any of our messages needs (inner map -> peer_certs array -> byte string is 2)."""
+MAX_ITEMS = 1024
+"""Most data items in one message (a certificate chain is a handful; a hello's versions at most 16)."""
+
+_MAX_TEXT = 255
+_MAX_CERT = 2**24 - 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Strict CBOR (RFC 8949 §4.2.1 core deterministic encoding, restricted to the types we use)
+# --------------------------------------------------------------------------------------------------
+
+
+class CBORFault(ValueError):
+    """Input outside the strict CBOR subset; ``reason`` is one of the stable CBOR-level reasons."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+_MIN_FOR_AI = {24: 24, 25: 1 << 8, 26: 1 << 16, 27: 1 << 32}
+
+
+def _scan(data: bytes | bytearray | memoryview) -> None:
+    """Refuse anything but one well-formed, deterministically encoded item, before cbor2 sees it.
+
+    Allowed: unsigned/negative integers, byte and text strings (valid UTF-8), arrays, maps with
+    integer or text keys in strictly increasing bytewise order, false/true/null. Refused: tags,
+    indefinite lengths, floats and other simple values, non-shortest heads, nesting deeper than
+    MAX_DEPTH, more than MAX_ITEMS items (a cheap bound on work per message), trailing bytes.
+    """
+    scanner = _Scanner(memoryview(data))
+    end = scanner.item(0, 0)
+    if end != len(scanner.buf):
+        raise CBORFault("trailing_bytes", f"{len(scanner.buf) - end} bytes after the item")
+
+
+class _Scanner:
+    __slots__ = ("buf", "items")
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+        self.items = 0
+
+    def item(self, pos: int, depth: int) -> int:
+        """Check the item at ``pos``; return the offset just after it."""
+        buf = self.buf
+        self.items += 1
+        if self.items > MAX_ITEMS:
+            raise CBORFault("malformed", "too many items")
+        if depth > MAX_DEPTH:
+            raise CBORFault("malformed", "nested too deep")
+        if pos >= len(buf):
+            raise CBORFault("malformed", "truncated")
+        major, ai = buf[pos] >> 5, buf[pos] & 0x1F
+        pos += 1
+        if major == 6:
+            raise CBORFault("tag", "semantic tags are not allowed")
+        if ai == 31:
+            if major == 7:
+                raise CBORFault("malformed", "break outside an indefinite-length item")
+            raise CBORFault("indefinite_length", "indefinite-length items are not allowed")
+        if ai in (28, 29, 30):
+            raise CBORFault("malformed", "reserved additional information")
+        if major == 7:
+            if ai in (20, 21, 22):  # false, true, null
+                return pos
+            raise CBORFault("malformed", "floats and simple values other than false/true/null")
+        if ai < 24:
+            arg = ai
+        else:
+            width = 1 << (ai - 24)
+            if width > len(buf) - pos:
+                raise CBORFault("malformed", "truncated")
+            arg = int.from_bytes(buf[pos : pos + width], "big")
+            pos += width
+            if arg < _MIN_FOR_AI[ai]:
+                raise CBORFault("non_canonical", "argument not in its shortest form")
+        if major in (0, 1):
+            return pos
+        if major in (2, 3):
+            if arg > len(buf) - pos:
+                raise CBORFault("malformed", "truncated")
+            if major == 3:
+                try:
+                    str(buf[pos : pos + arg], "utf-8")
+                except UnicodeDecodeError:
+                    raise CBORFault("malformed", "text string is not valid UTF-8") from None
+            return pos + arg
+        if major == 4:
+            if arg > len(buf) - pos:  # every item takes at least one byte
+                raise CBORFault("malformed", "truncated")
+            for _ in range(arg):
+                pos = self.item(pos, depth + 1)
+            return pos
+        # major == 5, a map: keys are integers or text, strictly increasing as encoded bytes
+        if arg > (len(buf) - pos) // 2:
+            raise CBORFault("malformed", "truncated")
+        prev: bytes | None = None
+        for _ in range(arg):
+            if pos < len(buf) and buf[pos] >> 5 not in (0, 1, 3):
+                raise CBORFault("malformed", "map keys must be integers or text")
+            kstart = pos
+            pos = self.item(pos, depth + 1)
+            key = bytes(buf[kstart:pos])
+            if prev is not None:
+                if key == prev:
+                    raise CBORFault("duplicate_key", "a map key appears twice")
+                if key < prev:
+                    raise CBORFault("non_canonical", "map keys not in bytewise order")
+            prev = key
+            pos = self.item(pos, depth + 1)
+        return pos
+
+
+def _refuse_tag(*_args: object) -> NoReturn:
+    # Signature-agnostic: cbor2 5 passes (decoder, tag), cbor2 6 passes (tag, immutable).
+    raise CBORFault("tag", "semantic tags are not allowed")
+
+
+class _RefuseEveryTag(Mapping[int, Callable[..., object]]):
+    """A semantic_decoders table that claims every tag and refuses it (cbor2 would decode many)."""
+
+    def __getitem__(self, tag: int) -> Callable[..., object]:
+        return _refuse_tag
+
+    def get(self, tag: int, default: object = None) -> Callable[..., object]:
+        return _refuse_tag
+
+    def __contains__(self, tag: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+_REFUSE_EVERY_TAG = _RefuseEveryTag()
+
+
+def _cbor2_strict_loads(data: bytes | bytearray | memoryview) -> object:
+    """Second layer: cbor2 with every strictness option on, then position and re-encode checks.
+
+    On its own this closes cbor2's pitfalls too (the tests drive it directly); behind :func:`_scan` it
+    is defence in depth should the two ever disagree.
+    """
+    fp = io.BytesIO(data)
+    try:
+        decoder = cbor2.CBORDecoder(
+            fp,
+            tag_hook=_refuse_tag,
+            semantic_decoders=_REFUSE_EVERY_TAG,
+            str_errors="strict",
+            max_depth=MAX_DEPTH + 1,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+        )
+        value = decoder.decode()
+    except CBORFault:
+        raise
+    except Exception as exc:  # cbor2 raises several types (decode, value, recursion errors)
+        raise CBORFault("malformed", f"cbor2 refused the input ({type(exc).__name__})") from None
+    if fp.tell() != len(data):
+        raise CBORFault("trailing_bytes", "bytes after the item")
+    try:
+        again = cbor2.dumps(value, canonical=True)
+    except Exception:
+        raise CBORFault("malformed", "value does not re-encode") from None
+    if again != data:  # compare in place: no extra copy of a plaintext holding secrets
+        raise CBORFault("non_canonical", "re-encoding differs from the input")
+    return value
+
+
+def cbor_decode(data: bytes | bytearray | memoryview, max_size: int) -> object:
+    """Decode one strictly deterministic CBOR item; raise :class:`CBORFault` for anything else."""
+    if len(data) > max_size:
+        raise CBORFault("oversize", f"{len(data)} > {max_size} bytes")
+    _scan(data)
+    return _cbor2_strict_loads(data)
+
+
+def cbor_encode(value: object) -> bytes:
+    """Deterministic CBOR, verified against our own gate so we never emit what a peer refuses."""
+    out: bytes = cbor2.dumps(value, canonical=True)
+    _scan(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets
+# --------------------------------------------------------------------------------------------------
+
+
+def wipe_bytes(buf: bytearray | memoryview) -> None:
+    """Overwrite a mutable buffer with zeros in place (same length, so no reallocation)."""
+    buf[:] = bytes(len(buf))
+
+
+# --------------------------------------------------------------------------------------------------
+# Inner map: integer keys (table in docs/blob.md)
+# --------------------------------------------------------------------------------------------------
+
+K_VERSION = 0
+K_SUITE = 1
+K_READ_SECRET = 2
+K_WRITE_SECRET = 3
+K_READ_SEQ = 4
+K_WRITE_SEQ = 5
+K_RECORDS_PROTECTED = 6
+K_ALPN = 7
+K_SNI = 8
+K_PEER_CERTS = 9
+K_PSK_RESUMED = 10
+K_CREATED = 11
+
+INNER_KEYS: dict[int, str] = {
+    K_VERSION: "version",
+    K_SUITE: "suite",
+    K_READ_SECRET: "read_secret",
+    K_WRITE_SECRET: "write_secret",
+    K_READ_SEQ: "read_seq",
+    K_WRITE_SEQ: "write_seq",
+    K_RECORDS_PROTECTED: "records_protected",
+    K_ALPN: "alpn",
+    K_SNI: "sni",
+    K_PEER_CERTS: "peer_certs",
+    K_PSK_RESUMED: "psk_resumed",
+    K_CREATED: "created",
+}
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_opt_text(v: object) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _is_secret(v: object) -> bool:
+    return isinstance(v, (bytes, bytearray))
+
+
+def _is_cert_list(v: object) -> bool:
+    return isinstance(v, list) and all(isinstance(c, (bytes, bytearray)) for c in v)
+
+
+_INNER_TYPES: dict[int, Callable[[object], bool]] = {
+    K_VERSION: _is_int,
+    K_SUITE: _is_int,
+    K_READ_SECRET: _is_secret,
+    K_WRITE_SECRET: _is_secret,
+    K_READ_SEQ: _is_int,
+    K_WRITE_SEQ: _is_int,
+    K_RECORDS_PROTECTED: _is_int,
+    K_ALPN: _is_opt_text,
+    K_SNI: _is_opt_text,
+    K_PEER_CERTS: _is_cert_list,
+    K_PSK_RESUMED: lambda v: isinstance(v, bool),
+    K_CREATED: _is_int,
+}
+
+
+def _text_ok(v: str | None) -> bool:
+    return v is None or 1 <= len(v.encode("utf-8")) <= _MAX_TEXT
+
+
+@dataclass(frozen=True)
+class _Inner:
+    """The inner map after the type checks: references only, secrets are not copied here."""
+
+    version: int
+    suite: int
+    read_secret: bytes | bytearray = field(repr=False)
+    write_secret: bytes | bytearray = field(repr=False)
+    read_seq: int
+    write_seq: int
+    records_protected: int
+    alpn: str | None
+    sni: str | None
+    peer_certs: list[bytes | bytearray] = field(repr=False)
+    psk_resumed: bool
+    created: int
+
+
+def _parse_inner(m: Mapping[Any, object]) -> _Inner:
+    """Schema check shared by seal (own state) and open (decoded map); raises BlobError(reason)."""
+    for key in m:
+        if not _is_int(key) or key not in INNER_KEYS:
+            raise BlobError("unknown_field", f"inner key {repr(key)[:40]}")
+    for key, name in INNER_KEYS.items():
+        if key not in m:
+            raise BlobError("missing_field", name)
+        if not _INNER_TYPES[key](m[key]):
+            raise BlobError("wrong_type", f"{name} is {type(m[key]).__name__}")
+    f = _Inner(**{name: m[key] for key, name in INNER_KEYS.items()})  # type: ignore[arg-type]
+    if f.version != TLS13:
+        raise BlobError("bad_tls_version", f"version {f.version:#x}")
+    params = SUITES.get(f.suite)
+    if params is None:
+        raise BlobError("unknown_suite", f"suite {f.suite:#x}")
+    for name, secret in (("read_secret", f.read_secret), ("write_secret", f.write_secret)):
+        if len(secret) != params.hash_len:
+            raise BlobError("bad_secret_length", f"{name} has {len(secret)} bytes, suite needs {params.hash_len}")
+    for name, seq in (
+        ("read_seq", f.read_seq),
+        ("write_seq", f.write_seq),
+        ("records_protected", f.records_protected),
+    ):
+        if not 0 <= seq <= UINT64_MAX:
+            raise BlobError("bad_seq", f"{name} out of range")
+    if not 0 <= f.created <= UINT64_MAX:
+        raise BlobError("bad_value", "created out of range")
+    if not _text_ok(f.alpn) or not _text_ok(f.sni):
+        raise BlobError("bad_value", f"alpn and sni must be 1..{_MAX_TEXT} bytes or null")
+    if not all(1 <= len(cert) <= _MAX_CERT for cert in f.peer_certs):
+        raise BlobError("bad_value", "peer certificate length out of range")
+    return f
+
+
+def _inner_from_state(state: TrafficState) -> dict[int, object]:
+    # Secrets go in as the state's own bytearrays: no extra immutable copy on our side.
+    return {
+        K_VERSION: state.version,
+        K_SUITE: state.suite,
+        K_READ_SECRET: state.read_secret,
+        K_WRITE_SECRET: state.write_secret,
+        K_READ_SEQ: state.read_seq,
+        K_WRITE_SEQ: state.write_seq,
+        K_RECORDS_PROTECTED: state.records_protected,
+        K_ALPN: state.alpn,
+        K_SNI: state.sni,
+        K_PEER_CERTS: list(state.peer_certs),
+        K_PSK_RESUMED: state.psk_resumed,
+        K_CREATED: state.created,
+    }
+
+
+def _state_from_inner(f: _Inner) -> TrafficState:
+    return TrafficState(
+        suite=f.suite,
+        read_secret=bytearray(f.read_secret),
+        write_secret=bytearray(f.write_secret),
+        read_seq=f.read_seq,
+        write_seq=f.write_seq,
+        records_protected=f.records_protected,
+        alpn=f.alpn,
+        sni=f.sni,
+        peer_certs=[bytes(c) for c in f.peer_certs],
+        psk_resumed=f.psk_resumed,
+        created=f.created,
+        version=f.version,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Outer map and AEAD
+# --------------------------------------------------------------------------------------------------
+
+
+def blob_nonce(n: int) -> bytes:
+    """12-byte GCM nonce: n big-endian. Unique per key because a sealer never reuses n."""
+    return n.to_bytes(12, "big")
+
+
+def blob_aad(channel_id: bytes, n: int, conn: int) -> bytes:
+    """Associated data: deterministic CBOR of {v, ch, n, c}, binding the blob to one connection."""
+    return cbor_encode({"v": BLOB_VERSION, "ch": channel_id, "n": n, "c": conn})
+
+
+def _check_key(key: bytes | bytearray, channel_id: bytes) -> None:
+    if len(key) != KEY_LEN:
+        raise ValueError(f"blob key must be {KEY_LEN} bytes")
+    if len(channel_id) != CHANNEL_ID_LEN:
+        raise ValueError(f"channel id must be {CHANNEL_ID_LEN} bytes")
+
+
+def _check_conn(conn: int) -> None:
+    if not _is_int(conn) or not 0 <= conn <= UINT64_MAX:
+        raise BlobError("bad_conn", "connection id must be an unsigned 64-bit integer")
+
+
+class BlobSealer:
+    """secured's half: seals TrafficStates for one channel with counters 1, 2, 3, ..."""
+
+    def __init__(self, key: bytes | bytearray, channel_id: bytes) -> None:
+        _check_key(key, channel_id)
+        self._aead = AESGCM(bytes(key))
+        self.channel_id = bytes(channel_id)
+        self._next = 1
+
+    def __repr__(self) -> str:
+        return f"BlobSealer(channel={self.channel_id.hex()[:8]}, next={self._next})"
+
+    def seal(self, state: TrafficState, conn: int) -> bytes:
+        """Seal ``state`` for connection ``conn``. The caller then wipes its own state.
+
+        Refuses (BlobError) a state appd would refuse, so a bad export fails in secured, not later.
+        """
+        _check_conn(conn)
+        inner = _inner_from_state(state)
+        _parse_inner(inner)
+        n = self._next
+        if n > UINT64_MAX:
+            raise BlobError("counter_exhausted", "open a new channel")
+        self._next = n + 1  # burn n before it touches the AEAD: a nonce is never used twice
+        plain = io.BytesIO()
+        cbor2.dump(inner, plain, canonical=True)
+        view = plain.getbuffer()
+        try:
+            _scan(view)
+            ct = self._aead.encrypt(blob_nonce(n), view, blob_aad(self.channel_id, n, conn))
+        finally:
+            wipe_bytes(view)
+            view.release()
+        blob = cbor_encode({"v": BLOB_VERSION, "ch": self.channel_id, "n": n, "ct": ct})
+        if len(blob) > MAX_BLOB:
+            raise BlobError("oversize", f"sealed blob would be {len(blob)} > {MAX_BLOB} bytes")
+        return blob
+
+
+class BlobOpener:
+    """appd's half: opens each blob of one channel at most once (``n`` must keep increasing)."""
+
+    def __init__(self, key: bytes | bytearray, channel_id: bytes) -> None:
+        _check_key(key, channel_id)
+        self._aead = AESGCM(bytes(key))
+        self.channel_id = bytes(channel_id)
+        self._last = 0
+
+    def __repr__(self) -> str:
+        return f"BlobOpener(channel={self.channel_id.hex()[:8]}, last={self._last})"
+
+    def _decrypt_into(self, nonce: bytes, ct: bytes, aad: bytes, out: bytearray) -> None:
+        # decrypt_into (recent cryptography) writes the plaintext straight into our wipeable buffer;
+        # older releases only return immutable bytes, which then linger (docs/blob.md).
+        into = getattr(self._aead, "decrypt_into", None)
+        if into is not None:
+            into(nonce, ct, aad, out)
+        else:  # pragma: no cover - depends on the installed cryptography
+            out[:] = self._aead.decrypt(nonce, ct, aad)
+
+    @property
+    def last(self) -> int:
+        """The counter of the last blob imported on this channel (0: none yet)."""
+        return self._last
+
+    def open(self, blob: bytes, conn: int) -> TrafficState:
+        """Check and import ``blob`` for ``conn``; BlobError(reason) and no import on any refusal."""
+        _check_conn(conn)
+        if not isinstance(blob, (bytes, bytearray)):
+            raise BlobError("malformed", "blob must be bytes")
+        try:
+            outer = cbor_decode(blob, MAX_BLOB)
+        except CBORFault as exc:
+            raise BlobError(exc.reason, str(exc)) from None
+        if not isinstance(outer, dict):
+            raise BlobError("bad_outer", "not a map")
+        v = outer.get("v")
+        if not _is_int(v):
+            raise BlobError("bad_outer", "v missing or not an integer")
+        if v != BLOB_VERSION:
+            raise BlobError("unsupported_version", f"v={v}")
+        if set(outer) != {"v", "ch", "n", "ct"}:
+            raise BlobError("bad_outer", "fields must be exactly v, ch, n, ct")
+        ch, n, ct = outer["ch"], outer["n"], outer["ct"]
+        if not isinstance(ch, bytes) or not _is_int(n) or not isinstance(ct, bytes):
+            raise BlobError("bad_outer", "wrong field types")
+        if n < 1:
+            raise BlobError("bad_outer", "n starts at 1")
+        if not hmac.compare_digest(ch, self.channel_id):
+            raise BlobError("wrong_channel")
+        if n <= self._last:
+            raise BlobError("replayed", f"n={n}, last imported {self._last}")
+        if len(ct) < TAG_LEN:
+            raise BlobError("bad_tag", "ciphertext shorter than the tag")
+        plain = bytearray(len(ct) - TAG_LEN)
+        try:
+            try:
+                self._decrypt_into(blob_nonce(n), ct, blob_aad(ch, n, conn), plain)
+            except InvalidTag:
+                raise BlobError("bad_tag") from None
+            try:
+                inner = cbor_decode(plain, MAX_BLOB)
+            except CBORFault as exc:
+                raise BlobError("bad_inner", exc.reason) from None
+            if not isinstance(inner, dict):
+                raise BlobError("bad_inner", "not a map")
+            state = _state_from_inner(_parse_inner(inner))
+        finally:
+            wipe_bytes(plain)
+        self._last = n
+        return state

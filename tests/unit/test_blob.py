@@ -1,0 +1,534 @@
+"""shared.blob: sealed one-time TrafficState blobs and the strict CBOR gate in front of cbor2."""
+
+from __future__ import annotations
+
+import os
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared import blob as B
+from shared.errors import BlobError
+from shared.keyschedule import SUITES, traffic_key_iv
+from shared.state import TrafficState
+
+KEY = bytes(range(32))
+CH = bytes(range(100, 116))
+SETTINGS = settings(max_examples=200, deadline=None)
+
+
+def make_state(suite: int = 0x1301, **kw: object) -> TrafficState:
+    n = SUITES[suite].hash_len
+    fields: dict[str, object] = {
+        "suite": suite,
+        "read_secret": bytearray(os.urandom(n)),
+        "write_secret": bytearray(os.urandom(n)),
+        "read_seq": 1,
+        "write_seq": 3,
+        "records_protected": 4,
+        "alpn": "h2",
+        "sni": "example.com",
+        "peer_certs": [b"\x30\x82cert-1", b"\x30\x82cert-2"],
+        "psk_resumed": True,
+        "created": 1_700_000_000,
+    }
+    fields.update(kw)
+    return TrafficState(**fields)  # type: ignore[arg-type]
+
+
+def pair() -> tuple[B.BlobSealer, B.BlobOpener]:
+    return B.BlobSealer(KEY, CH), B.BlobOpener(KEY, CH)
+
+
+def same(a: TrafficState, b: TrafficState) -> bool:
+    names = ["suite", "read_seq", "write_seq", "records_protected", "alpn", "sni", "peer_certs"]
+    names += ["psk_resumed", "created", "version", "read_secret", "write_secret"]
+    return all(getattr(a, n) == getattr(b, n) for n in names)
+
+
+def outer(blob: bytes) -> dict[str, object]:
+    d = cbor2.loads(blob)
+    assert isinstance(d, dict)
+    return d
+
+
+def refused(opener: B.BlobOpener, blob: bytes, conn: int = 7) -> str:
+    last = opener.last
+    with pytest.raises(BlobError) as ei:
+        opener.open(blob, conn)
+    assert opener.last == last, "a refusal must not advance the one-time counter"
+    return ei.value.reason
+
+
+# ------------------------------------------------------------------ round trip
+
+
+@pytest.mark.parametrize("suite", [0x1301, 0x1302, 0x1303])
+def test_round_trip_every_suite(suite: int) -> None:
+    sealer, opener = pair()
+    state = make_state(suite)
+    expect = make_state(suite, read_secret=bytearray(state.read_secret), write_secret=bytearray(state.write_secret))
+    blob = sealer.seal(state, conn=7)
+    state.wipe()  # secured destroys its copy right after sealing
+    got = opener.open(blob, conn=7)
+    assert same(got, expect)
+    assert len(got.read_secret) == SUITES[suite].hash_len
+    assert isinstance(got.read_secret, bytearray) and isinstance(got.write_secret, bytearray)
+    assert got.read_secret != bytes(len(got.read_secret)), "wiping the original must not touch the import"
+    params = SUITES[suite]
+    for a, b in ((got.read_secret, expect.read_secret), (got.write_secret, expect.write_secret)):
+        assert traffic_key_iv(params, bytes(a)) == traffic_key_iv(params, bytes(b))
+
+
+def test_round_trip_nulls_and_empty_certs() -> None:
+    sealer, opener = pair()
+    state = make_state(alpn=None, sni=None, peer_certs=[], psk_resumed=False, read_seq=0, created=0)
+    assert same(opener.open(sealer.seal(state, 1), 1), state)
+
+
+def test_wipe_of_import_leaves_nothing_shared() -> None:
+    sealer, opener = pair()
+    state = make_state()
+    got = opener.open(sealer.seal(state, 1), 1)
+    got.wipe()
+    assert state.read_secret != bytes(32)
+
+
+def test_counter_starts_at_one_and_increases() -> None:
+    sealer, _opener = pair()
+    ns = [outer(sealer.seal(make_state(), 1))["n"] for _ in range(3)]
+    assert ns == [1, 2, 3]
+
+
+def test_outer_layout_is_deterministic() -> None:
+    sealer, _ = pair()
+    blob = sealer.seal(make_state(), 5)
+    # keys sorted by their encodings: "n", "v", then the two-letter "ch", "ct"
+    assert blob[:1] == b"\xa4"
+    assert blob[1:6] == b"\x61n\x01\x61v"
+    assert list(outer(blob)) == ["n", "v", "ch", "ct"]
+    assert B.blob_aad(CH, 1, 5) == cbor2.dumps({"c": 5, "n": 1, "v": 1, "ch": CH})
+
+
+def test_sealer_refuses_bad_state_without_burning_a_counter() -> None:
+    sealer, _opener = pair()
+    with pytest.raises(BlobError) as ei:
+        sealer.seal(make_state(0x1302, read_secret=bytearray(32)), 1)
+    assert ei.value.reason == "bad_secret_length"
+    assert outer(sealer.seal(make_state(), 1))["n"] == 1
+
+
+def test_sealer_refuses_oversize() -> None:
+    sealer, _ = pair()
+    with pytest.raises(BlobError) as ei:
+        sealer.seal(make_state(peer_certs=[b"x" * B.MAX_BLOB]), 1)
+    assert ei.value.reason == "oversize"
+
+
+def test_reprs_and_errors_never_show_secrets() -> None:
+    sealer, opener = pair()
+    state = make_state(0x1302)
+    for text in (repr(state), repr(sealer), repr(opener)):
+        assert state.read_secret.hex() not in text and KEY.hex() not in text
+    with pytest.raises(BlobError) as ei:
+        sealer.seal(make_state(0x1301, read_secret=bytearray(b"\xaa" * 48)), 1)
+    assert "aa" * 8 not in str(ei.value)
+
+
+# ------------------------------------------------------------------ one-time rule, channel, conn
+
+
+def test_replay_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    opener.open(blob, 7)
+    assert refused(opener, blob) == "replayed"
+
+
+def test_older_blob_after_newer_refused() -> None:
+    sealer, opener = pair()
+    first, second = sealer.seal(make_state(), 1), sealer.seal(make_state(), 2)
+    opener.open(second, 2)
+    assert refused(opener, first, 1) == "replayed"
+
+
+def test_other_channel_refused() -> None:
+    sealer = B.BlobSealer(KEY, bytes(16))
+    _, opener = pair()
+    assert refused(opener, sealer.seal(make_state(), 7)) == "wrong_channel"
+
+
+def test_other_key_same_channel_id_refused() -> None:
+    sealer = B.BlobSealer(bytes(32), CH)
+    _, opener = pair()
+    assert refused(opener, sealer.seal(make_state(), 7)) == "bad_tag"
+
+
+def test_other_conn_refused() -> None:
+    sealer, opener = pair()
+    state = make_state()
+    blob = sealer.seal(state, 7)
+    assert refused(opener, blob, conn=8) == "bad_tag"
+    assert same(opener.open(blob, 7), state)
+
+
+def test_bad_conn_argument() -> None:
+    sealer, opener = pair()
+    with pytest.raises(BlobError) as ei:
+        sealer.seal(make_state(), -1)
+    assert ei.value.reason == "bad_conn"
+    assert refused(opener, sealer.seal(make_state(), 1), conn=2**64) == "bad_conn"
+
+
+# ------------------------------------------------------------------ tampering
+
+
+def test_flipped_bit_at_every_position_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    reasons = set()
+    for i in range(len(blob)):
+        for bit in range(8):
+            bad = bytearray(blob)
+            bad[i] ^= 1 << bit
+            reasons.add(refused(opener, bytes(bad)))
+    assert opener.last == 0
+    assert "bad_tag" in reasons and "wrong_channel" in reasons
+    opener.open(blob, 7)  # the genuine blob still imports afterwards
+
+
+def test_truncated_at_every_length_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    for n in range(len(blob)):
+        refused(opener, blob[:n])
+    opener.open(blob, 7)
+
+
+def test_oversize_refused_before_parsing() -> None:
+    _, opener = pair()
+    assert refused(opener, b"\xff" * (B.MAX_BLOB + 1)) == "oversize"
+
+
+def reencode(blob: bytes, **changes: object) -> bytes:
+    d = outer(blob)
+    d.update(changes)
+    return cbor2.dumps(d, canonical=True)
+
+
+def test_wrong_version_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    assert refused(opener, reencode(blob, v=2)) == "unsupported_version"
+    assert refused(opener, reencode(blob, v=2, ch=b"")) == "unsupported_version"  # v is checked first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"v": "1"}, {"ch": "text"}, {"n": -1}, {"n": 0}, {"ct": []}, {"extra": 1}],
+)
+def test_bad_outer_shape(change: dict[str, object]) -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    assert refused(opener, reencode(blob, **change)) == "bad_outer"
+
+
+def test_missing_outer_field_and_non_map() -> None:
+    sealer, opener = pair()
+    d = outer(sealer.seal(make_state(), 7))
+    del d["ct"]
+    assert refused(opener, cbor2.dumps(d, canonical=True)) == "bad_outer"
+    assert refused(opener, cbor2.dumps([1, 2])) == "bad_outer"
+
+
+def test_short_ciphertext() -> None:
+    sealer, opener = pair()
+    assert refused(opener, reencode(sealer.seal(make_state(), 7), ct=b"x")) == "bad_tag"
+
+
+def test_trailing_bytes_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    assert refused(opener, blob + b"\x00") == "trailing_bytes"
+    assert refused(opener, blob + blob) == "trailing_bytes"
+    opener.open(blob, 7)
+
+
+def test_semantic_tags_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    assert refused(opener, b"\xd9\xd9\xf7" + blob) == "tag"  # self-describe tag 55799 around it
+    assert refused(opener, reencode(blob, n=cbor2.CBORTag(2, b"\x05"))) == "tag"  # bignum 5
+
+
+def _map_items(blob: bytes) -> list[bytes]:
+    """The encoded key/value items of the outer map, in order (for hand-built variants)."""
+    d = outer(blob)
+    return [cbor2.dumps(k) + cbor2.dumps(v) for k, v in d.items()]
+
+
+def test_indefinite_length_map_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    assert refused(opener, b"\xbf" + b"".join(_map_items(blob)) + b"\xff") == "indefinite_length"
+
+
+def test_duplicate_key_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    items = _map_items(blob)
+    # {"n": 1, "n": 1, "v": 1, "ch": .., "ct": ..}: the scanner sees two equal keys
+    assert refused(opener, b"\xa5" + items[0] + b"".join(items)) == "duplicate_key"
+
+
+def test_non_canonical_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    items = _map_items(blob)
+    long_n = b"\x61n\x18\x01"  # n = 1 in a two-byte head
+    assert refused(opener, b"\xa4" + long_n + b"".join(items[1:])) == "non_canonical"
+    assert refused(opener, b"\xa4" + b"".join(reversed(items))) == "non_canonical"
+    ch_long = b"\x62ch\x58\x10" + CH  # 16-byte string with a one-byte length head
+    assert refused(opener, b"\xa4" + items[0] + items[1] + ch_long + items[3]) == "non_canonical"
+    opener.open(blob, 7)
+
+
+def test_float_and_simple_values_refused() -> None:
+    sealer, opener = pair()
+    blob = sealer.seal(make_state(), 7)
+    assert refused(opener, reencode(blob, n=1.0)) == "malformed"
+    assert refused(opener, b"\xf7") == "malformed"  # undefined
+
+
+# ------------------------------------------------------------------ inner map (behind a valid tag)
+
+
+def seal_raw_inner(inner: bytes, n: int = 1, conn: int = 7) -> bytes:
+    """Test-only path: seal arbitrary inner bytes with the channel key, as a buggy secured might."""
+    ct = AESGCM(KEY).encrypt(B.blob_nonce(n), inner, B.blob_aad(CH, n, conn))
+    return cbor2.dumps({"v": 1, "ch": CH, "n": n, "ct": ct}, canonical=True)
+
+
+def good_inner(**changes: object) -> dict[object, object]:
+    m: dict[object, object] = {
+        B.K_VERSION: 0x0304,
+        B.K_SUITE: 0x1301,
+        B.K_READ_SECRET: b"r" * 32,
+        B.K_WRITE_SECRET: b"w" * 32,
+        B.K_READ_SEQ: 0,
+        B.K_WRITE_SEQ: 2,
+        B.K_RECORDS_PROTECTED: 2,
+        B.K_ALPN: None,
+        B.K_SNI: "a.example",
+        B.K_PEER_CERTS: [],
+        B.K_PSK_RESUMED: False,
+        B.K_CREATED: 5,
+    }
+    names = {v: k for k, v in B.INNER_KEYS.items()}
+    for name, value in changes.items():
+        m[names[name]] = value
+    return m
+
+
+def test_hand_made_inner_imports() -> None:
+    _, opener = pair()
+    got = opener.open(seal_raw_inner(cbor2.dumps(good_inner(), canonical=True)), 7)
+    assert got.read_secret == bytearray(b"r" * 32) and got.write_seq == 2 and got.sni == "a.example"
+
+
+_MISSING = object()
+
+INNER_FAULTS = [
+    ("unknown key", {12: 0}, "unknown_field"),
+    ("text key", {"x": 0}, "unknown_field"),
+    ("missing suite", {B.K_SUITE: _MISSING}, "missing_field"),
+    ("suite as text", {B.K_SUITE: "0x1301"}, "wrong_type"),
+    ("seq as bool", {B.K_READ_SEQ: True}, "wrong_type"),
+    ("psk_resumed as int", {B.K_PSK_RESUMED: 1}, "wrong_type"),
+    ("secret as text", {B.K_READ_SECRET: "r" * 32}, "wrong_type"),
+    ("certs not a list", {B.K_PEER_CERTS: b"cert"}, "wrong_type"),
+    ("cert as text", {B.K_PEER_CERTS: ["cert"]}, "wrong_type"),
+    ("TLS 1.2", {B.K_VERSION: 0x0303}, "bad_tls_version"),
+    ("unknown suite", {B.K_SUITE: 0x1304}, "unknown_suite"),
+    ("short secret", {B.K_WRITE_SECRET: b"w" * 31}, "bad_secret_length"),
+    ("48-byte secret for a SHA-256 suite", {B.K_READ_SECRET: b"r" * 48}, "bad_secret_length"),
+    ("negative seq", {B.K_WRITE_SEQ: -1}, "bad_seq"),
+    ("negative records_protected", {B.K_RECORDS_PROTECTED: -5}, "bad_seq"),
+    ("negative created", {B.K_CREATED: -1}, "bad_value"),
+    ("empty alpn", {B.K_ALPN: ""}, "bad_value"),
+    ("long sni", {B.K_SNI: "a" * 256}, "bad_value"),
+    ("empty cert", {B.K_PEER_CERTS: [b""]}, "bad_value"),
+]
+
+
+@pytest.mark.parametrize(("label", "change", "reason"), INNER_FAULTS, ids=[f[0] for f in INNER_FAULTS])
+def test_inner_faults(label: str, change: dict[object, object], reason: str) -> None:
+    _, opener = pair()
+    m = good_inner()
+    for k, v in change.items():
+        if v is _MISSING:
+            del m[k]
+        else:
+            m[k] = v
+    assert refused(opener, seal_raw_inner(cbor2.dumps(m, canonical=True))) == reason
+    opener.open(seal_raw_inner(cbor2.dumps(good_inner(), canonical=True), n=2), 7)
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        cbor2.dumps([1, 2]),  # not a map
+        b"\xa0\x00",  # trailing byte
+        b"\xc0\x00",  # tag
+        b"",  # nothing
+        cbor2.dumps(good_inner())[::-1],  # garbage
+        b"\xa2\x01\x00\x00\x00",  # unsorted integer keys
+    ],
+)
+def test_inner_cbor_faults(inner: bytes) -> None:
+    _, opener = pair()
+    assert refused(opener, seal_raw_inner(inner)) == "bad_inner"
+
+
+def test_inner_duplicate_key() -> None:
+    _, opener = pair()
+    body = cbor2.dumps(good_inner(), canonical=True)
+    assert body[:1] == b"\xac"  # 12 entries
+    dup = b"\xad" + b"\x00\x19\x03\x04" + body[1:]  # 13 entries: version twice
+    assert refused(opener, seal_raw_inner(dup)) == "bad_inner"
+
+
+# ------------------------------------------------------------------ the cbor2 pitfalls, one by one
+
+
+def test_cbor2_pitfalls_exist() -> None:
+    """Why the gate exists: plain cbor2.loads accepts all of these."""
+    assert cbor2.loads(b"\x01\x02") == 1  # trailing bytes ignored
+    assert cbor2.loads(b"\xa2\x61a\x01\x61a\x02") == {"a": 2}  # duplicate: last one wins
+    assert cbor2.loads(b"\xc2\x41\x05") == 5  # semantic tag decoded (bignum)
+    assert cbor2.loads(b"\x18\x01") == 1  # non-shortest integer
+    assert cbor2.loads(b"\xbf\x61a\x01\xff") == {"a": 1}  # indefinite-length map
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x01\x02", "trailing_bytes"),
+        (b"\xa2\x61a\x01\x61a\x02", "duplicate_key"),
+        (b"\xc2\x41\x05", "tag"),
+        (b"\xd9\xd9\xf7\x01", "tag"),
+        (b"\x18\x01", "non_canonical"),
+        (b"\xbf\x61a\x01\xff", "indefinite_length"),
+        (b"\x5f\x41a\xff", "indefinite_length"),
+        (b"\xa2\x61b\x01\x61a\x02", "non_canonical"),
+        (b"\xf9\x3c\x00", "malformed"),  # half float
+        (b"\x62\xff\xfe", "malformed"),  # invalid UTF-8
+        (b"\x81" * 10 + b"\x00", "malformed"),  # too deep
+        (b"\x1c", "malformed"),  # reserved additional information
+        (b"\xff", "malformed"),  # lone break
+        (b"\xa1\x41k\x00", "malformed"),  # byte-string key
+        (b"\x5b\xff\xff\xff\xff\xff\xff\xff\xff", "malformed"),  # absurd length
+        (b"\x99\x04\x01" + b"\x00" * 1025, "malformed"),  # more than MAX_ITEMS items
+    ],
+)
+def test_scanner_gate(data: bytes, reason: str) -> None:
+    with pytest.raises(B.CBORFault) as ei:
+        B.cbor_decode(data, 4096)
+    assert ei.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x01\x02",
+        b"\xa2\x61a\x01\x61a\x02",
+        b"\xc2\x41\x05",
+        b"\xc1\x1a\x00\x00\x00\x00",
+        b"\xd8\x1c\x01",
+        b"\xd8\xff\x01",
+        b"\x18\x01",
+        b"\xbf\x61a\x01\xff",
+        b"\xa2\x61b\x01\x61a\x02",
+    ],
+)
+def test_cbor2_layer_alone_closes_pitfalls(data: bytes) -> None:
+    """Defence in depth: the cbor2 layer refuses the same inputs even without the scanner."""
+    with pytest.raises(B.CBORFault):
+        B._cbor2_strict_loads(data)
+
+
+def test_cbor_encode_matches_gate() -> None:
+    value = {"t": "x", "c": 1, "vs": [1, 2], "pk": b"k", "z": None, "b": True}
+    assert B.cbor_decode(B.cbor_encode(value), 1024) == value
+
+
+def test_wipe_bytes() -> None:
+    buf = bytearray(b"secret")
+    B.wipe_bytes(buf)
+    assert buf == bytearray(6)
+
+
+# ------------------------------------------------------------------ property tests
+
+
+@SETTINGS
+@given(st.binary(max_size=2048))
+def test_random_bytes_only_blob_error(data: bytes) -> None:
+    _, opener = pair()
+    with pytest.raises(BlobError):
+        opener.open(data, 7)
+    assert opener.last == 0
+
+
+_SEALED = B.BlobSealer(KEY, CH).seal(make_state(), 7)
+
+
+@SETTINGS
+@given(st.data())
+def test_random_edits_of_a_valid_blob_only_blob_error(data: st.DataObject) -> None:
+    blob = bytearray(_SEALED)
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["set", "insert", "delete"]))
+        i = data.draw(st.integers(0, len(blob) - 1))
+        if op == "set":
+            new = data.draw(st.integers(0, 255))
+            if blob[i] == new:
+                new ^= 1
+            blob[i] = new
+        elif op == "insert":
+            blob.insert(i, data.draw(st.integers(0, 255)))
+        else:
+            del blob[i]
+    _, opener = pair()
+    if bytes(blob) == _SEALED:
+        return
+    with pytest.raises(BlobError):
+        opener.open(bytes(blob), 7)
+
+
+@SETTINGS
+@given(
+    suite=st.sampled_from([0x1301, 0x1302, 0x1303]),
+    seqs=st.tuples(*[st.integers(0, 2**64 - 1)] * 3),
+    alpn=st.one_of(st.none(), st.text(min_size=1, max_size=20)),
+    certs=st.lists(st.binary(min_size=1, max_size=50), max_size=3),
+    created=st.integers(0, 2**64 - 1),
+    conn=st.integers(0, 2**64 - 1),
+)
+def test_round_trip_property(
+    suite: int, seqs: tuple[int, int, int], alpn: str | None, certs: list[bytes], created: int, conn: int
+) -> None:
+    sealer, opener = pair()
+    state = make_state(
+        suite,
+        read_seq=seqs[0],
+        write_seq=seqs[1],
+        records_protected=seqs[2],
+        alpn=alpn,
+        peer_certs=certs,
+        created=created,
+    )
+    assert same(opener.open(sealer.seal(state, conn), conn), state)
