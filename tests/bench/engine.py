@@ -1,0 +1,101 @@
+"""CPU time of the server engine per full handshake, in memory (no sockets, no daemons).
+
+A real OpenSSL client (Python's ssl over MemoryBIO) drives ``ServerHandshake``; only the time spent
+inside the engine's calls (receive_data, data_to_send, export) is counted, as thread CPU time. The
+crypto floor is the same handshake's ``cryptography`` calls alone (ephemeral keygen + ECDH + the
+signature), so "overhead" is what our Python adds.
+
+    .venv/bin/python tests/bench/engine.py [--n 200] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import ssl
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519  # noqa: E402
+
+from secured.handshake import ServerHandshake  # noqa: E402
+from tests.inmemory import client_context, pki, server_config  # noqa: E402
+
+
+def one_handshake(config: object, ctx: ssl.SSLContext) -> float:
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    spent = 0.0
+    server = None
+    done = False
+    while True:
+        if not done:
+            try:
+                client.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                pass
+        data = outgoing.read()
+        t0 = time.thread_time()
+        if server is None:
+            server = ServerHandshake(config)  # type: ignore[arg-type]
+        if data:
+            server.receive_data(data)
+        reply = server.data_to_send()
+        if server.complete:
+            server.export()
+        spent += time.thread_time() - t0
+        if reply:
+            incoming.write(reply)
+        if done and server.complete:
+            return spent
+
+
+def crypto_floor(kind: str, n: int) -> float:
+    key = pki().creds[kind].key
+    peer = x25519.X25519PrivateKey.generate().public_key()
+    t0 = time.thread_time()
+    for _ in range(n):
+        eph = x25519.X25519PrivateKey.generate()
+        eph.exchange(peer)
+        eph.public_key().public_bytes_raw()
+        if kind == "ecdsa":
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            key.sign(b"x" * 130, ec.ECDSA(hashes.SHA256()))
+        else:
+            assert isinstance(key, rsa.RSAPrivateKey)
+            key.sign(b"x" * 130, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+    return (time.thread_time() - t0) / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the ECDSA run")
+    args = ap.parse_args()
+    ctx = client_context()
+    print(f"{'certificate':<12} {'engine µs/hs':>13} {'crypto floor µs':>16} {'overhead µs':>12} {'×floor':>7}")
+    for kind in ("ecdsa", "rsa2048"):
+        config = server_config((kind,), ticket_keys=None, tickets=0)
+        for _ in range(10):
+            one_handshake(config, ctx)
+        prof = cProfile.Profile() if args.profile and kind == "ecdsa" else None
+        if prof:
+            prof.enable()
+        total = sum(one_handshake(config, ctx) for _ in range(args.n))
+        if prof:
+            prof.disable()
+        per = total / args.n * 1e6
+        floor = crypto_floor(kind, args.n) * 1e6
+        print(f"{kind:<12} {per:>13.0f} {floor:>16.0f} {per - floor:>12.0f} {per / floor:>7.2f}")
+        if prof:
+            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()
