@@ -1,0 +1,450 @@
+"""RecordStream: a trio stream of TLS 1.3 application data over a transport, after the handshake.
+
+appd never runs a handshake. It receives the traffic state secured exported (the current application
+traffic secrets and sequence numbers), imports it into the sans-IO :class:`shared.record.RecordLayer`
+and from then on protects records itself. This module is the async shell around that engine, shaped
+like trio's ``SSLStream``: an I/O-free engine, three states (OK, BROKEN, CLOSED), and every engine or
+transport failure translated into trio's stream exceptions in one place (:meth:`RecordStream._boundary`),
+so the application side only ever sees ``trio.BrokenResourceError`` / ``trio.ClosedResourceError``.
+
+Ordering rule: bytes reach the transport in the order they were sealed, because a record's nonce is
+its sequence number. Everything that seals a record does so while holding ``_send_lock`` and writes it
+before releasing the lock; the one exception, the KeyUpdate the engine seals by itself when the peer
+asks for one, sits in the engine's queue until the next lock holder writes it (every holder drains the
+queue before it lets go), so a receiving task never has to wait behind a blocked sender.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import operator
+from collections.abc import AsyncIterator
+
+import structlog
+import trio
+from structlog.typing import FilteringBoundLogger
+
+from shared.errors import AlertDescription, AlertLevel, LocalAlert, PeerAlert, UnexpectedMessage
+from shared.record import MAX_PLAINTEXT, ApplicationData, CloseNotify, KeyUpdated, RecordLayer
+from shared.state import TLS13, TrafficState
+
+__all__ = ["CLOSE_TIMEOUT", "RECEIVE_SIZE", "IdleTimeout", "RecordStream", "TruncatedError"]
+
+RECEIVE_SIZE = 65536  # transport read size: several full records per system call
+CLOSE_TIMEOUT = 1.0  # the most a closing alert may wait for a stuck transport (aclose, fatal alerts)
+_BATCH = 16 * MAX_PLAINTEXT  # plaintext sealed per transport write: bounds memory on a large send_all
+
+
+class TruncatedError(trio.BrokenResourceError):
+    """The transport reached EOF without close_notify: TLS 1.3 treats that as a possible truncation."""
+
+
+class IdleTimeout(trio.BrokenResourceError):
+    """Nothing was sent or received for ``idle_timeout`` seconds; close_notify was sent (best effort)."""
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _Idle(Exception):
+    pass
+
+
+class _State(enum.Enum):
+    OK = "ok"
+    BROKEN = "broken"
+    CLOSED = "closed"
+
+
+class _OneTaskAtATime:
+    """Raise BusyResourceError when two tasks use the same direction at once (a bug in the caller)."""
+
+    __slots__ = ("_busy", "_what")
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._busy = False
+
+    def __enter__(self) -> None:
+        if self._busy:
+            raise trio.BusyResourceError(f"another task is already in {self._what}")
+        self._busy = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._busy = False
+
+
+def _known(code: int) -> int:
+    """The AlertDescription member for ``code`` when there is one (it has a ``.name`` for logs)."""
+    try:
+        return AlertDescription(code)
+    except ValueError:
+        return code
+
+
+def _alert_name(code: int | None) -> str | None:
+    if code is None:
+        return None
+    known = _known(code)
+    return known.name if isinstance(known, AlertDescription) else str(code)
+
+
+class RecordStream(trio.abc.HalfCloseableStream):
+    """TLS 1.3 application data over ``transport``, from an imported :class:`TrafficState`.
+
+    The stream takes ownership of ``state``: its secrets are copied into the record layer and then
+    wiped in the object passed in (one-time import, no second copy lying around). ``initial`` is what
+    followed the client Finished on the wire; it is parsed before anything is read from the transport.
+
+    ``receive_some`` returns at most one record's plaintext per call (less if ``max_bytes`` asks), so
+    an echo can answer record for record. ``send_eof`` sends close_notify and keeps the read side open
+    (TLS 1.3 half-close); it does not shut down the transport's write side.
+    """
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        state: TrafficState,
+        *,
+        initial: bytes = b"",
+        log: FilteringBoundLogger | None = None,
+        idle_timeout: float | None = None,
+        key_update_after: int = 2**24,
+        close_timeout: float = CLOSE_TIMEOUT,
+    ) -> None:
+        if state.version != TLS13:
+            raise ValueError(f"cannot import a state of version 0x{state.version:04x}")
+        if key_update_after < 2:
+            raise ValueError("key_update_after must leave room for the KeyUpdate record itself")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        self.transport = transport
+        self.suite = state.suite
+        self.alpn = state.alpn
+        self.sni = state.sni
+        self.psk_resumed = state.psk_resumed
+        self.peer_certs = list(state.peer_certs)
+        layer = RecordLayer()
+        layer.set_read_key(state.suite, state.read_secret, state.read_seq)
+        layer.set_write_key(state.suite, state.write_secret, state.write_seq)
+        layer.application_mode = True
+        layer.receive_data(initial)
+        state.wipe()
+        self._layer = layer
+        self._log: FilteringBoundLogger = log if log is not None else structlog.get_logger("appd.stream")
+        self.idle_timeout = idle_timeout
+        self.key_update_after = key_update_after
+        self.close_timeout = close_timeout
+
+        self._state = _State.OK
+        self._close_reason: str | None = None
+        self._send_lock = trio.Lock()
+        self._send_guard = _OneTaskAtATime("send_all/send_eof")
+        self._receive_guard = _OneTaskAtATime("receive_some")
+        self._pending = b""  # the rest of a record a small max_bytes left behind
+        self._pending_off = 0
+        self.eof_received = False  # the peer's close_notify
+        self.eof_sent = False  # our close_notify
+        self.last_activity = trio.current_time()
+
+        # AlertDescription members (an int for a code outside the registry); None if no alert.
+        self.alert_sent: int | None = None
+        self.alert_received: int | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.records_in = 0
+        self.records_out = 0
+        self.key_updates_sent = 0
+        self.key_updates_received = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordStream(suite=0x{self.suite:04x}, state={self._state.value}, bytes_in={self.bytes_in}, "
+            f"bytes_out={self.bytes_out}, key_updates={self.key_updates})"
+        )
+
+    # -- status ---------------------------------------------------------------------------------
+
+    @property
+    def key_updates(self) -> int:
+        return self.key_updates_sent + self.key_updates_received
+
+    @property
+    def outcome(self) -> str:
+        """How the connection ended, for the summary line."""
+        if self._close_reason is not None:
+            return self._close_reason
+        if self.eof_received and self.eof_sent:
+            return "clean"
+        return "closed" if self._state is _State.CLOSED else "open"
+
+    def summary(self) -> dict[str, object]:
+        """Counters for the per-connection log line (plaintext bytes, application-data records)."""
+        return {
+            "outcome": self.outcome,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "key_updates": self.key_updates,
+            "key_updates_sent": self.key_updates_sent,
+            "key_updates_received": self.key_updates_received,
+            "close_notify_received": self.eof_received,
+            "close_notify_sent": self.eof_sent,
+            "alert_sent": _alert_name(self.alert_sent),
+            "alert_received": _alert_name(self.alert_received),
+        }
+
+    # -- the error boundary ---------------------------------------------------------------------
+
+    def _check_state(self) -> None:
+        if self._state is _State.CLOSED:
+            raise trio.ClosedResourceError("the RecordStream is closed")
+        if self._state is _State.BROKEN:
+            raise trio.BrokenResourceError(f"the RecordStream is broken ({self._close_reason})")
+
+    def _break(self, reason: str) -> None:
+        if self._state is _State.OK:
+            self._state = _State.BROKEN
+            self._close_reason = reason
+
+    @contextlib.asynccontextmanager
+    async def _boundary(self) -> AsyncIterator[None]:
+        """Translate engine and transport failures into trio stream exceptions, exactly once."""
+        try:
+            yield
+        except LocalAlert as exc:
+            self.alert_sent = exc.description
+            self._break("alert_sent")
+            self._log.info("tls alert sent", alert=exc.description.name, reason=exc.reason)
+            await self._final_alert(exc.description, AlertLevel.fatal)
+            raise trio.BrokenResourceError(f"sent {exc.description.name} alert: {exc.reason}") from exc
+        except PeerAlert as exc:
+            self.alert_received = _known(exc.raw_description)
+            self._break("alert_received")
+            self._log.info("tls alert received", alert=_alert_name(exc.raw_description))
+            raise trio.BrokenResourceError(f"peer sent {exc.description.name} alert") from exc
+        except _Truncated:
+            self._break("truncated")
+            self._log.info("tls transport eof without close_notify")
+            raise TruncatedError("transport closed without close_notify (truncation)") from None
+        except _Idle:
+            self._break("idle_timeout")
+            self._log.info("tls idle timeout", seconds=self.idle_timeout)
+            if not self.eof_sent:
+                self.eof_sent = True
+                await self._final_alert(AlertDescription.close_notify, AlertLevel.warning)
+            raise IdleTimeout(f"no traffic for {self.idle_timeout} s") from None
+        except trio.ClosedResourceError as exc:
+            if self._state is _State.CLOSED:
+                raise
+            self._break("transport_closed")
+            raise trio.BrokenResourceError("transport closed under the stream") from exc
+        except trio.BrokenResourceError:
+            self._break("transport_error")
+            raise
+
+    async def _final_alert(self, description: int, level: int) -> None:
+        """Best effort: one last alert, bounded in time; the connection is over whatever happens.
+
+        Nothing goes out after our close_notify: the peer must ignore it (RFC 8446 §6.1).
+        """
+        if self.eof_sent and description != AlertDescription.close_notify:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(self.close_timeout):
+            try:
+                async with self._send_lock:
+                    await self.transport.send_all(self._layer.send_alert(description, level))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, LocalAlert):
+                pass
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Decrypted application data; b"" once the peer sent close_notify."""
+        with self._receive_guard:
+            if max_bytes is not None:
+                max_bytes = operator.index(max_bytes)
+                if max_bytes < 1:
+                    raise ValueError("max_bytes must be >= 1")
+            await trio.lowlevel.checkpoint()
+            self._check_state()
+            async with self._boundary():
+                return await self._receive(max_bytes)
+        raise AssertionError("unreachable")  # pragma: no cover (mypy cannot see through _boundary)
+
+    async def _receive(self, max_bytes: int | None) -> bytes:
+        while True:
+            if self._pending_off < len(self._pending):
+                return self._take(max_bytes)
+            if self.eof_received:
+                return b""
+            event = self._layer.next_event()
+            if event is None:
+                data = await self._read_transport()
+                self._check_state()  # closed or broken by another task while we waited
+                if not data:
+                    raise _Truncated
+                self._layer.receive_data(data)
+            elif isinstance(event, ApplicationData):
+                self.records_in += 1
+                self.bytes_in += len(event.data)
+                self._pending, self._pending_off = event.data, 0
+            elif isinstance(event, CloseNotify):
+                self.eof_received = True
+                self._log.debug("tls close_notify received")
+            elif isinstance(event, KeyUpdated):
+                self.key_updates_received += 1
+                if event.update_requested and not self.eof_sent:
+                    self.key_updates_sent += 1
+                self._log.debug("tls key update received", update_requested=event.update_requested)
+                await self._write_queued()
+            else:  # application_mode never yields a handshake message; refuse rather than ignore
+                raise UnexpectedMessage(f"{type(event).__name__} after the handshake")
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        start = self._pending_off
+        end = len(self._pending) if max_bytes is None else min(len(self._pending), start + max_bytes)
+        self._pending_off = end
+        data = self._pending[start:end]  # a full slice of bytes is the same object: no copy
+        if end == len(self._pending):
+            self._pending, self._pending_off = b"", 0
+        return data
+
+    async def _read_transport(self) -> bytes | bytearray:
+        if self.idle_timeout is None:
+            data = await self.transport.receive_some(RECEIVE_SIZE)
+        else:
+            # Sends count as activity too: a long download with a silent client is not idle.
+            while True:
+                with trio.move_on_at(self.last_activity + self.idle_timeout):
+                    data = await self.transport.receive_some(RECEIVE_SIZE)
+                    break
+                if trio.current_time() >= self.last_activity + self.idle_timeout:
+                    raise _Idle
+        self.last_activity = trio.current_time()
+        return data
+
+    async def _write_queued(self) -> None:
+        """Write what the engine queued by itself (a KeyUpdate answer), keeping seal order."""
+        if self._send_lock.locked():
+            return  # the holder drains the queue before it releases the lock
+        async with self._send_lock:
+            await self._drain_queued()
+
+    async def _drain_queued(self) -> None:
+        while out := self._layer.data_to_send():
+            if self.eof_sent:
+                return  # nothing may follow our close_notify; the peer would ignore it anyway
+            await self._write(out)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self.transport.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise  # the boundary names these
+        except BaseException:
+            # A record cut in the middle (cancellation) cannot be resumed.
+            self._break("send_interrupted")
+            raise
+        self.last_activity = trio.current_time()
+
+    def _seal(self, data: memoryview) -> bytes:
+        """Protect ``data``, putting a KeyUpdate in before the write key reaches its usage limit."""
+        layer = self._layer
+        parts = []
+        off = 0
+        while off < len(data):
+            assert layer.write is not None
+            room = self.key_update_after - 1 - layer.write.seq  # data records before the KeyUpdate's slot
+            if room <= 0:
+                parts.append(layer.send_key_update(False))
+                self.key_updates_sent += 1
+                self._log.debug("tls key update sent", reason="usage_limit")
+                continue
+            n = min(len(data) - off, room * MAX_PLAINTEXT)
+            with data[off : off + n] as chunk:
+                parts.append(layer.send_application_data(chunk))
+            self.records_out += -(-n // MAX_PLAINTEXT)
+            self.bytes_out += n
+            off += n
+        return b"".join(parts)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` as records of at most 2^14 bytes each; returns when the transport took them."""
+        with self._send_guard:
+            self._check_state()
+            if self.eof_sent:
+                raise trio.ClosedResourceError("send_eof() was already called")
+            if not len(data):
+                await trio.lowlevel.checkpoint()
+                return
+            async with self._boundary(), self._send_lock:
+                with memoryview(data) as view:
+                    for start in range(0, len(view), _BATCH):
+                        self._check_state()
+                        with view[start : start + _BATCH] as batch:
+                            out = self._seal(batch)
+                        await self._write(out)
+                await self._drain_queued()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        with self._send_guard:
+            self._check_state()
+            async with self._boundary():
+                await self.transport.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        """Send close_notify; receiving goes on (TLS 1.3 closes each direction on its own)."""
+        with self._send_guard:
+            self._check_state()
+            if self.eof_sent:
+                await trio.lowlevel.checkpoint()
+                return
+            async with self._boundary(), self._send_lock:
+                self._check_state()
+                self.eof_sent = True
+                await self._write(self._layer.send_alert(AlertDescription.close_notify, AlertLevel.warning))
+                self._log.debug("tls close_notify sent")
+
+    async def send_fatal_alert(self, description: int = AlertDescription.internal_error) -> None:
+        """Give up on the connection with a fatal alert (best effort); the stream becomes BROKEN.
+
+        For the application side: a proxied backend that failed mid-stream must not look like a
+        clean end (close_notify) to the client. ``aclose`` still has to be called.
+        """
+        if self._state is not _State.OK:
+            await trio.lowlevel.checkpoint()
+            return
+        self.alert_sent = _known(description)
+        self._break("alert_sent")
+        self._log.info("tls alert sent", alert=_alert_name(description), reason="application")
+        await self._final_alert(description, AlertLevel.fatal)
+
+    async def aclose(self) -> None:
+        """close_notify (if not sent yet and the stream is healthy, within ``close_timeout``), then close."""
+        if self._state is _State.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        healthy = self._state is _State.OK
+        self._state = _State.CLOSED
+        try:
+            if healthy and not self.eof_sent:
+                self.eof_sent = True
+                with trio.move_on_after(self.close_timeout):
+                    async with self._send_lock:
+                        await self.transport.send_all(
+                            self._layer.send_alert(AlertDescription.close_notify, AlertLevel.warning)
+                        )
+        except (trio.BrokenResourceError, trio.ClosedResourceError, LocalAlert):
+            pass
+        finally:
+            for protection in (self._layer.read, self._layer.write):
+                if protection is not None:
+                    protection.wipe()
+            await self.transport.aclose()
