@@ -99,6 +99,9 @@ class Done:
     data: bytes = field(repr=False)
     consumed: int
     blob: bytes = field(repr=False)
+    # An internal_error alert record sealed at the write sequence number that follows ``data``:
+    # if the blob is refused, appd still closes the connection with a proper alert (it has no key).
+    alert: bytes = field(repr=False, default=b"")
     TYPE: ClassVar[str] = "done"
 
     def encode(self) -> bytes:
@@ -207,6 +210,7 @@ _SCHEMA: dict[str, tuple[type[Message], tuple[_Field, ...]]] = {
             _DATA,
             _CONSUMED,
             _Field("blob", "b", lambda v: isinstance(v, bytes), lambda v: 1 <= len(v) <= MAX_BLOB),
+            _Field("alert", "a", lambda v: isinstance(v, bytes), lambda v: len(v) <= 64),
         ),
     ),
     "fail": (Fail, (_CONN, _DATA, _REASON)),

@@ -20,11 +20,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519  # noqa: E402
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 
-from secured.handshake import ServerHandshake  # noqa: E402
-from tests.inmemory import client_context, pki, server_config  # noqa: E402
+from secured.handshake import ServerHandshake
+from tests.inmemory import client_context, pki, server_config
 
 
 def one_handshake(config: object, ctx: ssl.SSLContext) -> float:
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the ECDSA run")
     args = ap.parse_args()
     ctx = client_context()
-    print(f"{'certificate':<12} {'engine µs/hs':>13} {'crypto floor µs':>16} {'overhead µs':>12} {'×floor':>7}")
+    print(f"{'certificate':<12} {'engine µs/hs':>13} {'crypto floor µs':>16} {'overhead µs':>12} {'x floor':>7}")
     for kind in ("ecdsa", "rsa2048"):
         config = server_config((kind,), ticket_keys=None, tickets=0)
         for _ in range(10):

@@ -107,7 +107,7 @@ def test_a_flight_and_a_full_blob_fit() -> None:
         (wire({"t": "fail", "c": 1, "d": b"", "why": ""}), "bad_value"),
         (wire({"t": "error", "why": "x" * 65}), "bad_value"),
         (wire({"t": "open", "c": 1, "peer": "a\nb"}), "bad_value"),
-        (wire({"t": "done", "c": 1, "d": b"", "u": 0, "b": b""}), "bad_value"),
+        (wire({"t": "done", "c": 1, "d": b"", "u": 0, "b": b"", "a": b""}), "bad_value"),
     ],
 )
 def test_decode_strictness(datagram: bytes, reason: str) -> None:

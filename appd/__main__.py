@@ -1,0 +1,84 @@
+"""``appd``: the unprivileged daemon that owns the TCP sockets and the bulk record layer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+import trio
+
+from appd.apps import parse_backend
+from appd.daemon import Appd, open_listeners
+from appd.link import SecuredLink, fd_connector, unix_connector
+from appd.session import Timeouts
+from shared import cli, hardening
+from shared import log as logging_setup
+from shared.config import parse_address
+from shared.errors import ConfigError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="appd", description="tls-privsep unprivileged daemon: sockets and records")
+    cli.add_common(p)
+    p.add_argument("--ipc-fd", type=int, metavar="N", help="use an inherited channel socket instead of --socket")
+    p.add_argument("--user", metavar="USER", help="user to drop to after binding (required as root)")
+    p.add_argument("--ready-fd", type=int, metavar="N", help="write the bound addresses to this fd, then close it")
+    p.add_argument("--check", action="store_true", help="check the configuration, then exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        hardening.no_core_dumps()
+        settings = cli.settings_from(args)
+        app = settings.appd
+        backend = parse_backend(app.backend, proxy_protocol=app.proxy_protocol)
+        addresses = tuple(parse_address(a, "--listen") for a in app.listen)
+        user = args.user or app.user
+        if os.geteuid() == 0 and not user:
+            raise ConfigError("appd refuses to run as root: give it a user to drop to (--user)")
+    except ConfigError as exc:
+        print(f"appd: error: {exc}", file=sys.stderr)
+        return cli.EX_CONFIG
+    if args.check:
+        print(f"appd: listen {', '.join(app.listen)}, backend {app.backend}: OK")
+        return cli.EX_OK
+    log = logging_setup.setup(settings.log_format, settings.log_level, daemon="appd")
+
+    async def start() -> None:
+        try:
+            listeners = await open_listeners(addresses)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {', '.join(app.listen)}: {exc.strerror}") from None
+        hardening.drop_privileges(user, daemon="appd")
+        connector = fd_connector(args.ipc_fd) if args.ipc_fd is not None else unix_connector(app.secured_socket)
+        link = SecuredLink(connector, log)
+        daemon = Appd(link, backend, Timeouts(app.handshake_timeout, app.idle_timeout), log,
+                      max_connections=app.max_connections, drain_timeout=app.drain_timeout)
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(daemon.serve, listeners)
+            log.info("ready", listen=bound, backend=app.backend)
+            if args.ready_fd is not None:
+                os.write(args.ready_fd, (" ".join(bound) + "\n").encode())
+                os.close(args.ready_fd)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("stopping", signal=signal.Signals(signum).name)
+                    daemon.drain()
+                    break
+
+    try:
+        trio.run(start)
+    except ConfigError as exc:
+        print(f"appd: error: {exc}", file=sys.stderr)
+        return cli.EX_CONFIG
+    except KeyboardInterrupt:
+        pass
+    return cli.EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""appd's trio shell: accept TCP connections, hand each to a session, drain on SIGTERM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from appd import session
+from appd.apps import Backend
+from appd.link import SecuredLink
+
+
+def listener_address(listener: trio.SocketListener) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def open_listeners(addresses: tuple[tuple[str, int], ...]) -> list[trio.SocketListener]:
+    listeners: list[trio.SocketListener] = []
+    for host, port in addresses:
+        listeners.extend(await trio.open_tcp_listeners(port, host=host))
+    return listeners
+
+
+class Appd:
+    def __init__(self, link: SecuredLink, backend: Backend, timeouts: session.Timeouts, log: Any, *,
+                 max_connections: int = 10000, drain_timeout: float = 10.0) -> None:
+        self.link = link
+        self.backend = backend
+        self.timeouts = timeouts
+        self.log = log
+        self.drain_timeout = drain_timeout
+        self.active = 0
+        self.accepted = 0
+        self._slots = trio.Semaphore(max_connections)
+        self._idle = trio.Event()
+        self._idle.set()
+        self._accepting: trio.CancelScope | None = None
+
+    async def serve(self, listeners: list[trio.SocketListener], *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`drain` (then wait up to drain_timeout for connections to end)."""
+        async with trio.open_nursery() as outer:
+            await outer.start(self.link.run)
+            async with trio.open_nursery() as conns:
+                with trio.CancelScope() as accepting:
+                    self._accepting = accepting
+                    async with trio.open_nursery() as acceptors:
+                        for listener in listeners:
+                            acceptors.start_soon(self._accept_loop, listener, conns)
+                        task_status.started([listener_address(lst) for lst in listeners])
+                for listener in listeners:
+                    await listener.aclose()
+                self.log.info("draining", active=self.active, timeout=self.drain_timeout)
+                with trio.move_on_after(self.drain_timeout):
+                    await self._idle.wait()
+                if self.active:
+                    self.log.warning("drain timeout", closing=self.active)
+                conns.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+
+    def drain(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+
+    async def _accept_loop(self, listener: trio.SocketListener, conns: trio.Nursery) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                stream = await listener.accept()
+            except BaseException:
+                self._slots.release()
+                raise
+            self.accepted += 1
+            self.active += 1
+            self._idle = trio.Event() if self.active == 1 else self._idle
+            conns.start_soon(self._one, stream)
+
+    async def _one(self, stream: trio.SocketStream) -> None:
+        try:
+            await session.handle(stream, self.link, self.backend, self.timeouts, self.log)
+        finally:
+            self.active -= 1
+            self._slots.release()
+            if self.active == 0:
+                self._idle.set()

@@ -1,0 +1,257 @@
+"""appd's end of the channel to secured: many handshakes multiplexed over one SEQPACKET socket.
+
+One reader task owns the socket's receive side and routes each reply to the connection waiting for
+it. Blobs are opened right there, in the order they arrive, because the one-time rule refuses a
+counter that is not above the last one imported. When the channel is lost, every waiting handshake
+fails at once and the link reconnects with backoff; established sessions never depend on it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from shared import channel as ch
+from shared.blob import BlobOpener
+from shared.errors import BlobError, ChannelError
+from shared.state import TrafficState
+
+Connector = Callable[[], Awaitable[trio.socket.SocketType]]
+
+
+class SecuredUnavailable(Exception):
+    """No channel to secured right now (down, restarting, or lost mid-handshake)."""
+
+
+@dataclass
+class Step:
+    """secured's answer to one ``hs``: bytes to write, how much input it used, and the outcome."""
+
+    data: bytes
+    consumed: int
+    state: TrafficState | None = None  # set on done
+    failure: str | None = None  # set on fail (reason code)
+
+
+class _Waiter:
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.step: Step | None = None
+        self.lost = False
+
+
+def unix_connector(path: str) -> Connector:
+    async def connect() -> trio.socket.SocketType:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            await sock.connect(path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return connect
+
+
+def fd_connector(fd: int) -> Connector:
+    """An inherited channel socket: usable once (a lost channel cannot be re-made from here)."""
+    used = False
+
+    async def connect() -> trio.socket.SocketType:
+        nonlocal used
+        if used:
+            raise OSError("the inherited channel is gone")
+        used = True
+        return trio.socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+    return connect
+
+
+class SecuredLink:
+    def __init__(self, connect: Connector, log: Any, *, backoff_max: float = 0.5) -> None:
+        self._connect = connect
+        self.log = log
+        self._backoff_max = backoff_max
+        self._sock: trio.socket.SocketType | None = None
+        self._state: ch.ChannelState | None = None
+        self._opener: BlobOpener | None = None
+        self._waiters: dict[int, _Waiter] = {}
+        self._orphans: dict[int, Step] = {}  # an unsolicited fail (timeout, busy) awaiting its connection
+        self._active: set[int] = set()
+        self._send_lock = trio.Lock()
+        self.up = trio.Event()
+        self.channels_made = 0
+
+    @property
+    def is_up(self) -> bool:
+        return self._sock is not None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a channel up for the life of appd; reports started after the first attempt."""
+        delay = 0.02
+        started = False
+        while True:
+            try:
+                sock = await self._connect()
+            except OSError as exc:
+                if not started:
+                    task_status.started()
+                    started = True
+                self.log.debug("secured unreachable", error=str(exc), retry_in=delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, self._backoff_max)
+                continue
+            delay = 0.02
+            with sock:
+                try:
+                    await self._hello(sock)
+                    self.channels_made += 1
+                    self.log.info("channel up", channel=self.channels_made)
+                    self.up.set()
+                    if not started:
+                        task_status.started()
+                        started = True
+                    await self._read_loop(sock)
+                    self.log.warning("channel down", reason="secured closed it")
+                except ChannelError as exc:
+                    self.log.warning("channel down", reason=exc.reason, detail=str(exc))
+                    try:
+                        await sock.send(ch.Error(exc.reason).encode())
+                    except OSError:
+                        pass
+                except OSError as exc:
+                    self.log.warning("channel down", reason="socket error", error=str(exc))
+                finally:
+                    self._lose()
+            if not started:
+                task_status.started()
+                started = True
+
+    async def _hello(self, sock: trio.socket.SocketType) -> None:
+        state = ch.ChannelState("appd")
+        private = X25519PrivateKey.generate()
+        hello = ch.make_hello(private, "appd")
+        state.send(hello)
+        raw_hello = hello.encode()
+        await sock.send(raw_hello)
+        raw = await sock.recv(ch.MAX_MESSAGE + 1)
+        if not raw:
+            raise ChannelError("closed", "secured closed before hello")
+        state.receive(ch.decode(raw))
+        keys = ch.ChannelKeys.derive(private, raw_hello, raw)
+        self._opener = keys.opener()
+        self._state = state
+        self._sock = sock
+
+    def _lose(self) -> None:
+        self._sock = None
+        self._state = None
+        self._opener = None
+        self.up = trio.Event()
+        for waiter in self._waiters.values():
+            waiter.lost = True
+            waiter.event.set()
+        self._waiters.clear()
+        self._orphans.clear()
+
+    async def _read_loop(self, sock: trio.socket.SocketType) -> None:
+        state = self._state
+        assert state is not None
+        while True:
+            raw = await sock.recv(ch.MAX_MESSAGE + 1)
+            if not raw:
+                return
+            msg = ch.decode(raw)
+            if not state.receive(msg):
+                continue  # late reply for a connection we already aborted
+            if isinstance(msg, ch.Error):
+                raise ChannelError("peer_error", msg.reason)
+            if not isinstance(msg, ch.Hs | ch.Done | ch.Fail):
+                raise ChannelError("unexpected", type(msg).__name__)
+            waiter = self._waiters.pop(msg.conn, None)
+            step = self._to_step(msg)
+            if waiter is None:
+                if step.state is not None:
+                    step.state.wipe()
+                elif msg.conn in self._active:
+                    self._orphans[msg.conn] = step
+                continue
+            waiter.step = step
+            waiter.event.set()
+
+    def _to_step(self, msg: ch.Hs | ch.Done | ch.Fail) -> Step:
+        if isinstance(msg, ch.Hs):
+            return Step(msg.data, msg.consumed)
+        if isinstance(msg, ch.Fail):
+            return Step(msg.data, 0, failure=msg.reason)
+        assert self._opener is not None
+        try:
+            state = self._opener.open(msg.blob, msg.conn)
+        except BlobError as exc:
+            self.log.error("blob refused", conn=msg.conn, reason=exc.reason)
+            # The client has our Finished: send what secured sent, then its sealed internal_error.
+            return Step(msg.data + msg.alert, 0, failure="blob_" + exc.reason)
+        return Step(msg.data, msg.consumed, state=state)
+
+    async def _send(self, msg: ch.Message) -> None:
+        async with self._send_lock:
+            if self._sock is None or self._state is None:
+                raise SecuredUnavailable("no channel to secured")
+            self._state.send(msg)
+            try:
+                await self._sock.send(msg.encode())
+            except OSError as exc:
+                raise SecuredUnavailable(f"channel send failed: {exc.strerror}") from None
+
+    @asynccontextmanager
+    async def handshake(self, peer: str) -> AsyncIterator[HandshakeChannel]:
+        """A connection's conversation with secured; aborted on exit unless it reached done/fail."""
+        if self._state is None:
+            raise SecuredUnavailable("no channel to secured")
+        conn = self._state.next_conn_id()
+        state = self._state
+        await self._send(ch.Open(conn, peer[: ch.MAX_PEER]))
+        hc = HandshakeChannel(self, conn)
+        self._active.add(conn)
+        try:
+            yield hc
+        finally:
+            self._active.discard(conn)
+            if self._orphans.pop(conn, None) is not None:
+                hc.finished = True
+            if not hc.finished and self._state is state and state.is_open(conn):
+                self._waiters.pop(conn, None)
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self._send(ch.Abort(conn))
+                    except SecuredUnavailable:
+                        pass
+
+
+class HandshakeChannel:
+    def __init__(self, link: SecuredLink, conn: int) -> None:
+        self.link = link
+        self.conn = conn
+        self.finished = False
+
+    async def step(self, data: bytes) -> Step:
+        orphan = self.link._orphans.pop(self.conn, None)
+        if orphan is not None:  # secured already gave up on this connection
+            self.finished = True
+            return orphan
+        waiter = _Waiter()
+        self.link._waiters[self.conn] = waiter
+        await self.link._send(ch.Hs(self.conn, data, 0))
+        await waiter.event.wait()
+        if waiter.lost or waiter.step is None:
+            self.finished = True
+            raise SecuredUnavailable("channel to secured lost during the handshake")
+        if waiter.step.state is not None or waiter.step.failure is not None:
+            self.finished = True
+        return waiter.step

@@ -1,0 +1,152 @@
+"""One client connection in appd: relay the handshake to secured, import the blob, serve the app.
+
+appd cannot read the handshake (it has no keys until the blob arrives), so it forwards whole
+records to secured and writes back whatever secured answers, until secured says ``done`` (import
+the state and go on with the bytes that followed the client Finished) or ``fail`` (write the alert
+secured produced, then close). Every connection ends with one summary log line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from appd.apps import Backend, serve
+from appd.link import SecuredLink, SecuredUnavailable
+from appd.stream import RecordStream
+from shared.errors import AlertDescription
+from shared.record import MAX_CIPHERTEXT
+
+_conn_ids = itertools.count(1)
+_VALID_TYPES = {20, 21, 22, 23}
+# A plaintext internal_error alert: what a client gets when secured cannot be reached before our
+# ServerHello (after it, only a TCP close is possible: appd holds no handshake keys).
+INTERNAL_ERROR_ALERT = bytes([21, 3, 3, 0, 2, 2, AlertDescription.internal_error])
+
+
+def complete_records(buf: bytes | bytearray) -> int:
+    """Length of the whole records at the front of ``buf``.
+
+    A header that cannot be valid (unknown type, oversized length) makes everything forwardable, so
+    that secured answers it with the precise alert instead of appd waiting for bytes that never come.
+    """
+    pos = 0
+    while len(buf) - pos >= 5:
+        length = int.from_bytes(buf[pos + 3 : pos + 5], "big")
+        if buf[pos] not in _VALID_TYPES or length > MAX_CIPHERTEXT:
+            return len(buf)
+        if len(buf) - pos - 5 < length:
+            break
+        pos += 5 + length
+    return pos
+
+
+@dataclass
+class Timeouts:
+    handshake: float = 10.0
+    idle: float = 300.0
+
+
+@dataclass
+class Summary:
+    conn: int
+    peer: str
+    started: float = field(default_factory=time.monotonic)
+    outcome: str = "closed"
+    handshake_ms: float | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, timeouts: Timeouts, log: Any) -> None:
+    peer = _peer(tcp)
+    summary = Summary(next(_conn_ids), peer)
+    clog = log.bind(conn=summary.conn, peer=peer)
+    try:
+        async with tcp:
+            result = await _handshake(tcp, link, timeouts, summary)
+            if result is None:
+                return
+            state, trailing = result
+            summary.fields.update(suite=f"{state.suite:#06x}", sni=state.sni, alpn=state.alpn,
+                                  resumed=state.psk_resumed)
+            stream = RecordStream(tcp, state, initial=trailing, log=clog, idle_timeout=timeouts.idle)
+            try:
+                await serve(stream, backend, peer=peer, log=clog)
+                summary.outcome = "closed"
+            except trio.BrokenResourceError as exc:
+                summary.outcome = _why(stream, exc)
+            finally:
+                summary.fields.update(bytes_in=stream.bytes_in, bytes_out=stream.bytes_out)
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await stream.aclose()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        summary.outcome = summary.outcome if summary.outcome != "closed" else f"transport: {type(exc).__name__}"
+    finally:
+        clog.info(
+            "connection", outcome=summary.outcome, handshake_ms=summary.handshake_ms,
+            duration_ms=round((time.monotonic() - summary.started) * 1000, 1), **summary.fields,
+        )
+
+
+def _why(stream: RecordStream, exc: BaseException) -> str:
+    sent = getattr(stream, "alert_sent", None)
+    received = getattr(stream, "alert_received", None)
+    if sent is not None:
+        return f"alert sent: {getattr(sent, 'name', sent)}"
+    if received is not None:
+        return f"alert received: {getattr(received, 'name', received)}"
+    return f"broken: {exc}"
+
+
+async def _handshake(tcp: trio.SocketStream, link: SecuredLink, timeouts: Timeouts,
+                     summary: Summary) -> tuple[Any, bytes] | None:
+    """Relay until done/fail. Returns (state, trailing bytes) or None when the connection is over."""
+    buf = bytearray()
+    wrote_anything = False
+    with trio.move_on_after(timeouts.handshake) as deadline:
+        try:
+            async with link.handshake(summary.peer) as hs:
+                while True:
+                    data = await tcp.receive_some(65536)
+                    if not data:
+                        summary.outcome = "client closed during handshake"
+                        return None
+                    buf += data
+                    n = complete_records(buf)
+                    if n == 0:
+                        continue
+                    chunk = bytes(buf[:n])
+                    del buf[:n]
+                    step = await hs.step(chunk)
+                    if step.data:
+                        await tcp.send_all(step.data)
+                        wrote_anything = True
+                    if step.failure is not None:
+                        summary.outcome = f"handshake failed: {step.failure}"
+                        return None
+                    if step.state is not None:
+                        summary.handshake_ms = round((time.monotonic() - summary.started) * 1000, 2)
+                        return step.state, chunk[step.consumed :] + bytes(buf)
+        except SecuredUnavailable as exc:
+            summary.outcome = f"secured unavailable: {exc}"
+            if not wrote_anything:
+                await tcp.send_all(INTERNAL_ERROR_ALERT)
+            return None
+    if deadline.cancelled_caught:
+        summary.outcome = "handshake timeout"
+    return None
+
+
+def _peer(tcp: trio.SocketStream) -> str:
+    try:
+        addr = tcp.socket.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(addr)

@@ -1,0 +1,114 @@
+"""``secured``: the privileged daemon. It never opens a network socket."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+
+import trio
+
+from secured.daemon import Limits, Secured, open_listener
+from secured.setup import server_config
+from shared import cli, hardening
+from shared import log as logging_setup
+from shared.errors import ConfigError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="secured", description="tls-privsep privileged daemon: keys and handshakes")
+    cli.add_common(p)
+    p.add_argument("--ipc-fd", type=int, metavar="N", help="serve one inherited channel socket instead of --socket")
+    p.add_argument("--user", metavar="USER", help="user to drop to after reading the keys (required as root)")
+    p.add_argument("--allow-uid", type=int, action="append", default=[], metavar="UID",
+                   help="uid allowed to connect to the channel (repeatable; own uid always allowed)")
+    p.add_argument("--appd-user", metavar="USER", help="appd's user: allowed on the channel, owns its socket group")
+    p.add_argument("--check", action="store_true", help="load and check the configuration and keys, then exit")
+    return p
+
+
+async def run(args: argparse.Namespace, daemon: Secured, listener: trio.socket.SocketType | None) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_signals, nursery.cancel_scope, daemon)
+        if args.ipc_fd is not None:
+            sock = trio.socket.fromfd(args.ipc_fd, socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            os.close(args.ipc_fd)
+            await daemon.serve_channel(sock)
+            daemon.log.info("stopping", reason="inherited channel closed")
+            nursery.cancel_scope.cancel()
+        else:
+            assert listener is not None
+            daemon.log.info("ready", socket=daemon_socket_name(listener))
+            await daemon.serve_listener(listener)
+
+
+def daemon_socket_name(sock: trio.socket.SocketType) -> str:
+    name = sock.getsockname()
+    return name if isinstance(name, str) else repr(name)
+
+
+async def _signals(scope: trio.CancelScope, daemon: Secured) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            daemon.log.info("stopping", signal=signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        hardening.no_core_dumps()
+        settings = cli.settings_from(args)
+        log = logging_setup.setup(settings.log_format, settings.log_level, daemon="secured")
+        sec = settings.secured
+        user = args.user or sec.user
+        if os.geteuid() == 0 and not user:
+            raise ConfigError("secured refuses to run as root: give it a user to drop to (--user)")
+        config = server_config(sec)  # reads the keys, while we may still be root
+        allowed = {os.getuid(), *sec.allowed_uids, *args.allow_uid}
+        appd_user = args.appd_user or settings.appd.user
+        if appd_user:
+            allowed.add(hardening.uid_of(appd_user))
+        if user:
+            allowed.add(hardening.uid_of(user))
+    except ConfigError as exc:
+        print(f"secured: error: {exc}", file=sys.stderr)
+        return cli.EX_CONFIG
+    if args.check:
+        for cred in config.credentials.credentials:
+            print(f"secured: certificate {cred.fingerprint[:16]} for {', '.join(cred.names) or '(no names)'}: OK")
+        return cli.EX_OK
+
+    async def start() -> None:
+        listener = None
+        if args.ipc_fd is None:
+            try:
+                listener = await open_listener(sec.socket, sec.socket_mode)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {sec.socket}: {exc.strerror}") from None
+            if os.geteuid() == 0 and user and appd_user:
+                # secured's user owns the socket; appd reaches it through the group (mode 0660).
+                os.chown(sec.socket, hardening.uid_of(user), hardening.gid_of(appd_user))
+        hardening.drop_privileges(user, daemon="secured")
+        for cred in config.credentials.credentials:
+            log.info("certificate loaded", fingerprint=cred.fingerprint[:16], names=list(cred.names),
+                     schemes=[f"{s:#06x}" for s in cred.schemes])
+        daemon = Secured(config, Limits(sec.max_handshakes_per_channel, sec.handshake_timeout), log,
+                         frozenset(allowed))
+        await run(args, daemon, listener)
+
+    try:
+        trio.run(start)
+    except ConfigError as exc:
+        print(f"secured: error: {exc}", file=sys.stderr)
+        return cli.EX_CONFIG
+    except KeyboardInterrupt:
+        pass
+    return cli.EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""secured's trio shell: serve channels, run one ServerHandshake per connection, export blobs.
+
+secured has no network access. It serves an inherited socket (``--ipc-fd``) or accepts channels on a
+Unix SEQPACKET path; each channel is checked with SO_PEERCRED, keyed by the hello exchange, and
+served in its own nursery. Handshakes are CPU work without I/O, so they run inline in the channel's
+receive loop: one channel is one ordered conversation, and blobs leave in counter order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from secured.handshake import ServerConfig, ServerHandshake
+from shared import channel as ch
+from shared.blob import BlobSealer
+from shared.errors import Alert, AlertDescription, BlobError, ChannelError, LocalAlert, PeerAlert
+from shared.record import ContentType, Protection
+from shared.state import fingerprint
+
+_PEERCRED = struct.Struct("3i")
+
+
+def peer_uid(sock: trio.socket.SocketType) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a Unix socket."""
+    pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return pid, uid
+
+
+@dataclass
+class Limits:
+    max_handshakes: int = 1024
+    handshake_timeout: float = 10.0
+
+
+@dataclass
+class _Pending:
+    engine: ServerHandshake
+    started: float
+    peer: str
+
+
+@dataclass
+class Stats:
+    channels: int = 0
+    handshakes: int = 0
+    failures: int = 0
+    in_flight: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Secured:
+    """Everything one secured process serves; ``config`` is swapped whole on reload."""
+
+    def __init__(self, config: ServerConfig, limits: Limits, log: Any, allowed_uids: frozenset[int]) -> None:
+        self.config = config
+        self.limits = limits
+        self.log = log
+        self.allowed_uids = allowed_uids
+        self.stats = Stats()
+        self._channel_ids = 0
+
+    # ---- channels ------------------------------------------------------------------------------
+
+    async def serve_listener(self, listener: trio.socket.SocketType) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                sock, _ = await listener.accept()
+                nursery.start_soon(self.serve_channel, sock)
+
+    async def serve_channel(self, sock: trio.socket.SocketType) -> None:
+        self._channel_ids += 1
+        log = self.log.bind(channel=self._channel_ids)
+        with sock:
+            try:
+                pid, uid = peer_uid(sock)
+            except OSError as exc:
+                log.warning("channel refused", reason="no peer credentials", error=str(exc))
+                return
+            if uid not in self.allowed_uids:
+                log.warning("channel refused", reason="peer uid not allowed", peer_pid=pid, peer_uid=uid)
+                return
+            log = log.bind(peer_pid=pid, peer_uid=uid)
+            chan = _Channel(self, sock, log)
+            self.stats.channels += 1
+            try:
+                await chan.run()
+            finally:
+                self.stats.channels -= 1
+                chan.drop_all()
+
+
+class _Channel:
+    def __init__(self, owner: Secured, sock: trio.socket.SocketType, log: Any) -> None:
+        self.owner = owner
+        self.sock = sock
+        self.log = log
+        self.state = ch.ChannelState("secured")
+        self.pending: dict[int, _Pending] = {}
+        self.sealer: BlobSealer | None = None
+        self._send_lock = trio.Lock()
+
+    async def send(self, msg: ch.Message) -> None:
+        async with self._send_lock:
+            self.state.send(msg)
+            await self.sock.send(msg.encode())
+
+    async def recv(self) -> ch.Message | None:
+        datagram = await self.sock.recv(ch.MAX_MESSAGE + 1)
+        if not datagram:
+            return None
+        return ch.decode(datagram)
+
+    async def run(self) -> None:
+        try:
+            await self._hello()
+            self.log.info("channel up")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reaper)
+                while True:
+                    msg = await self.recv()
+                    if msg is None:
+                        break
+                    if self.state.receive(msg):
+                        await self._handle(msg)
+                nursery.cancel_scope.cancel()
+            self.log.info("channel down", reason="peer closed", failed_in_flight=len(self.pending))
+        except ChannelError as exc:
+            self.log.warning("channel down", reason=exc.reason, detail=str(exc), failed_in_flight=len(self.pending))
+            try:
+                await self.sock.send(ch.Error(exc.reason).encode())
+            except OSError:
+                pass
+        except OSError as exc:
+            self.log.warning("channel down", reason="socket error", error=str(exc), failed_in_flight=len(self.pending))
+
+    async def _hello(self) -> None:
+        private = X25519PrivateKey.generate()
+        hello = ch.make_hello(private, "secured")
+        await self.send(hello)
+        raw = await self.sock.recv(ch.MAX_MESSAGE + 1)
+        if not raw:
+            raise ChannelError("closed", "peer closed before hello")
+        peer = ch.decode(raw)
+        self.state.receive(peer)
+        keys = ch.ChannelKeys.derive(private, hello.encode(), raw)
+        self.sealer = keys.sealer()
+
+    def drop_all(self) -> None:
+        for pending in self.pending.values():
+            pending.engine.abort()
+        self.owner.stats.in_flight -= len(self.pending)
+        self.pending.clear()
+
+    def _finish(self, conn: int) -> _Pending:
+        pending = self.pending.pop(conn)
+        self.owner.stats.in_flight -= 1
+        return pending
+
+    async def _reaper(self) -> None:
+        """Fail handshakes older than the deadline (slow or stalled clients)."""
+        timeout = self.owner.limits.handshake_timeout
+        while True:
+            await trio.sleep(min(1.0, timeout / 4))
+            now = time.monotonic()
+            for conn in [c for c, p in self.pending.items() if now - p.started > timeout]:
+                pending = self._finish(conn)
+                pending.engine.abort()
+                self._count("timeout")
+                self.log.info("handshake failed", conn=conn, peer=pending.peer, reason="timeout")
+                await self.send(ch.Fail(conn, b"", "timeout"))
+
+    def _count(self, reason: str) -> None:
+        stats = self.owner.stats
+        stats.failures += 1
+        stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
+
+    async def _handle(self, msg: ch.Message) -> None:
+        if isinstance(msg, ch.Open):
+            if len(self.pending) >= self.owner.limits.max_handshakes:
+                self._count("busy")
+                self.log.warning("handshake refused", conn=msg.conn, peer=msg.peer, reason="busy")
+                await self.send(ch.Fail(msg.conn, b"", "busy"))
+                return
+            engine = ServerHandshake(self.owner.config)
+            self.pending[msg.conn] = _Pending(engine, time.monotonic(), msg.peer)
+            self.owner.stats.in_flight += 1
+        elif isinstance(msg, ch.Hs):
+            await self._step(msg.conn, msg.data)
+        elif isinstance(msg, ch.Abort):
+            if msg.conn in self.pending:
+                self._finish(msg.conn).engine.abort()
+        elif isinstance(msg, ch.Error):
+            raise ChannelError("peer_error", msg.reason)
+
+    async def _step(self, conn: int, data: bytes) -> None:
+        pending = self.pending.get(conn)
+        if pending is None:
+            raise ChannelError("unknown_conn", f"hs for connection {conn} that was never opened")
+        engine = pending.engine
+        try:
+            engine.receive_data(data)
+        except Alert as exc:
+            self._finish(conn)
+            out = engine.data_to_send()
+            if isinstance(exc, LocalAlert):
+                self._count(exc.description.name)
+                self.log.info("alert sent", conn=conn, peer=pending.peer, alert=exc.description.name,
+                              why=exc.reason, after_ms=_ms(pending.started))
+                reason = exc.description.name
+            else:
+                assert isinstance(exc, PeerAlert)
+                self._count("peer_alert")
+                self.log.info("alert received", conn=conn, peer=pending.peer, alert=exc.description.name)
+                reason = "peer_" + exc.description.name
+            await self.send(ch.Fail(conn, out, reason[:64]))
+            return
+        out = engine.data_to_send()
+        if not engine.complete:
+            await self.send(ch.Hs(conn, out, len(data)))
+            return
+        self._finish(conn)
+        consumed = len(data) - len(engine.trailing)
+        state = engine.export()
+        assert self.sealer is not None
+        try:
+            blob = self.sealer.seal(state, conn)
+            key_fp = state.fingerprints()
+            fallback = Protection(state.suite, state.write_secret, state.write_seq).seal(
+                ContentType.alert, bytes([2, AlertDescription.internal_error])
+            )
+        except BlobError as exc:
+            state.wipe()
+            self._count("export_failed")
+            self.log.error("export failed", conn=conn, reason=exc.reason)
+            await self.send(ch.Fail(conn, b"", "export_failed"))
+            return
+        finally:
+            state.wipe()  # our copy goes now; the only other copy is the sealed blob
+        info = engine.info
+        self.owner.stats.handshakes += 1
+        self.log.info(
+            "handshake done", conn=conn, peer=pending.peer, suite=_hex(info.suite), group=_hex(info.group),
+            sig_scheme=_hex(info.sig_scheme), resumed=info.resumed, hrr=info.hrr, sni=info.sni, alpn=info.alpn,
+            client_cert=info.client_cert, cert=(info.cert_fingerprint or "")[:16], ms=_ms(pending.started),
+        )
+        self.log.info("export", conn=conn, blob_bytes=len(blob), read_key=key_fp["read"], write_key=key_fp["write"],
+                      blob_id=fingerprint(blob))
+        await self.send(ch.Done(conn, out, consumed, blob, fallback))
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 2)
+
+
+def _hex(value: int | None) -> str | None:
+    return None if value is None else f"{value:#06x}"
+
+
+async def open_listener(path: str, mode: int) -> trio.socket.SocketType:
+    """A listening SEQPACKET socket at ``path`` (a stale socket file is replaced)."""
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o777 & ~mode)
+    try:
+        await sock.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    sock.listen(128)
+    return sock

@@ -1,0 +1,41 @@
+"""Turn validated settings into a ServerConfig: the one place secured reads key files."""
+
+from __future__ import annotations
+
+from secured.credentials import ClientCertVerifier, Credential, CredentialStore
+from secured.handshake import ServerConfig
+from secured.tickets import TicketKeys
+from shared.config import GROUP_NAMES, SUITE_NAMES, SecuredSettings
+from shared.errors import ConfigError
+
+
+def load_credentials(settings: SecuredSettings) -> CredentialStore:
+    if not settings.certificates:
+        raise ConfigError("secured: no certificate configured (give --cert and --key)")
+    return CredentialStore([Credential.from_files(p.cert, p.key) for p in settings.certificates])
+
+
+def server_config(settings: SecuredSettings, credentials: CredentialStore | None = None,
+                  ticket_keys: TicketKeys | None = None) -> ServerConfig:
+    """Build the handshake configuration; ``credentials`` and ``ticket_keys`` may be reused on reload."""
+    verifier = None
+    if settings.client_ca:
+        verifier = ClientCertVerifier(settings.client_ca)
+    if ticket_keys is None and settings.tickets > 0:
+        ticket_keys = TicketKeys(rotate_after=max(settings.ticket_lifetime / 2, 60.0))
+    try:
+        return ServerConfig(
+            credentials=credentials or load_credentials(settings),
+            cipher_suites=tuple(SUITE_NAMES[s] for s in settings.cipher_suites),
+            groups=tuple(GROUP_NAMES[g.lower()] for g in settings.groups),
+            alpn=settings.alpn,
+            tickets=settings.tickets,
+            ticket_keys=ticket_keys if settings.tickets > 0 else None,
+            ticket_lifetime=settings.ticket_lifetime,
+            allow_psk_ke=settings.allow_psk_ke,
+            client_auth=settings.client_auth,  # type: ignore[arg-type]
+            client_verifier=verifier,
+            hrr_cookie=settings.hrr_cookie,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"secured: {exc}") from None

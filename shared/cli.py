@@ -1,0 +1,65 @@
+"""The command-line options the launcher and both daemons share, mapped onto :mod:`shared.config`.
+
+One parser for all three programs keeps flags identical everywhere, and lets the launcher hand its
+own arguments to the daemons unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from shared import config
+from shared.errors import ConfigError
+
+EX_OK, EX_USAGE, EX_SOFTWARE, EX_CONFIG = 0, 64, 70, 78
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="FILE", help="TOML configuration (flags override it)")
+    p.add_argument("--listen", action="append", metavar="HOST:PORT", help="address appd listens on (repeatable)")
+    p.add_argument("--cert", action="append", metavar="FILE", help="certificate chain, PEM (repeatable)")
+    p.add_argument("--key", action="append", metavar="FILE", help="private key for the preceding --cert")
+    p.add_argument("--backend", metavar="SPEC", help="echo | http | tcp://HOST:PORT | unix:PATH")
+    p.add_argument("--tickets", type=int, metavar="N", help="session tickets per handshake (0 disables)")
+    p.add_argument("--alpn", metavar="LIST", help="comma-separated ALPN protocols, in preference order")
+    p.add_argument("--client-ca", metavar="FILE", help="CA bundle for client certificates")
+    p.add_argument("--client-auth", choices=config.CLIENT_AUTH, help="default with --client-ca: required")
+    p.add_argument("--socket", metavar="PATH", help="secured's channel socket path")
+    p.add_argument("--runtime-dir", metavar="DIR")
+    p.add_argument("--log-format", choices=config.LOG_FORMATS)
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def settings_from(args: argparse.Namespace) -> config.Settings:
+    """Load the file (or defaults) and apply the flags; ConfigError on anything wrong."""
+    s = config.load(args.config)
+    sec, app = s.secured, s.appd
+    certs, keys = args.cert or [], args.key or []
+    if len(certs) != len(keys):
+        raise ConfigError("each --cert needs a --key (and the other way round)")
+    if certs:
+        sec = replace(sec, certificates=tuple(config.CertPair(c, k) for c, k in zip(certs, keys, strict=True)))
+    if args.tickets is not None:
+        sec = replace(sec, tickets=args.tickets)
+    if args.alpn is not None:
+        sec = replace(sec, alpn=tuple(a.strip() for a in args.alpn.split(",") if a.strip()))
+    if args.client_ca is not None:
+        sec = replace(sec, client_ca=args.client_ca, client_auth=args.client_auth or "required")
+    elif args.client_auth is not None:
+        sec = replace(sec, client_auth=args.client_auth)
+    if args.socket is not None:
+        sec = replace(sec, socket=args.socket)
+        app = replace(app, secured_socket=args.socket)
+    if args.listen:
+        app = replace(app, listen=tuple(args.listen))
+    if args.backend is not None:
+        app = replace(app, backend=args.backend)
+    s = replace(s, secured=sec, appd=app)
+    if args.runtime_dir is not None:
+        s = replace(s, runtime_dir=args.runtime_dir)
+    if args.log_format is not None:
+        s = replace(s, log_format=args.log_format)
+    if args.log_level is not None:
+        s = replace(s, log_level=args.log_level)
+    return config.validate(s)

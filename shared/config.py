@@ -1,0 +1,217 @@
+"""Configuration: one TOML file for the launcher and both daemons, command-line flags on top.
+
+Pure: it names files but never opens a key. Every problem is a :class:`ConfigError` with one line
+that says which setting is wrong and why (the daemons exit with 78, EX_CONFIG). See
+docs/configuration.md for every key and its default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+
+SUITE_NAMES = {
+    "TLS_AES_128_GCM_SHA256": 0x1301,
+    "TLS_AES_256_GCM_SHA384": 0x1302,
+    "TLS_CHACHA20_POLY1305_SHA256": 0x1303,
+}
+GROUP_NAMES = {"x25519": 0x001D, "secp256r1": 0x0017, "p-256": 0x0017}
+CLIENT_AUTH = ("none", "optional", "required")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+@dataclass(frozen=True)
+class CertPair:
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
+class SecuredSettings:
+    certificates: tuple[CertPair, ...] = ()
+    cipher_suites: tuple[str, ...] = tuple(SUITE_NAMES)
+    groups: tuple[str, ...] = ("x25519", "secp256r1")
+    alpn: tuple[str, ...] = ()
+    tickets: int = 2
+    ticket_lifetime: int = 7200
+    allow_psk_ke: bool = False
+    client_ca: str | None = None
+    client_auth: str = "none"
+    hrr_cookie: bool = False
+    socket: str = "/run/tls-privsep/secured.sock"
+    socket_mode: int = 0o660
+    allowed_uids: tuple[int, ...] = ()
+    user: str | None = None
+    max_handshakes_per_channel: int = 1024
+    handshake_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class AppdSettings:
+    listen: tuple[str, ...] = ("127.0.0.1:8443",)
+    backend: str = "echo"
+    secured_socket: str = "/run/tls-privsep/secured.sock"
+    user: str | None = None
+    idle_timeout: float = 300.0
+    handshake_timeout: float = 10.0
+    drain_timeout: float = 10.0
+    max_connections: int = 10000
+    proxy_protocol: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    secured: SecuredSettings = field(default_factory=SecuredSettings)
+    appd: AppdSettings = field(default_factory=AppdSettings)
+    runtime_dir: str = "/run/tls-privsep"
+    log_format: str = "auto"
+    log_level: str = "info"
+
+
+def _check_type(where: str, value: Any, expected: Any) -> Any:
+    """Coerce TOML values to a dataclass field's type, or say in one line what is wrong."""
+    if expected in ("str", "str | None"):
+        if value is None and expected == "str | None":
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string")
+        return value
+    if expected == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer")
+        return value
+    if expected == "float":
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number")
+        return float(value)
+    if expected == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if expected in ("tuple[str, ...]", "tuple[int, ...]"):
+        item = str if "str" in expected else int
+        if isinstance(value, item):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
+            raise ConfigError(f"{where} must be a list of {'strings' if item is str else 'integers'}")
+        return tuple(value)
+    if expected == "tuple[CertPair, ...]":
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list of {{cert = ..., key = ...}} tables")
+        pairs = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict) or set(item) != {"cert", "key"}:
+                raise ConfigError(f"{where}[{i}] must have exactly 'cert' and 'key'")
+            pairs.append(CertPair(_check_type(f"{where}[{i}].cert", item["cert"], "str"),
+                                  _check_type(f"{where}[{i}].key", item["key"], "str")))
+        return tuple(pairs)
+    raise AssertionError(f"unhandled type {expected}")  # pragma: no cover
+
+
+def _section(cls: type[Any], data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {where}.{key}")
+        kwargs[key] = _check_type(f"{where}.{key}", value, known[key].type)
+    return cls(**kwargs)
+
+
+def load(path: str | Path | None) -> Settings:
+    """Read a TOML file (or the defaults when ``path`` is None) and validate it."""
+    if path is None:
+        return validate(Settings())
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    try:
+        return from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def from_dict(raw: dict[str, Any]) -> Settings:
+    top = {k: v for k, v in raw.items() if k not in ("secured", "appd")}
+    for name in ("secured", "appd"):
+        if name in raw and not isinstance(raw[name], dict):
+            raise ConfigError(f"[{name}] must be a table")
+    settings = _section(Settings, top, "settings") if top else Settings()
+    settings = replace(
+        settings,
+        secured=_section(SecuredSettings, raw.get("secured", {}), "secured"),
+        appd=_section(AppdSettings, raw.get("appd", {}), "appd"),
+    )
+    return validate(settings)
+
+
+def validate(s: Settings) -> Settings:
+    """Checks that need no file access (the daemons check the files themselves)."""
+    sec, app = s.secured, s.appd
+    for name in sec.cipher_suites:
+        if name not in SUITE_NAMES:
+            raise ConfigError(f"secured.cipher_suites: unknown suite {name!r} (known: {', '.join(SUITE_NAMES)})")
+    for name in sec.groups:
+        if name.lower() not in GROUP_NAMES:
+            raise ConfigError(f"secured.groups: unknown group {name!r} (known: x25519, secp256r1)")
+    if not sec.cipher_suites or not sec.groups:
+        raise ConfigError("secured.cipher_suites and secured.groups must not be empty")
+    if sec.client_auth not in CLIENT_AUTH:
+        raise ConfigError(f"secured.client_auth must be one of {', '.join(CLIENT_AUTH)}")
+    if sec.client_auth != "none" and not sec.client_ca:
+        raise ConfigError("secured.client_auth needs secured.client_ca (a CA bundle)")
+    if not 0 <= sec.tickets <= 16:
+        raise ConfigError("secured.tickets must be 0 to 16")
+    if not 1 <= sec.ticket_lifetime <= 604800:
+        raise ConfigError("secured.ticket_lifetime must be 1 to 604800 seconds")
+    for proto in sec.alpn:
+        if not 1 <= len(proto.encode()) <= 255:
+            raise ConfigError(f"secured.alpn: protocol name {proto!r} must be 1 to 255 bytes")
+    if sec.max_handshakes_per_channel < 1:
+        raise ConfigError("secured.max_handshakes_per_channel must be at least 1")
+    for where, value in (("secured.handshake_timeout", sec.handshake_timeout),
+                         ("appd.handshake_timeout", app.handshake_timeout),
+                         ("appd.idle_timeout", app.idle_timeout)):
+        if value <= 0:
+            raise ConfigError(f"{where} must be positive")
+    if app.drain_timeout < 0:
+        raise ConfigError("appd.drain_timeout must not be negative")
+    if app.max_connections < 1:
+        raise ConfigError("appd.max_connections must be at least 1")
+    if not app.listen:
+        raise ConfigError("appd.listen must name at least one address")
+    for addr in app.listen:
+        parse_address(addr, "appd.listen")
+    if s.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+    if s.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log_level must be debug, info, warning or error")
+    return s
+
+
+def parse_address(text: str, where: str = "address") -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{where}: {text!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{where}: port in {text!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{where}: port {number} out of range")
+    return host, number
