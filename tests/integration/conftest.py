@@ -79,6 +79,16 @@ class Server:
     def log_text(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
+    def wait_log(self, name: str, text: str, timeout: float = 5.0) -> str:
+        """Wait until ``text`` appears in a daemon's log; returns the log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_text(name)
+            if text in log or time.monotonic() > deadline:
+                assert text in log, f"{text!r} not in {name}'s log:\n{log[-3000:]}"
+                return log
+            time.sleep(0.05)
+
     def stop(self) -> None:
         for proc in (self.appd, self.secured):
             if proc.poll() is None:
@@ -98,15 +108,17 @@ def start_pair(tmp: Path, args: list[str], *, secured_args: list[str] = (), appd
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     logs = tmp
     listen = [] if "--listen" in args else ["--listen", "127.0.0.1:0"]
+    # As root (CI), the daemons refuse to keep root: let them drop to nobody.
+    as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
     with open(logs / "secured.log", "wb") as slog, open(logs / "appd.log", "wb") as alog:
         secured = subprocess.Popen(
-            [sys.executable, "-m", "secured", "--ipc-fd", str(a.fileno()), "--log-format", "json", *args,
+            [sys.executable, "-m", "secured", "--ipc-fd", str(a.fileno()), "--log-format", "json", *as_user, *args,
              *secured_args],
             pass_fds=(a.fileno(),), stdout=slog, stderr=slog, env=env,
         )
         appd = subprocess.Popen(
             [sys.executable, "-m", "appd", "--ipc-fd", str(b.fileno()), "--ready-fd", str(ready_w),
-             "--log-format", "json", *listen, *args, *appd_args],
+             "--log-format", "json", *as_user, *listen, *args, *appd_args],
             pass_fds=(b.fileno(), ready_w), stdout=alog, stderr=alog, env=env,
         )
     a.close()
