@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SYSPKGS := openssl gnutls-bin curl
 SYSBINS := openssl gnutls-cli curl
 
-.PHONY: venv sysdeps test unit integration lint typecheck check bench-engine clean
+.PHONY: venv sysdeps test unit integration lint typecheck check run bench-engine bench-handoff clean
 
 venv: $(STAMP)
 
@@ -42,8 +42,24 @@ typecheck: venv
 
 check: lint typecheck test
 
+# The demo: a self-signed RSA-2048 + ECDSA P-256 pair in .state/, the http backend on 127.0.0.1:8443.
+# As root it creates two system users for the daemons (they refuse to keep root).
+STATE ?= .state
+run: venv
+	@$(PY) -m launcher demo-certs $(STATE) >/dev/null
+	@users=""; if [ "$$(id -u)" = 0 ]; then \
+	  for u in tls-secured tls-appd; do id -u $$u >/dev/null 2>&1 || \
+	    useradd --system --no-create-home --shell /usr/sbin/nologin $$u; done; \
+	  users="--secured-user tls-secured --appd-user tls-appd"; fi; \
+	exec $(VENV)/bin/tls-privsep run --listen 127.0.0.1:8443 --backend http \
+	  --cert $(STATE)/demo-rsa.crt --key $(STATE)/demo-rsa.key \
+	  --cert $(STATE)/demo-ecdsa.crt --key $(STATE)/demo-ecdsa.key $$users
+
 bench-engine: venv
 	$(PY) tests/bench/engine.py
+
+bench-handoff: venv
+	$(PY) tests/bench/handoff.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
