@@ -19,12 +19,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import trio  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from shared import channel as ch  # noqa: E402
-from shared.record import ContentType, Protection, RecordLayer  # noqa: E402
-from shared.state import TrafficState  # noqa: E402
+from shared import channel as ch
+from shared.record import ContentType, Protection, RecordLayer
+from shared.state import TrafficState
 
 CH, FLIGHT, FIN, TICKETS = os.urandom(517), os.urandom(1400), os.urandom(58), os.urandom(480)
 

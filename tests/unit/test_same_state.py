@@ -63,7 +63,8 @@ def test_exported_and_imported_state_seal_identically(suite: int, tickets: int) 
         assert a.send_application_data(data) == record
         incoming.write(record)
     for request in (False, True):
-        assert a.send_key_update(request) == (update := b.send_key_update(request))
+        update = b.send_key_update(request)
+        assert a.send_key_update(request) == update
         incoming.write(update)
         data = os.urandom(5000)
         record = b.send_application_data(data)
