@@ -426,13 +426,14 @@ class ServerHandshake:
         if not dhe and not (self._config.allow_psk_ke and m.PskMode.psk_ke in ch.psk_modes):
             return None
         now_ms = int(self._clock() * 1000)
-        for index, (identity, _obfuscated_age) in enumerate(offer.identities):
+        for index, (identity, obfuscated_age) in enumerate(offer.identities):
             ticket = sealer.open(identity)
             if ticket is None or ticket.suite not in ks.SUITES:
                 continue
             age_ms = now_ms - ticket.created_ms
-            if age_ms < -1000 or age_ms > ticket.lifetime * 1000:
-                continue  # expired (or from the future): fall back to a full handshake
+            client_age_ms = (obfuscated_age - ticket.age_add) % 2**32  # §4.2.11.1
+            if age_ms < -1000 or age_ms > ticket.lifetime * 1000 or client_age_ms > ticket.lifetime * 1000:
+                continue  # expired, by our clock or the client's: fall back to a full handshake
             if ks.SUITES[ticket.suite].hash_name != suite.hash_name and not (
                 may_switch_hash
                 and ticket.suite in ch.cipher_suites
@@ -652,7 +653,10 @@ class ServerHandshake:
                 sni=self._sni,
                 peer_certs=peer_certs,
             )
+            ticket = sealer.seal(state)
+            if len(ticket) > 0xFFFF:
+                return  # a huge client chain would not fit the 16-bit ticket field: issue no tickets
             tickets += m.new_session_ticket(
-                self._config.ticket_lifetime, age_add, nonce, sealer.seal(state), self._nst_extensions()
+                self._config.ticket_lifetime, age_add, nonce, ticket, self._nst_extensions()
             )
         self._send_handshake(tickets)

@@ -48,8 +48,9 @@ def _raw_ch(c: Client, mutate: Callable[[bytes], bytes]) -> bytes:
     return record(22, m.handshake(1, mutate(c.hello.encode()[4:])), 0x0301)
 
 
-def _psk_ext(identity: bytes, binder_len: int = 32, n_binders: int = 1, binder: bytes | None = None) -> bytes:
-    ids = vector(2, vector(2, identity) + u32(7))
+def _psk_ext(identity: bytes, binder_len: int = 32, n_binders: int = 1, binder: bytes | None = None,
+             obfuscated_age: int = 7 + 1000) -> bytes:
+    ids = vector(2, vector(2, identity) + u32(obfuscated_age))
     binders = vector(2, b"".join(vector(1, binder or bytes(binder_len)) for _ in range(n_binders)))
     return ids + binders
 
@@ -374,22 +375,23 @@ def test_finished_without_certificate_verify() -> None:
 
 
 def _with_ticket(config_kw: dict[str, object], *, corrupt_binder: bool = False, age_s: float = 1.0,
-                 sni: str | None = "localhost") -> tuple[ServerHandshake, Client]:
+                 sni: str | None = "localhost", client_age_ms: int = 1000) -> tuple[ServerHandshake, Client]:
     keys = TicketKeys()
     psk = bytes(range(32))
     import time
 
     ticket = keys.seal(TicketState(psk=psk, suite=0x1301, created_ms=int((time.time() - age_s) * 1000),
                                    age_add=7, lifetime=3600, alpn=None, sni=sni, peer_certs=[]))
+    obfuscated = (client_age_ms + 7) % 2**32
     hs = ServerHandshake(server_config(("ecdsa",), ticket_keys=keys, **config_kw))
     c = Client()
-    c.hello.set(41, _psk_ext(ticket))
+    c.hello.set(41, _psk_ext(ticket, obfuscated_age=obfuscated))
     raw = c.hello.encode()
     truncated = raw[: len(raw) - (2 + 1 + 32)]
     binder = ks.KeySchedule("sha256", psk).binder(hashlib.sha256(truncated).digest())
     if corrupt_binder:
         binder = bytes([binder[0] ^ 1]) + binder[1:]
-    c.hello.set(41, _psk_ext(ticket, binder=binder))
+    c.hello.set(41, _psk_ext(ticket, binder=binder, obfuscated_age=obfuscated))
     return hs, c
 
 
@@ -397,6 +399,12 @@ def test_psk_resumption_mini_client() -> None:
     hs, c = _with_ticket({})
     hs.receive_data(c.client_hello_record())
     assert hs.info.resumed and hs.info.group == X25519
+
+
+def test_ticket_too_old_by_the_clients_clock_falls_back() -> None:
+    hs, c = _with_ticket({}, client_age_ms=3_700_000)
+    hs.receive_data(c.client_hello_record())
+    assert not hs.info.resumed
 
 
 def test_psk_bad_binder_is_decrypt_error() -> None:

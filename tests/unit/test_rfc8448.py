@@ -28,6 +28,8 @@ from shared.record import ApplicationData, CloseNotify, ContentType, Protection,
 from tests.vectors import rfc8448, section
 
 SUITE = 0x1301
+# §3's ticket_age_add: the §4 client's obfuscated age minus this is the 6 ms the trace describes.
+_AGE_ADD = int(rfc8448()["simple_1rtt"]["new_session_ticket_fields"]["ticket_age_add"], 16)
 
 
 def _rsa_key() -> rsa.RSAPrivateKey:
@@ -193,7 +195,7 @@ def test_resumed_section4_binder_and_handshake_secrets() -> None:
     """§4: the binder verifies and the handshake keys equal the trace's; 0-RTT is skipped, not read."""
     v = section("resumed_0rtt")
     ch = m.parse_client_hello(v["client_hello"])
-    ticket = TicketState(psk=v["psk"], suite=SUITE, created_ms=1_000_000, age_add=0, lifetime=30,
+    ticket = TicketState(psk=v["psk"], suite=SUITE, created_ms=1_000_000, age_add=_AGE_ADD, lifetime=30,
                          alpn=None, sni=ch.server_name, peer_certs=[])
     v3 = section("simple_1rtt")
     hs = _engine(
@@ -217,7 +219,7 @@ def test_resumed_section4_binder_and_handshake_secrets() -> None:
 def test_resumed_section4_bad_binder_is_decrypt_error() -> None:
     v = section("resumed_0rtt")
     ch = m.parse_client_hello(v["client_hello"])
-    ticket = TicketState(psk=bytes(32), suite=SUITE, created_ms=1_000_000, age_add=0, lifetime=30,
+    ticket = TicketState(psk=bytes(32), suite=SUITE, created_ms=1_000_000, age_add=_AGE_ADD, lifetime=30,
                          alpn=None, sni=ch.server_name, peer_certs=[])
     hs = _engine(v, credential=_rsa_credential(section("simple_1rtt")), ee=b"",
                  tickets=_FixedTickets(b"", {v["psk_identity"]: ticket}), clock=lambda: 1000.006)
