@@ -119,27 +119,41 @@ class _Channel:
         return ch.decode(datagram)
 
     async def run(self) -> None:
+        """Serve until the peer closes or breaks the protocol; every handshake on it ends with it."""
         try:
             await self._hello()
             self.log.info("channel up")
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reaper)
-                while True:
-                    msg = await self.recv()
-                    if msg is None:
-                        break
-                    if self.state.receive(msg):
-                        await self._handle(msg)
+                nursery.start_soon(self._reaper, nursery.cancel_scope)
+                reason = await self._serve()
                 nursery.cancel_scope.cancel()
-            self.log.info("channel down", reason="peer closed", failed_in_flight=len(self.pending))
         except ChannelError as exc:
-            self.log.warning("channel down", reason=exc.reason, detail=str(exc), failed_in_flight=len(self.pending))
-            try:
-                await self.sock.send(ch.Error(exc.reason).encode())
-            except OSError:
-                pass
+            reason = await self._protocol_error(exc)
         except OSError as exc:
-            self.log.warning("channel down", reason="socket error", error=str(exc), failed_in_flight=len(self.pending))
+            reason = f"socket error: {exc.strerror}"
+        self.log.info("channel down", reason=reason, failed_in_flight=len(self.pending))
+
+    async def _serve(self) -> str:
+        """The receive loop; protocol errors are answered here, inside the nursery."""
+        try:
+            while True:
+                msg = await self.recv()
+                if msg is None:
+                    return "peer closed"
+                if self.state.receive(msg):
+                    await self._handle(msg)
+        except ChannelError as exc:
+            return await self._protocol_error(exc)
+        except OSError as exc:
+            return f"socket error: {exc.strerror}"
+
+    async def _protocol_error(self, exc: ChannelError) -> str:
+        self.log.warning("channel protocol error", reason=exc.reason, detail=str(exc))
+        try:
+            await self.sock.send(ch.Error(exc.reason).encode())
+        except OSError:
+            pass
+        return exc.reason
 
     async def _hello(self) -> None:
         private = X25519PrivateKey.generate()
@@ -164,8 +178,14 @@ class _Channel:
         self.owner.stats.in_flight -= 1
         return pending
 
-    async def _reaper(self) -> None:
+    async def _reaper(self, scope: trio.CancelScope) -> None:
         """Fail handshakes older than the deadline (slow or stalled clients)."""
+        try:
+            await self._reap()
+        except (ChannelError, OSError):
+            scope.cancel()  # the receive loop sees the broken socket too and reports it
+
+    async def _reap(self) -> None:
         timeout = self.owner.limits.handshake_timeout
         while True:
             await trio.sleep(min(1.0, timeout / 4))

@@ -58,6 +58,9 @@ DEFAULT_SUITES = (
     ks.CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
 )
 MAX_TICKET_LIFETIME = 7 * 24 * 3600  # §4.6.1
+# Tickets carry the client's chain; past this total they would crowd the channel's `done` message
+# (which also carries the blob) and the 16-bit ticket field, so none are issued.
+MAX_TICKET_BYTES = 48 * 1024
 # What we accept in a client's CertificateVerify, offered in our CertificateRequest.
 CLIENT_SIG_SCHEMES = (0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0807)
 
@@ -653,10 +656,9 @@ class ServerHandshake:
                 sni=self._sni,
                 peer_certs=peer_certs,
             )
-            ticket = sealer.seal(state)
-            if len(ticket) > 0xFFFF:
-                return  # a huge client chain would not fit the 16-bit ticket field: issue no tickets
             tickets += m.new_session_ticket(
-                self._config.ticket_lifetime, age_add, nonce, ticket, self._nst_extensions()
+                self._config.ticket_lifetime, age_add, nonce, sealer.seal(state), self._nst_extensions()
             )
+            if len(tickets) > MAX_TICKET_BYTES:
+                return  # a huge client chain in every ticket: resumption is not worth that, issue none
         self._send_handshake(tickets)

@@ -31,7 +31,7 @@ from shared.blob import (
 )
 from shared.errors import ChannelError
 
-MAX_MESSAGE = 256 * 1024
+MAX_MESSAGE = 192 * 1024  # below Linux's default SEQPACKET limit (wmem_default, ~208 KiB)
 """Hard cap on one datagram, checked before parsing. A TLS flight plus a blob fits with room to spare."""
 CHANNEL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (CHANNEL_VERSION,)

@@ -68,7 +68,8 @@ def test_oversize_refused_before_parsing() -> None:
 
 
 def test_a_flight_and_a_full_blob_fit() -> None:
-    C.Done(conn=1, data=b"x" * (128 * 1024), consumed=0, blob=b"b" * MAX_BLOB).encode()
+    # The largest `done`: tickets (capped at 48 KiB by the engine) plus a full blob and the alert.
+    C.Done(conn=1, data=b"x" * (48 * 1024), consumed=0, blob=b"b" * MAX_BLOB, alert=b"a" * 22).encode()
 
 
 @pytest.mark.parametrize(
