@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = parse_backend(app.backend, proxy_protocol=app.proxy_protocol)
         addresses = tuple(parse_address(a, "--listen") for a in app.listen)
         user = args.user or app.user
-        if os.geteuid() == 0 and not user:
+        if os.geteuid() == 0 and not user and not args.check:
             raise ConfigError("appd refuses to run as root: give it a user to drop to (--user)")
     except ConfigError as exc:
         print(f"appd: error: {exc}", file=sys.stderr)
@@ -70,14 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                     daemon.drain()
                     break
 
-    try:
-        trio.run(start)
-    except ConfigError as exc:
-        print(f"appd: error: {exc}", file=sys.stderr)
-        return cli.EX_CONFIG
-    except KeyboardInterrupt:
-        pass
-    return cli.EX_OK
+    return cli.run_daemon("appd", lambda: trio.run(start))
 
 
 if __name__ == "__main__":

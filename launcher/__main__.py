@@ -112,13 +112,21 @@ def _read_ready(fd: int, proc: subprocess.Popen[bytes]) -> str | None:
     return None
 
 
-def check(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """The validated settings, or None after printing the one-line reason."""
     try:
         settings = cli.settings_from(args)
+        if os.geteuid() == 0 and args.command != "check-config" and not (args.secured_user and args.appd_user):
+            raise ConfigError("as root, give --secured-user and --appd-user (the daemons refuse to keep root)")
     except ConfigError as exc:
         print(f"tls-privsep: error: {exc}", file=sys.stderr)
+        return None
+    return settings
+
+
+def check(args: argparse.Namespace) -> int:
+    if _settings(args) is None:
         return cli.EX_CONFIG
-    del settings
     result = subprocess.run([sys.executable, "-m", "secured", "--check", *passthrough(args)], check=False)
     if result.returncode != 0:
         return result.returncode
@@ -129,12 +137,8 @@ def check(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = cli.settings_from(args)
-        if os.geteuid() == 0 and not (args.secured_user and args.appd_user):
-            raise ConfigError("as root, give --secured-user and --appd-user (the daemons refuse to keep root)")
-    except ConfigError as exc:
-        print(f"tls-privsep: error: {exc}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return cli.EX_CONFIG
     rundir = runtime_dir(args.runtime_dir, settings)
     rundir.mkdir(mode=0o711 if os.geteuid() == 0 else 0o700, parents=True, exist_ok=True)
@@ -241,10 +245,8 @@ def _read_pid(rundir: Path) -> int | None:
 
 
 def start(args: argparse.Namespace) -> int:
-    try:
-        settings = cli.settings_from(args)
-    except ConfigError as exc:
-        print(f"tls-privsep: error: {exc}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return cli.EX_CONFIG
     rundir = runtime_dir(args.runtime_dir, settings)
     rundir.mkdir(mode=0o711 if os.geteuid() == 0 else 0o700, parents=True, exist_ok=True)

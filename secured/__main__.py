@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         log = logging_setup.setup(settings.log_format, settings.log_level, daemon="secured")
         sec = settings.secured
         user = args.user or sec.user
-        if os.geteuid() == 0 and not user:
+        if os.geteuid() == 0 and not user and not args.check:
             raise ConfigError("secured refuses to run as root: give it a user to drop to (--user)")
         config = server_config(sec)  # reads the keys, while we may still be root
         allowed = {os.getuid(), *sec.allowed_uids, *args.allow_uid}
@@ -100,14 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                          frozenset(allowed))
         await run(args, daemon, listener)
 
-    try:
-        trio.run(start)
-    except ConfigError as exc:
-        print(f"secured: error: {exc}", file=sys.stderr)
-        return cli.EX_CONFIG
-    except KeyboardInterrupt:
-        pass
-    return cli.EX_OK
+    return cli.run_daemon("secured", lambda: trio.run(start))
 
 
 if __name__ == "__main__":

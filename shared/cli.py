@@ -7,6 +7,8 @@ own arguments to the daemons unchanged.
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from dataclasses import replace
 
 from shared import config
@@ -63,3 +65,15 @@ def settings_from(args: argparse.Namespace) -> config.Settings:
     if args.log_level is not None:
         s = replace(s, log_level=args.log_level)
     return config.validate(s)
+
+
+def run_daemon(name: str, body: Callable[[], None]) -> int:
+    """Run a daemon's event loop; a configuration problem found late is still one line and 78."""
+    try:
+        body()
+    except ConfigError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        pass
+    return EX_OK
