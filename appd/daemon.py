@@ -79,6 +79,8 @@ class Appd:
     async def _one(self, stream: trio.SocketStream) -> None:
         try:
             await session.handle(stream, self.link, self.backend, self.timeouts, self.log)
+        except Exception as exc:  # one connection must never take the others down with it
+            self.log.error("connection failed unexpectedly", error=f"{type(exc).__name__}: {exc}")
         finally:
             self.active -= 1
             self._slots.release()

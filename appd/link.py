@@ -199,24 +199,32 @@ class SecuredLink:
             return Step(msg.data + msg.alert, 0, failure="blob_" + exc.reason)
         return Step(msg.data, msg.consumed, state=state)
 
-    async def _send(self, msg: ch.Message) -> None:
+    async def _send(self, msg: ch.Message | None = None, *, open_peer: str | None = None) -> int:
+        """Send ``msg``, or an ``open`` for a new connection (its id is chosen under the lock, so
+        connections accepted at the same moment never share one). Returns the connection id."""
         async with self._send_lock:
-            if self._sock is None or self._state is None:
+            sock, state = self._sock, self._state
+            if sock is None or state is None:
                 raise SecuredUnavailable("no channel to secured")
-            self._state.send(msg)
+            if msg is None:
+                msg = ch.Open(state.next_conn_id(), (open_peer or "")[: ch.MAX_PEER])
             try:
-                await self._sock.send(msg.encode())
+                state.send(msg)
+                await sock.send(msg.encode())
+            except ChannelError as exc:
+                # Our own protocol bookkeeping is off: the channel cannot be trusted; make a new one.
+                self.log.error("channel protocol error on send", reason=exc.reason, detail=str(exc))
+                sock.close()
+                raise SecuredUnavailable(f"channel broken ({exc.reason})") from None
             except OSError as exc:
                 raise SecuredUnavailable(f"channel send failed: {exc.strerror}") from None
+            return getattr(msg, "conn", 0)
 
     @asynccontextmanager
     async def handshake(self, peer: str) -> AsyncIterator[HandshakeChannel]:
         """A connection's conversation with secured; aborted on exit unless it reached done/fail."""
-        if self._state is None:
-            raise SecuredUnavailable("no channel to secured")
-        conn = self._state.next_conn_id()
         state = self._state
-        await self._send(ch.Open(conn, peer[: ch.MAX_PEER]))
+        conn = await self._send(open_peer=peer)
         hc = HandshakeChannel(self, conn)
         self._active.add(conn)
         try:
@@ -225,7 +233,7 @@ class SecuredLink:
             self._active.discard(conn)
             if self._orphans.pop(conn, None) is not None:
                 hc.finished = True
-            if not hc.finished and self._state is state and state.is_open(conn):
+            if not hc.finished and state is not None and self._state is state and state.is_open(conn):
                 self._waiters.pop(conn, None)
                 with trio.CancelScope(shield=True):
                     try:

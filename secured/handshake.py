@@ -359,6 +359,7 @@ class ServerHandshake:
         self.info.suite = suite.suite
         self.info.group = group
         self.info.resumed = psk is not None
+        self.info.client_cert = bool(psk and psk.ticket.peer_certs)  # authenticated in the original handshake
         self.info.sni = ch.server_name
         self.info.alpn = alpn
         self._send_server_flight(ch, suite, s_hs, credential, scheme, alpn)

@@ -588,10 +588,6 @@ def test_python_ssl_finished_and_data_in_one_segment(pool: Pool, pki: Pki) -> No
                 incoming.write(chunk)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG appd/link.py SecuredLink.handshake: next_conn_id() is read before the awaited send of Open, so two "
-    "connections accepted together get the same id; the channel checker raises ChannelError bad_conn_id "
-    "('open N, expected N+1') out of the connection nursery and appd exits"))
 def test_python_ssl_simultaneous_connections(pair: Callable[..., Server], pki: Pki) -> None:
     """16 clients connecting at once, three times over: every one is served and appd stays up."""
     server = pair("--backend", "echo")
