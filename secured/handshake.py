@@ -142,7 +142,7 @@ class _Psk:
     dhe: bool
 
 
-@dataclass
+@dataclass(repr=False)
 class _Secrets:
     """Per-connection secrets held between messages; dropped at export or failure."""
 

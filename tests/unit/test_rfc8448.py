@@ -332,3 +332,17 @@ def test_keyschedule_matches_resumed_trace() -> None:
         v["client_handshake_traffic_secret"],
         v["server_handshake_traffic_secret"],
     )
+
+
+def test_no_secret_in_any_repr_of_the_engine() -> None:
+    """Mid-handshake, when it holds the most secrets, nothing the engine holds shows one in repr()."""
+    v = section("simple_1rtt")
+    hs = _engine(v, credential=_rsa_credential(v), ee=_ext_body(v["encrypted_extensions"]), tickets=None)
+    hs.receive_data(v["client_hello_record"])
+    secrets = [v[k] for k in ("server_handshake_traffic_secret", "client_handshake_traffic_secret",
+                              "client_application_traffic_secret_0", "server_application_traffic_secret_0",
+                              "handshake_secret", "master_secret", "server_handshake_key")]
+    held = [*vars(hs).values(), hs._rl.read, hs._rl.write, hs._secrets]
+    rendered = repr(hs) + "".join(repr(o) for o in held)
+    for secret in secrets:
+        assert secret.hex() not in rendered and repr(secret)[2:-1] not in rendered
