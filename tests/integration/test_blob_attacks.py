@@ -10,6 +10,7 @@ the next honest connection as if nothing had happened.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -241,13 +242,15 @@ def appd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appd]:
 # ---- clients --------------------------------------------------------------------------------------------------
 
 
-CLIENT = client_context()
+@functools.cache
+def client() -> ssl.SSLContext:
+    return client_context()
 
 
 def refused_connection(server: Appd) -> None:
     """A client whose handshake completes and whose first read gets the internal_error alert."""
     with socket.create_connection((server.host, server.port), timeout=10) as raw, \
-            CLIENT.wrap_socket(raw, server_hostname="localhost") as tls:
+            client().wrap_socket(raw, server_hostname="localhost") as tls:
         assert tls.version() == "TLSv1.3"
         with pytest.raises(ssl.SSLError) as info:
             tls.recv(100)
@@ -257,7 +260,7 @@ def refused_connection(server: Appd) -> None:
 def honest_connection(server: Appd) -> None:
     """A normal echo exchange with a clean close both ways: appd imported the blob and serves."""
     with socket.create_connection((server.host, server.port), timeout=10) as raw, \
-            CLIENT.wrap_socket(raw, server_hostname="localhost") as tls:
+            client().wrap_socket(raw, server_hostname="localhost") as tls:
         tls.sendall(b"still serving")
         assert tls.recv(100) == b"still serving"
         tls.unwrap()
@@ -409,7 +412,7 @@ def test_oversize_blob_takes_the_channel_down_and_appd_reconnects() -> None:
         honest_connection(server)
         fake.plan.append(lambda state, conn, sealer: sealer.seal(state, conn) + bytes(MAX_BLOB))
         with socket.create_connection((server.host, server.port), timeout=10) as raw, \
-                CLIENT.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls:
+                client().wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls:
             assert tls.version() == "TLSv1.3"  # the client has its handshake; appd never gets the keys
             with pytest.raises((ssl.SSLEOFError, ConnectionResetError)) as cut:
                 tls.recv(100)  # no application data, no close_notify: the connection is cut
