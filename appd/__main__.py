@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 
 import trio
@@ -13,7 +14,7 @@ from appd.apps import parse_backend
 from appd.daemon import Appd, open_listeners
 from appd.link import SecuredLink, fd_connector, unix_connector
 from appd.session import Timeouts
-from shared import cli, hardening
+from shared import cli, hardening, systemd
 from shared import log as logging_setup
 from shared.config import parse_address
 from shared.errors import ConfigError
@@ -27,6 +28,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-fd", type=int, metavar="N", help="write the bound addresses to this fd, then close it")
     p.add_argument("--check", action="store_true", help="check the configuration, then exit")
     return p
+
+
+READY_GRACE = 2.0  # seconds READY=1 waits for the channel; appd serves (and retries secured) meanwhile
+
+
+def activated_listeners() -> list[trio.SocketListener]:
+    """TCP listeners systemd passed us (FileDescriptorName=https, else every stream socket); [] if none."""
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            for sock in systemd.inherited_sockets(("https",), socket.SOCK_STREAM)]
+
+
+def _status(daemon: Appd, stopping: trio.Event) -> str:
+    if stopping.is_set():
+        return f"draining {daemon.active} connections"
+    channel = "channel up" if daemon.link.is_up else "secured unreachable, retrying"
+    return f"{daemon.active} active, {daemon.accepted} accepted, {channel}"
+
+
+async def _notify_ready(daemon: Appd, stopping: trio.Event) -> None:
+    """READY=1 once the channel to secured is up, or after READY_GRACE saying it is not: appd is useful
+    (and restartable) without secured, and systemd must not hold up the boot on it."""
+    with trio.move_on_after(READY_GRACE):
+        await daemon.link.up.wait()
+    if not stopping.is_set():  # READY=1 after STOPPING=1 would confuse systemd
+        systemd.notify(f"READY=1\nSTATUS={_status(daemon, stopping)}")
+    while True:  # the watchdog keeps beating while draining
+        await trio.sleep(systemd.heartbeat_period())
+        systemd.beat(_status(daemon, stopping))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,17 +78,28 @@ def main(argv: list[str] | None = None) -> int:
     log = logging_setup.setup(settings.log_format, settings.log_level, daemon="appd")
 
     async def start() -> None:
-        try:
-            listeners = await open_listeners(addresses)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {', '.join(app.listen)}: {exc.strerror}") from None
+        listeners = activated_listeners()
+        if listeners:
+            log.info("socket activation", sockets=len(listeners), ignored_listen=list(app.listen))
+        else:
+            try:
+                listeners = await open_listeners(addresses)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {', '.join(app.listen)}: {exc.strerror}") from None
         hardening.drop_privileges(user, daemon="appd")
         connector = fd_connector(args.ipc_fd) if args.ipc_fd is not None else unix_connector(app.secured_socket)
         link = SecuredLink(connector, log)
         daemon = Appd(link, backend, Timeouts(app.handshake_timeout, app.idle_timeout), log,
                       max_connections=app.max_connections, drain_timeout=app.drain_timeout)
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(daemon.serve, listeners)
+
+            async def serve(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+                await daemon.serve(listeners, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained: the heartbeat ends too
+
+            bound = await nursery.start(serve)
+            stopping = trio.Event()
+            nursery.start_soon(_notify_ready, daemon, stopping)
             log.info("ready", listen=bound, backend=app.backend)
             if args.ready_fd is not None:
                 os.write(args.ready_fd, (" ".join(bound) + "\n").encode())
@@ -67,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("stopping", signal=signal.Signals(signum).name)
+                    stopping.set()
+                    systemd.notify(f"STOPPING=1\nSTATUS={_status(daemon, stopping)}")
                     daemon.drain()
                     break
 

@@ -7,13 +7,15 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import replace
 
 import trio
 
 from secured.daemon import Limits, Secured, open_listener
 from secured.setup import server_config
-from shared import cli, hardening
+from shared import cli, hardening, systemd
 from shared import log as logging_setup
+from shared.config import CertPair
 from shared.errors import ConfigError
 
 
@@ -32,15 +34,18 @@ def parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, daemon: Secured, listener: trio.socket.SocketType | None) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_signals, nursery.cancel_scope, daemon)
+        nursery.start_soon(_heartbeat, daemon)
         if args.ipc_fd is not None:
             sock = trio.socket.fromfd(args.ipc_fd, socket.AF_UNIX, socket.SOCK_SEQPACKET)
             os.close(args.ipc_fd)
+            systemd.notify(f"READY=1\nSTATUS={_status(daemon)}")
             await daemon.serve_channel(sock)
             daemon.log.info("stopping", reason="inherited channel closed")
             nursery.cancel_scope.cancel()
         else:
             assert listener is not None
             daemon.log.info("ready", socket=daemon_socket_name(listener))
+            systemd.notify(f"READY=1\nSTATUS={_status(daemon)}")
             await daemon.serve_listener(listener)
 
 
@@ -53,8 +58,26 @@ async def _signals(scope: trio.CancelScope, daemon: Secured) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             daemon.log.info("stopping", signal=signal.Signals(signum).name)
+            systemd.notify("STOPPING=1\nSTATUS=stopping")
             scope.cancel()
             return
+
+
+def _status(daemon: Secured) -> str:
+    s = daemon.stats
+    return f"{s.channels} channels, {s.handshakes} handshakes done, {s.in_flight} in flight, {s.failures} failed"
+
+
+async def _heartbeat(daemon: Secured) -> None:
+    """Live counts for `systemctl status`, and the watchdog ping when WatchdogSec= asks for one."""
+    while True:
+        await trio.sleep(systemd.heartbeat_period())
+        systemd.beat(_status(daemon))
+
+
+def _from_credentials(pairs: tuple[CertPair, ...]) -> tuple[CertPair, ...]:
+    """Relative cert/key paths name files in $CREDENTIALS_DIRECTORY (systemd LoadCredential=)."""
+    return tuple(CertPair(systemd.resolve_credential(p.cert), systemd.resolve_credential(p.key)) for p in pairs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         hardening.no_core_dumps()
         settings = cli.settings_from(args)
         log = logging_setup.setup(settings.log_format, settings.log_level, daemon="secured")
-        sec = settings.secured
+        sec = replace(settings.secured, certificates=_from_credentials(settings.secured.certificates))
+        if sec.client_ca:
+            sec = replace(sec, client_ca=systemd.resolve_credential(sec.client_ca))
         user = args.user or sec.user
         if os.geteuid() == 0 and not user and not args.check:
             raise ConfigError("secured refuses to run as root: give it a user to drop to (--user)")
@@ -84,7 +109,14 @@ def main(argv: list[str] | None = None) -> int:
 
     async def start() -> None:
         listener = None
-        if args.ipc_fd is None:
+        inherited = systemd.inherited_sockets(("secured", "channel"), socket.SOCK_SEQPACKET) \
+            if args.ipc_fd is None else []
+        if inherited:
+            # socket activation: systemd made, owns and permissions the path (tls-privsep-secured.socket)
+            listener = trio.socket.from_stdlib_socket(inherited[0])
+            for extra in inherited[1:]:
+                extra.close()
+        elif args.ipc_fd is None:
             try:
                 listener = await open_listener(sec.socket, sec.socket_mode)
             except OSError as exc:
