@@ -74,8 +74,9 @@ def fd_connector(fd: int) -> Connector:
 
 
 class SecuredLink:
-    def __init__(self, connect: Connector, log: Any, *, backoff_max: float = 0.5) -> None:
+    def __init__(self, connect: Connector, log: Any, *, backoff_max: float = 0.5, channel_wait: float = 2.0) -> None:
         self._connect = connect
+        self.channel_wait = channel_wait
         self.log = log
         self._backoff_max = backoff_max
         self._sock: trio.socket.SocketType | None = None
@@ -222,7 +223,14 @@ class SecuredLink:
 
     @asynccontextmanager
     async def handshake(self, peer: str) -> AsyncIterator[HandshakeChannel]:
-        """A connection's conversation with secured; aborted on exit unless it reached done/fail."""
+        """A connection's conversation with secured; aborted on exit unless it reached done/fail.
+
+        A connection that arrives while the channel is being (re)made waits for it a little (appd's
+        start, secured's restart) rather than failing at once; past that it is ``SecuredUnavailable``.
+        """
+        if self._state is None:
+            with trio.move_on_after(self.channel_wait):
+                await self.up.wait()
         state = self._state
         conn = await self._send(open_peer=peer)
         hc = HandshakeChannel(self, conn)

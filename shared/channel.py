@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from shared.blob import (
     CHANNEL_ID_LEN,
     KEY_LEN,
-    MAX_BLOB,
     UINT64_MAX,
     BlobOpener,
     BlobSealer,
@@ -209,7 +208,9 @@ _SCHEMA: dict[str, tuple[type[Message], tuple[_Field, ...]]] = {
             _CONN,
             _DATA,
             _CONSUMED,
-            _Field("blob", "b", lambda v: isinstance(v, bytes), lambda v: 1 <= len(v) <= MAX_BLOB),
+            # Only the datagram cap here: the blob's own 64 KiB rule is BlobOpener's, so an oversize blob
+            # is one refused connection (internal_error to its client), not a lost channel.
+            _Field("blob", "b", lambda v: isinstance(v, bytes), lambda v: 1 <= len(v) <= MAX_MESSAGE),
             _Field("alert", "a", lambda v: isinstance(v, bytes), lambda v: len(v) <= 64),
         ),
     ),

@@ -173,11 +173,6 @@ def test_run_restarts_killed_daemons_and_stops_on_sigterm(pki: Pki, rundir: Path
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the ready line comes before appd's channel to secured is up: appd writes --ready-fd after the link's first "
-    "connection attempt whether or not it succeeded, and the launcher starts appd without waiting for secured's "
-    "socket; a client connecting right after 'tls-privsep: ready' gets an internal_error alert (appd logs "
-    "outcome 'secured unavailable: no channel to secured')"))
 def test_ready_line_means_serving(pki: Pki, client_ctx: ssl.SSLContext, tmp_path: Path) -> None:
     """A client that connects the moment the ready line appears is served (tried on a few fresh launches)."""
     for attempt in range(5):
