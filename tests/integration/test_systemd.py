@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -268,3 +269,25 @@ def test_socket_activation_both_daemons(pki: Pki, notify_socket: NotifySocket) -
     if not mdwe:
         pytest.skip("served over activated sockets, but the kernel lacks PR_SET_MDWE: no-W+X not exercised")
 
+
+
+def test_example_config_checks_with_credentials(pki: Pki, tmp_path: Path) -> None:
+    """systemd/config.toml as the units use it: relative key paths found in $CREDENTIALS_DIRECTORY."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    for name, source in (("rsa", pki.rsa), ("ecdsa", pki.ecdsa)):
+        shutil.copy(source[0], creds / f"{name}.pem")
+        shutil.copy(source[1], creds / f"{name}.key")
+    config = str(UNITS / "config.toml")
+    env = {**os.environ, "CREDENTIALS_DIRECTORY": str(creds)}
+    # tls-appd exists only where sysusers.d ran: name another user for secured's channel allow-list.
+    out = subprocess.run([str(VENV_BIN / "secured"), "-c", config, "--appd-user", "nobody", "--check"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.count(": OK") == 2, out.stdout + out.stderr
+    env.pop("CREDENTIALS_DIRECTORY")
+    out = subprocess.run([str(VENV_BIN / "secured"), "-c", config, "--appd-user", "nobody", "--check"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 78 and "rsa.pem" in out.stderr  # outside systemd a relative path stays relative
+    out = subprocess.run([str(VENV_BIN / "appd"), "-c", config, "--check"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
