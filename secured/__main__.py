@@ -41,6 +41,7 @@ async def run(args: argparse.Namespace, daemon: Secured, listener: trio.socket.S
             systemd.notify(f"READY=1\nSTATUS={_status(daemon)}")
             await daemon.serve_channel(sock)
             daemon.log.info("stopping", reason="inherited channel closed")
+            systemd.notify("STOPPING=1\nSTATUS=stopping: inherited channel closed")
             nursery.cancel_scope.cancel()
         else:
             assert listener is not None

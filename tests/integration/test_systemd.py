@@ -170,7 +170,8 @@ def test_notify_ready_status_watchdog_stopping(pair: Callable[..., Server], pki:
     appd = server.appd.pid
     notify_socket.collect(lambda m: _has(appd, "READY=1")(m) and _has(server.secured.pid, "READY=1")(m))
     assert _echo(server.port, pki.ca_file, b"notify me") == b"notify me"
-    notify_socket.collect(lambda m: any("1 accepted" in line for line in notify_socket.lines(appd)))
+    notify_socket.collect(lambda m: any("1 accepted" in line for line in notify_socket.lines(appd))
+                          and any("1 handshakes done" in line for line in notify_socket.lines(server.secured.pid)))
     server.appd.send_signal(signal.SIGTERM)
     server.appd.wait(10)
     notify_socket.collect(_has(appd, "STOPPING=1"), timeout=2)
@@ -182,8 +183,30 @@ def test_notify_ready_status_watchdog_stopping(pair: Callable[..., Server], pki:
     assert any(line.startswith("STATUS=") and "1 accepted" in line for line in lines), lines
     assert "channel up" in lines[lines.index("READY=1") + 1]  # READY=1 waited for the channel
     assert not any(line == "READY=1" for line in lines[lines.index("STOPPING=1"):])
+    server.secured.wait(10)  # its inherited channel closed with appd
+    notify_socket.collect(_has(server.secured.pid, "STOPPING=1"), timeout=2)
     secured = notify_socket.lines(server.secured.pid)
-    assert "READY=1" in secured and any(line.startswith("STATUS=") and "handshakes" in line for line in secured)
+    assert "READY=1" in secured and "STOPPING=1" in secured, secured
+    assert any(line.startswith("STATUS=") and "1 handshakes done" in line for line in secured), secured
+
+
+def test_appd_ready_without_secured_says_so(notify_socket: NotifySocket, tmp_path: Path) -> None:
+    """secured down: appd still reports READY=1 after its grace (it serves and retries), with a STATUS
+    saying so, and STOPPING=1 on SIGTERM."""
+    env = {**os.environ, "NOTIFY_SOCKET": notify_socket.address}
+    with open(tmp_path / "appd.log", "wb") as log:
+        appd = subprocess.Popen([str(VENV_BIN / "appd"), "--log-format", "json", *AS_USER, "--listen", "127.0.0.1:0",
+                                 "--socket", str(tmp_path / "nobody-listens.sock")], env=env, stdout=log, stderr=log)
+    try:
+        notify_socket.collect(_has(appd.pid, "READY=1"), timeout=10)
+        lines = notify_socket.lines(appd.pid)
+        assert "READY=1" in lines, (tmp_path / "appd.log").read_text()
+        assert "secured unreachable" in lines[lines.index("READY=1") + 1]
+    finally:
+        appd.send_signal(signal.SIGTERM)
+        appd.wait(10)
+    notify_socket.collect(_has(appd.pid, "STOPPING=1"), timeout=2)
+    assert "STOPPING=1" in notify_socket.lines(appd.pid)
 
 
 PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
