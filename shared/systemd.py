@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 SD_LISTEN_FDS_START = 3
@@ -31,6 +32,15 @@ def notify(state: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def reloading() -> bool:
+    """``RELOADING=1`` with ``MONOTONIC_USEC`` (systemd >= 253 wants the timestamp); send ``READY=1`` when done.
+
+    For the SIGHUP reload (issue 5), which neither daemon implements yet.
+    """
+    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    return notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
 
 def _for_us(pid_variable: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,17 @@ def test_notify_to_a_path(receiver: tuple[socket.socket, str], monkeypatch: pyte
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     assert systemd.notify("READY=1\nSTATUS=up")
     assert sock.recv(100) == b"READY=1\nSTATUS=up"
+
+
+def test_reloading_carries_a_monotonic_timestamp(receiver: tuple[socket.socket, str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    sock, path = receiver
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert systemd.reloading()
+    first, second = sock.recv(100).decode().split("\n")
+    assert first == "RELOADING=1"
+    assert second.startswith("MONOTONIC_USEC=") and int(second.split("=")[1]) >= before
 
 
 def test_notify_to_the_abstract_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
