@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Debian packages the interop tests drive as real peers.
-SYSPKGS := openssl gnutls-bin curl
-SYSBINS := openssl gnutls-cli curl
+# Debian packages the tests drive: real TLS peers, and systemd-analyze / systemd-socket-activate.
+SYSPKGS := openssl gnutls-bin curl systemd
+SYSBINS := openssl gnutls-cli curl systemd-analyze systemd-socket-activate
 
 .PHONY: venv sysdeps test unit integration lint typecheck check run bench-engine bench-handoff clean
 
