@@ -8,6 +8,7 @@ fails at once and the link reconnects with backoff; established sessions never d
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -126,7 +127,7 @@ class SecuredLink:
                         await sock.send(ch.Error(exc.reason).encode())
                     except OSError:
                         pass
-                except OSError as exc:
+                except (OSError, trio.ClosedResourceError) as exc:
                     self.log.warning("channel down", reason="socket error", error=str(exc))
                 finally:
                     self._lose()
@@ -209,13 +210,19 @@ class SecuredLink:
                 raise SecuredUnavailable("no channel to secured")
             if msg is None:
                 msg = ch.Open(state.next_conn_id(), (open_peer or "")[: ch.MAX_PEER])
+            elif isinstance(msg, ch.Hs | ch.Abort) and not state.is_open(msg.conn):
+                # secured retired this connection (fail: timeout, busy) while we waited for the lock;
+                # its answer is already with the waiter, so there is nothing left to say.
+                return msg.conn
             try:
                 state.send(msg)
                 await sock.send(msg.encode())
             except ChannelError as exc:
-                # Our own protocol bookkeeping is off: the channel cannot be trusted; make a new one.
+                # Our own bookkeeping is off: the channel cannot be trusted. Shutting it down ends the
+                # read loop normally, which reconnects; closing it under the reader would not.
                 self.log.error("channel protocol error on send", reason=exc.reason, detail=str(exc))
-                sock.close()
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 raise SecuredUnavailable(f"channel broken ({exc.reason})") from None
             except OSError as exc:
                 raise SecuredUnavailable(f"channel send failed: {exc.strerror}") from None

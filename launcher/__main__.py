@@ -12,6 +12,7 @@ import argparse
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,24 @@ def runtime_dir(explicit: str | None, settings: Settings | None = None) -> Path:
         return Path(settings.runtime_dir if settings else "/run/tls-privsep")
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(base) / f"tls-privsep-{os.getuid()}" if base == tempfile.gettempdir() else Path(base) / "tls-privsep"
+
+
+def private_dir(path: Path) -> None:
+    """Create (or adopt) the runtime directory, refusing one we do not own.
+
+    Another local user could create /tmp/tls-privsep-UID first and plant a socket that poses as
+    secured, or a pid file that points stop at another process. The directory must be ours, a real
+    directory, and closed to others (0700; 0711 as root, so appd's user can reach secured's socket).
+    """
+    mode = 0o711 if os.geteuid() == 0 else 0o700
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"runtime directory {path} is not a plain directory")
+    if info.st_uid != os.geteuid():
+        raise ConfigError(f"runtime directory {path} belongs to uid {info.st_uid}, not to us")
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 def passthrough(args: argparse.Namespace) -> list[str]:
@@ -141,7 +160,11 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return cli.EX_CONFIG
     rundir = runtime_dir(args.runtime_dir, settings)
-    rundir.mkdir(mode=0o711 if os.geteuid() == 0 else 0o700, parents=True, exist_ok=True)
+    try:
+        private_dir(rundir)
+    except ConfigError as exc:
+        print(f"tls-privsep: error: {exc}", file=sys.stderr)
+        return cli.EX_CONFIG
     sock = str(rundir / "secured.sock")
     common = passthrough(args)
     secured_argv = [sys.executable, "-m", "secured", *common, "--socket", sock]
@@ -238,7 +261,10 @@ def _alive(pid: int) -> bool:
 
 
 def _read_pid(rundir: Path) -> int | None:
+    """The pid in our pid file; a file someone else wrote is not ours to act on."""
     try:
+        if _pidfile(rundir).lstat().st_uid != os.geteuid():
+            return None
         return int(_pidfile(rundir).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
@@ -249,7 +275,11 @@ def start(args: argparse.Namespace) -> int:
     if settings is None:
         return cli.EX_CONFIG
     rundir = runtime_dir(args.runtime_dir, settings)
-    rundir.mkdir(mode=0o711 if os.geteuid() == 0 else 0o700, parents=True, exist_ok=True)
+    try:
+        private_dir(rundir)
+    except ConfigError as exc:
+        print(f"tls-privsep: error: {exc}", file=sys.stderr)
+        return cli.EX_CONFIG
     pid = _read_pid(rundir)
     if pid is not None and _alive(pid):
         print(f"tls-privsep: already running (pid {pid})")

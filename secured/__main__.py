@@ -83,8 +83,13 @@ def _from_credentials(pairs: tuple[CertPair, ...]) -> tuple[CertPair, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Before any secret exists in this process: no core file, no ptrace attach.
     try:
         hardening.no_core_dumps()
+    except OSError as exc:
+        print(f"secured: error: cannot disable core dumps: {exc.strerror}", file=sys.stderr)
+        return cli.EX_OSERR
+    try:
         settings = cli.settings_from(args)
         log = logging_setup.setup(settings.log_format, settings.log_level, daemon="secured")
         sec = replace(settings.secured, certificates=_from_credentials(settings.secured.certificates))
@@ -95,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("secured refuses to run as root: give it a user to drop to (--user)")
         config = server_config(sec)  # reads the keys, while we may still be root
         allowed = {os.getuid(), *sec.allowed_uids, *args.allow_uid}
+        if user and args.ipc_fd is None:
+            # On the listening socket, root is not a peer we expect once we drop to a user. (An inherited
+            # socketpair reports its creator, our parent, which started us and is trusted as such.)
+            allowed.discard(0)
         appd_user = args.appd_user or settings.appd.user
         if appd_user:
             allowed.add(hardening.uid_of(appd_user))

@@ -121,7 +121,8 @@ class _Channel:
     async def run(self) -> None:
         """Serve until the peer closes or breaks the protocol; every handshake on it ends with it."""
         try:
-            await self._hello()
+            with trio.fail_after(self.owner.limits.handshake_timeout):  # a silent peer does not pin a channel
+                await self._hello()
             self.log.info("channel up")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reaper, nursery.cancel_scope)
@@ -131,6 +132,8 @@ class _Channel:
             reason = await self._protocol_error(exc)
         except OSError as exc:
             reason = f"socket error: {exc.strerror}"
+        except trio.TooSlowError:
+            reason = "no hello in time"
         self.log.info("channel down", reason=reason, failed_in_flight=len(self.pending))
 
     async def _serve(self) -> str:
@@ -227,20 +230,12 @@ class _Channel:
         engine = pending.engine
         try:
             engine.receive_data(data)
-        except Alert as exc:
-            self._finish(conn)
-            out = engine.data_to_send()
-            if isinstance(exc, LocalAlert):
-                self._count(exc.description.name)
-                self.log.info("alert sent", conn=conn, peer=pending.peer, alert=exc.description.name,
-                              why=exc.reason, after_ms=_ms(pending.started))
-                reason = exc.description.name
-            else:
-                assert isinstance(exc, PeerAlert)
-                self._count("peer_alert")
-                self.log.info("alert received", conn=conn, peer=pending.peer, alert=exc.description.name)
-                reason = "peer_" + exc.description.name
-            await self.send(ch.Fail(conn, out, reason[:64]))
+        except Exception as exc:
+            if not isinstance(exc, Alert):  # the engine names its own bugs InternalError; this is a last resort
+                self.log.error("handshake crashed", conn=conn, error=f"{type(exc).__name__}: {exc}")
+                engine.abort()
+                exc = LocalAlert("unexpected failure")
+            await self._failed(conn, pending, engine, exc)
             return
         out = engine.data_to_send()
         if not engine.complete:
@@ -250,20 +245,19 @@ class _Channel:
         consumed = len(data) - len(engine.trailing)
         state = engine.export()
         assert self.sealer is not None
+        writer = Protection(state.suite, state.write_secret, state.write_seq)
         try:
             blob = self.sealer.seal(state, conn)
             key_fp = state.fingerprints()
-            fallback = Protection(state.suite, state.write_secret, state.write_seq).seal(
-                ContentType.alert, bytes([2, AlertDescription.internal_error])
-            )
+            fallback = writer.seal(ContentType.alert, bytes([2, AlertDescription.internal_error]))
         except BlobError as exc:
-            state.wipe()
             self._count("export_failed")
             self.log.error("export failed", conn=conn, reason=exc.reason)
             await self.send(ch.Fail(conn, b"", "export_failed"))
             return
         finally:
-            state.wipe()  # our copy goes now; the only other copy is the sealed blob
+            writer.wipe()
+            state.wipe()  # our copies go now; the only other copy is the sealed blob
         info = engine.info
         self.owner.stats.handshakes += 1
         self.log.info(
@@ -274,6 +268,23 @@ class _Channel:
         self.log.info("export", conn=conn, blob_bytes=len(blob), read_key=key_fp["read"], write_key=key_fp["write"],
                       blob_id=fingerprint(blob))
         await self.send(ch.Done(conn, out, consumed, blob, fallback))
+
+
+    async def _failed(self, conn: int, pending: _Pending, engine: ServerHandshake, exc: Alert) -> None:
+        """Report one failed handshake: its alert (if any) goes to appd in ``fail``."""
+        self._finish(conn)
+        out = engine.data_to_send()
+        if isinstance(exc, LocalAlert):
+            self._count(exc.description.name)
+            self.log.info("alert sent", conn=conn, peer=pending.peer, alert=exc.description.name,
+                          why=exc.reason, after_ms=_ms(pending.started))
+            reason = exc.description.name
+        else:
+            assert isinstance(exc, PeerAlert)
+            self._count("peer_alert")
+            self.log.info("alert received", conn=conn, peer=pending.peer, alert=exc.description.name)
+            reason = "peer_" + exc.description.name
+        await self.send(ch.Fail(conn, out, reason[:64]))
 
 
 def _ms(started: float) -> float:

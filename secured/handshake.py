@@ -20,7 +20,7 @@ import hmac
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from cryptography import x509
@@ -32,6 +32,8 @@ from secured.tickets import TicketState
 from shared import keyschedule as ks
 from shared.errors import (
     Alert,
+    AlertDescription,
+    AlertLevel,
     CertificateRequired,
     DecodeError,
     DecryptError,
@@ -41,10 +43,11 @@ from shared.errors import (
     LocalAlert,
     MissingExtension,
     NoApplicationProtocol,
+    PeerAlert,
     ProtocolVersion,
     UnexpectedMessage,
 )
-from shared.record import HandshakeMessage, HandshakeType, RecordLayer
+from shared.record import CloseNotify, HandshakeMessage, HandshakeType, RecordLayer
 from shared.state import TrafficState
 from shared.wire import vector
 
@@ -150,7 +153,6 @@ class _Secrets:
     client_hs: bytes = b""
     client_ap: bytes = b""
     server_ap: bytes = b""
-    extra: dict[str, bytes] = field(default_factory=dict)
 
 
 class ServerHandshake:
@@ -177,6 +179,7 @@ class ServerHandshake:
         self._ch1: m.ClientHello | None = None
         self._cookie: bytes | None = None
         self._hrr_group: int | None = None
+        self._ticket_usable = False
         self._suite: ks.SuiteParams | None = None
         self._transcript: hashlib._Hash | None = None
         self._secrets: _Secrets | None = None
@@ -215,6 +218,8 @@ class ServerHandshake:
                 event = self._rl.next_event()
                 if event is None:
                     break
+                if isinstance(event, CloseNotify):
+                    raise PeerAlert(AlertDescription.close_notify, AlertLevel.warning)  # gone: close quietly
                 if not isinstance(event, HandshakeMessage):
                     raise UnexpectedMessage(f"{type(event).__name__} during the handshake")
                 self._dispatch(event)
@@ -226,9 +231,10 @@ class ServerHandshake:
         except Alert:
             self._close()
             raise
-        except Exception as exc:  # a bug must not leave the peer hanging: internal_error, then raise
-            self._fail(InternalError(type(exc).__name__))
-            raise
+        except Exception as exc:  # a bug must not leave the peer hanging: internal_error, raised as that alert
+            alert = InternalError(f"unexpected {type(exc).__name__}")
+            self._fail(alert)
+            raise alert from exc
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -322,6 +328,12 @@ class ServerHandshake:
             self._verify_binder(ch, psk, suite)
         self._sni = ch.server_name
         alpn = self._select_alpn(ch)
+        if psk is None and ch.signature_algorithms is None:
+            raise MissingExtension("no signature_algorithms, and certificate authentication is needed")  # §9.2
+        modes = set(ch.psk_modes or ())
+        self._ticket_usable = m.PskMode.psk_dhe_ke in modes or (
+            self._config.allow_psk_ke and m.PskMode.psk_ke in modes
+        )
         credential, scheme = (None, None) if psk else self._config.credentials.select(
             ch.server_name, ch.signature_algorithms or [], ch.signature_algorithms_cert
         )
@@ -471,7 +483,7 @@ class ServerHandshake:
         self._send_handshake(hrr)
         self._send_compat_ccs()
         if ch.early_data:
-            self._rl.skip_plaintext_app_data()
+            self._rl.skip_plaintext_app_data(self._config.early_data_skip_limit)
         self.info.hrr = True
         self._hrr_group = group
         self.state = State.EXPECT_CLIENT_HELLO_2
@@ -643,6 +655,8 @@ class ServerHandshake:
         psk = self._psk
         peer_certs = list(psk.ticket.peer_certs) if psk else list(self._peer_chain)
         now_ms = int(self._clock() * 1000)
+        if not self._ticket_usable:
+            return  # §4.2.9: the client offered no PSK mode we accept, so a ticket is useless to it
         tickets = b""
         for i in range(self._config.tickets):
             nonce = i.to_bytes(2, "big")
@@ -657,9 +671,9 @@ class ServerHandshake:
                 sni=self._sni,
                 peer_certs=peer_certs,
             )
-            tickets += m.new_session_ticket(
-                self._config.ticket_lifetime, age_add, nonce, sealer.seal(state), self._nst_extensions()
-            )
-            if len(tickets) > MAX_TICKET_BYTES:
+            ticket = sealer.seal(state)
+            if len(tickets) + len(ticket) > MAX_TICKET_BYTES:
                 return  # a huge client chain in every ticket: resumption is not worth that, issue none
+            lifetime = self._config.ticket_lifetime
+            tickets += m.new_session_ticket(lifetime, age_add, nonce, ticket, self._nst_extensions())
         self._send_handshake(tickets)

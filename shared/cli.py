@@ -14,7 +14,7 @@ from dataclasses import replace
 from shared import config
 from shared.errors import ConfigError
 
-EX_OK, EX_USAGE, EX_SOFTWARE, EX_CONFIG = 0, 64, 70, 78
+EX_OK, EX_USAGE, EX_SOFTWARE, EX_OSERR, EX_CONFIG = 0, 64, 70, 71, 78
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ docs/configuration.md for every key and its default.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -135,6 +136,8 @@ def load(path: str | Path | None) -> Settings:
         raise ConfigError(f"{p}: permission denied") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
     try:
@@ -184,10 +187,12 @@ def validate(s: Settings) -> Settings:
     for where, value in (("secured.handshake_timeout", sec.handshake_timeout),
                          ("appd.handshake_timeout", app.handshake_timeout),
                          ("appd.idle_timeout", app.idle_timeout)):
-        if value <= 0:
-            raise ConfigError(f"{where} must be positive")
-    if app.drain_timeout < 0:
-        raise ConfigError("appd.drain_timeout must not be negative")
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{where} must be a positive number of seconds")
+    if not (math.isfinite(app.drain_timeout) and app.drain_timeout >= 0):
+        raise ConfigError("appd.drain_timeout must be a number of seconds, 0 or more")
+    if not 0 <= sec.socket_mode <= 0o777:
+        raise ConfigError("secured.socket_mode must be a permission mode, 0 to 0o777")
     if app.max_connections < 1:
         raise ConfigError("appd.max_connections must be at least 1")
     if not app.listen:

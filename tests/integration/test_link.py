@@ -1,0 +1,62 @@
+"""appd's channel link against a scripted secured, for races a real secured makes rare."""
+
+from __future__ import annotations
+
+import socket
+
+import structlog
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from appd.link import SecuredLink
+from shared import channel as ch
+
+
+def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
+    """secured times a connection out while appd's next hs waits to be sent: the step gets the fail, the
+    channel stays up, and the next connection works (this used to close the socket under the reader)."""
+
+    async def main() -> None:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        theirs = trio.socket.from_stdlib_socket(b)
+        used = False
+
+        async def connect() -> trio.socket.SocketType:
+            nonlocal used
+            if used:
+                raise OSError("once")
+            used = True
+            return trio.socket.from_stdlib_socket(a)
+
+        link = SecuredLink(connect, structlog.get_logger())
+        async with trio.open_nursery() as nursery:
+            private = X25519PrivateKey.generate()
+            await theirs.send(ch.make_hello(private, "secured").encode())
+            await nursery.start(link.run)
+            await theirs.recv(ch.MAX_MESSAGE + 1)  # appd's hello
+            with trio.fail_after(5):
+                async with link.handshake("peer") as hs:
+                    opened = ch.decode(await theirs.recv(ch.MAX_MESSAGE + 1))
+                    assert isinstance(opened, ch.Open)
+                    result = {}
+
+                    async def step() -> None:
+                        result["step"] = await hs.step(b"\x16\x03\x01\x00\x00")
+
+                    async with link._send_lock:  # hold the lock: the step registers, then waits here
+                        nursery.start_soon(step)
+                        await trio.sleep(0.05)
+                        await theirs.send(ch.Fail(opened.conn, b"", "timeout").encode())
+                        while opened.conn in link._waiters:
+                            await trio.sleep(0.01)
+                    while "step" not in result:
+                        await trio.sleep(0.01)
+                    assert result["step"].failure == "timeout"
+                assert link.is_up
+                async with link.handshake("next") as hs2:
+                    nxt = ch.decode(await theirs.recv(ch.MAX_MESSAGE + 1))
+                    assert isinstance(nxt, ch.Open) and nxt.conn == opened.conn + 1
+                    del hs2
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
