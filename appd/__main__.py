@@ -60,12 +60,9 @@ async def _notify_ready(daemon: Appd, stopping: trio.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    # Before any secret exists in this process: no core file, no ptrace attach.
-    try:
-        hardening.no_core_dumps()
-    except OSError as exc:
-        print(f"appd: error: cannot disable core dumps: {exc.strerror}", file=sys.stderr)
-        return cli.EX_OSERR
+    failed = cli.harden("appd")  # first thing: before any secret exists in this process
+    if failed is not None:
+        return failed
     try:
         settings = cli.settings_from(args)
         app = settings.appd

@@ -143,6 +143,20 @@ def _settings(args: argparse.Namespace) -> Settings | None:
     return settings
 
 
+def _prepare(args: argparse.Namespace) -> tuple[Settings, Path] | None:
+    """Settings and a private runtime directory, or None after printing the one-line reason."""
+    settings = _settings(args)
+    if settings is None:
+        return None
+    rundir = runtime_dir(args.runtime_dir, settings)
+    try:
+        private_dir(rundir)
+    except ConfigError as exc:
+        print(f"tls-privsep: error: {exc}", file=sys.stderr)
+        return None
+    return settings, rundir
+
+
 def check(args: argparse.Namespace) -> int:
     if _settings(args) is None:
         return cli.EX_CONFIG
@@ -156,15 +170,10 @@ def check(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    if settings is None:
+    prepared = _prepare(args)
+    if prepared is None:
         return cli.EX_CONFIG
-    rundir = runtime_dir(args.runtime_dir, settings)
-    try:
-        private_dir(rundir)
-    except ConfigError as exc:
-        print(f"tls-privsep: error: {exc}", file=sys.stderr)
-        return cli.EX_CONFIG
+    _, rundir = prepared
     sock = str(rundir / "secured.sock")
     common = passthrough(args)
     secured_argv = [sys.executable, "-m", "secured", *common, "--socket", sock]
@@ -271,15 +280,10 @@ def _read_pid(rundir: Path) -> int | None:
 
 
 def start(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    if settings is None:
+    prepared = _prepare(args)
+    if prepared is None:
         return cli.EX_CONFIG
-    rundir = runtime_dir(args.runtime_dir, settings)
-    try:
-        private_dir(rundir)
-    except ConfigError as exc:
-        print(f"tls-privsep: error: {exc}", file=sys.stderr)
-        return cli.EX_CONFIG
+    settings, rundir = prepared
     pid = _read_pid(rundir)
     if pid is not None and _alive(pid):
         print(f"tls-privsep: already running (pid {pid})")

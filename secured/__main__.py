@@ -83,12 +83,9 @@ def _from_credentials(pairs: tuple[CertPair, ...]) -> tuple[CertPair, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    # Before any secret exists in this process: no core file, no ptrace attach.
-    try:
-        hardening.no_core_dumps()
-    except OSError as exc:
-        print(f"secured: error: cannot disable core dumps: {exc.strerror}", file=sys.stderr)
-        return cli.EX_OSERR
+    failed = cli.harden("secured")  # first thing: before any secret exists in this process
+    if failed is not None:
+        return failed
     try:
         settings = cli.settings_from(args)
         log = logging_setup.setup(settings.log_format, settings.log_level, daemon="secured")

@@ -67,6 +67,18 @@ def settings_from(args: argparse.Namespace) -> config.Settings:
     return config.validate(s)
 
 
+def harden(name: str) -> int | None:
+    """No core file, no ptrace attach — before any secret exists. An exit status on failure."""
+    from shared import hardening
+
+    try:
+        hardening.no_core_dumps()
+    except OSError as exc:
+        print(f"{name}: error: cannot disable core dumps: {exc.strerror}", file=sys.stderr)
+        return EX_OSERR
+    return None
+
+
 def run_daemon(name: str, body: Callable[[], None]) -> int:
     """Run a daemon's event loop; a configuration problem found late is still one line and 78."""
     try:
