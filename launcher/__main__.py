@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = _prepare(args)
     if prepared is None:
         return cli.EX_CONFIG
-    _, rundir = prepared
+    settings, rundir = prepared
     sock = str(rundir / "secured.sock")
     common = passthrough(args)
     secured_argv = [sys.executable, "-m", "secured", *common, "--socket", sock]
@@ -283,7 +283,7 @@ def start(args: argparse.Namespace) -> int:
     prepared = _prepare(args)
     if prepared is None:
         return cli.EX_CONFIG
-    settings, rundir = prepared
+    _, rundir = prepared
     pid = _read_pid(rundir)
     if pid is not None and _alive(pid):
         print(f"tls-privsep: already running (pid {pid})")
