@@ -164,9 +164,16 @@ class TicketKeys:
     def _alive(self, key: _Key, now: float) -> bool:
         return now - key.created < (1 + self.keep) * self.rotate_after
 
+    def _forget_expired(self, now: float) -> None:
+        """Drop keys past their life, at every use: an idle server must not keep old ticket keys."""
+        if not self._alive(self._keys[0], now):
+            self._rotate(now)
+        self._keys[1:] = [k for k in self._keys[1:] if self._alive(k, now)]
+
     def seal(self, state: TicketState) -> bytes:
         """``key_id || nonce || AES-256-GCM(body, aad=key_id)``; rotates first if the key is due."""
         now = self._clock()
+        self._forget_expired(now)
         cur = self._keys[0]
         if now - cur.created >= self.rotate_after or cur.seals >= MAX_SEALS_PER_KEY:
             self._rotate(now)
@@ -183,6 +190,7 @@ class TicketKeys:
         key_id = ticket[:KEY_ID_LEN]
         nonce = ticket[KEY_ID_LEN : KEY_ID_LEN + NONCE_LEN]
         now = self._clock()
+        self._forget_expired(now)
         for key in self._keys:
             if key.key_id == key_id:
                 if not self._alive(key, now):

@@ -201,3 +201,14 @@ def test_repr_hides_secrets() -> None:
     text = repr(STATE)
     assert STATE.psk.hex() not in text and STATE.psk.hex()[:16] not in text
     assert "example.com" in text
+
+
+def test_expired_keys_are_forgotten_without_new_seals() -> None:
+    """An idle server drops old ticket keys when it next looks at a ticket, not only when it seals."""
+    now = [1000.0]
+    keys = TicketKeys(rotate_after=10, keep=1, clock=lambda: now[0])
+    old = keys.seal(STATE)
+    first_id = keys.key_ids()
+    now[0] += 100  # far past (1 + keep) * rotate_after
+    assert keys.open(old) is None
+    assert keys.key_ids() != first_id and len(keys.key_ids()) == 1
