@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shared import channel as ch
 from shared.blob import BlobOpener
@@ -136,19 +135,11 @@ class SecuredLink:
                 started = True
 
     async def _hello(self, sock: trio.socket.SocketType) -> None:
-        state = ch.ChannelState("appd")
-        private = X25519PrivateKey.generate()
-        hello = ch.make_hello(private, "appd")
-        state.send(hello)
-        raw_hello = hello.encode()
-        await sock.send(raw_hello)
-        raw = await sock.recv(ch.MAX_MESSAGE + 1)
-        if not raw:
-            raise ChannelError("closed", "secured closed before hello")
-        state.receive(ch.decode(raw))
-        keys = ch.ChannelKeys.derive(private, raw_hello, raw)
+        exchange = ch.HelloExchange("appd")
+        await sock.send(exchange.datagram)
+        keys = exchange.finish(await sock.recv(ch.MAX_MESSAGE + 1))
         self._opener = keys.opener()
-        self._state = state
+        self._state = exchange.state
         self._sock = sock
 
     def _lose(self) -> None:

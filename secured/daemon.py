@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secured.handshake import ServerConfig, ServerHandshake
 from shared import channel as ch
@@ -159,15 +158,10 @@ class _Channel:
         return exc.reason
 
     async def _hello(self) -> None:
-        private = X25519PrivateKey.generate()
-        hello = ch.make_hello(private, "secured")
-        await self.send(hello)
-        raw = await self.sock.recv(ch.MAX_MESSAGE + 1)
-        if not raw:
-            raise ChannelError("closed", "peer closed before hello")
-        peer = ch.decode(raw)
-        self.state.receive(peer)
-        keys = ch.ChannelKeys.derive(private, hello.encode(), raw)
+        exchange = ch.HelloExchange("secured")
+        await self.sock.send(exchange.datagram)
+        keys = exchange.finish(await self.sock.recv(ch.MAX_MESSAGE + 1))
+        self.state = exchange.state
         self.sealer = keys.sealer()
 
     def drop_all(self) -> None:

@@ -352,6 +352,27 @@ class ChannelKeys:
 # --------------------------------------------------------------------------------------------------
 
 
+class HelloExchange:
+    """A channel's first step, as both sides take it: our hello out, the peer's in, the keys.
+
+    Pure: the caller sends :attr:`datagram` and hands the peer's first datagram to :meth:`finish`;
+    the returned :class:`ChannelState` has checked both hellos and orders everything after them.
+    """
+
+    def __init__(self, role: Role) -> None:
+        self._private = X25519PrivateKey.generate()
+        self.state = ChannelState(role)
+        hello = make_hello(self._private, role)
+        self.state.send(hello)
+        self.datagram = hello.encode()
+
+    def finish(self, peer_datagram: bytes) -> ChannelKeys:
+        if not peer_datagram:
+            raise ChannelError("closed", "peer closed before hello")
+        self.state.receive(decode(peer_datagram))
+        return ChannelKeys.derive(self._private, self.datagram, peer_datagram)
+
+
 class Turn(enum.Enum):
     """Whose move it is on an open connection. The handshake strictly alternates."""
 
