@@ -19,30 +19,12 @@ from appd.apps import Backend, serve
 from appd.link import SecuredLink, SecuredUnavailable
 from appd.stream import RecordStream
 from shared.errors import AlertDescription
-from shared.record import MAX_CIPHERTEXT
+from shared.record import whole_records
 
 _conn_ids = itertools.count(1)
-_VALID_TYPES = {20, 21, 22, 23}
 # A plaintext internal_error alert: what a client gets when secured cannot be reached before our
 # ServerHello (after it, only a TCP close is possible: appd holds no handshake keys).
 INTERNAL_ERROR_ALERT = bytes([21, 3, 3, 0, 2, 2, AlertDescription.internal_error])
-
-
-def complete_records(buf: bytes | bytearray) -> int:
-    """Length of the whole records at the front of ``buf``.
-
-    A header that cannot be valid (unknown type, oversized length) makes everything forwardable, so
-    that secured answers it with the precise alert instead of appd waiting for bytes that never come.
-    """
-    pos = 0
-    while len(buf) - pos >= 5:
-        length = int.from_bytes(buf[pos + 3 : pos + 5], "big")
-        if buf[pos] not in _VALID_TYPES or length > MAX_CIPHERTEXT:
-            return len(buf)
-        if len(buf) - pos - 5 < length:
-            break
-        pos += 5 + length
-    return pos
 
 
 @dataclass
@@ -116,7 +98,7 @@ async def _handshake(tcp: trio.SocketStream, link: SecuredLink, timeouts: Timeou
                         summary.outcome = "client closed during handshake"
                         return None
                     buf += data
-                    n = complete_records(buf)
+                    n = whole_records(buf)
                     if n == 0:
                         continue
                     chunk = bytes(buf[:n])

@@ -66,6 +66,24 @@ _CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
 _KNOWN_TYPES = frozenset((20, 21, 22, 23))
 
 
+def whole_records(buf: bytes | bytearray) -> int:
+    """How many bytes at the front of ``buf`` are whole records (§5.1 framing only, no decryption).
+
+    A header no record can have (unknown type, longer than 2^14+256) makes the whole buffer count:
+    whoever parses it next answers it with the precise alert, instead of waiting for bytes that a
+    broken peer will never send.
+    """
+    pos = 0
+    while len(buf) - pos >= _HEADER_LEN:
+        length = (buf[pos + 3] << 8) | buf[pos + 4]
+        if buf[pos] not in _KNOWN_TYPES or length > MAX_CIPHERTEXT:
+            return len(buf)
+        if len(buf) - pos - _HEADER_LEN < length:
+            break
+        pos += _HEADER_LEN + length
+    return pos
+
+
 class Protection:
     """One direction's AEAD state: the traffic secret, the AEAD object and the sequence number.
 

@@ -153,3 +153,27 @@ def test_layer_round_trip_any_size(suite: int, data: bytes) -> None:
     rx.application_mode = True
     events = feed(rx, [tx.send_application_data(data)])
     assert b"".join(e.data for e in events if isinstance(e, ApplicationData)) == data
+
+
+def test_whole_records_examples() -> None:
+    from shared.record import whole_records
+
+    rec = b"\x16\x03\x01\x00\x03abc"
+    assert whole_records(b"") == 0
+    assert whole_records(rec[:4]) == 0
+    assert whole_records(rec) == len(rec)
+    assert whole_records(rec + rec[:6]) == len(rec)  # a partial second record waits
+    assert whole_records(rec + b"\x63\x03\x03\x00\x01") == len(rec) + 5  # impossible type: hand it all over
+    assert whole_records(b"\x17\x03\x03\x41\x01") == 5  # longer than 2^14+256: hand it over
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([20, 21, 22, 23]), st.binary(max_size=40)), max_size=5),
+       st.binary(max_size=12))
+def test_whole_records_stops_at_the_first_partial_record(records: list[tuple[int, bytes]], tail: bytes) -> None:
+    from shared.record import whole_records
+
+    whole = b"".join(bytes([t, 3, 3]) + len(d).to_bytes(2, "big") + d for t, d in records)
+    partial = b"\x17\x03\x03\x00\x20" + tail[:20]  # claims 32 bytes, has at most 20
+    assert whole_records(whole) == len(whole)
+    assert whole_records(whole + partial) == len(whole)
