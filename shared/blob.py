@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared.errors import BlobError
 from shared.keyschedule import SUITES
-from shared.state import TLS13, TrafficState
+from shared.state import TLS13, TrafficState, wipe_bytes
 
 MAX_BLOB = 64 * 1024
 """Hard cap on a sealed blob, checked before any parsing (peer_certs make up most of it)."""
@@ -229,11 +229,6 @@ def cbor_encode(value: object) -> bytes:
 # --------------------------------------------------------------------------------------------------
 # Secrets
 # --------------------------------------------------------------------------------------------------
-
-
-def wipe_bytes(buf: bytearray | memoryview) -> None:
-    """Overwrite a mutable buffer with zeros in place (same length, so no reallocation)."""
-    buf[:] = bytes(len(buf))
 
 
 # --------------------------------------------------------------------------------------------------

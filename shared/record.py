@@ -29,6 +29,7 @@ from shared.errors import (
     UnexpectedMessage,
 )
 from shared.keyschedule import SUITES, CipherSuite, next_traffic_secret, traffic_key_iv
+from shared.state import wipe_bytes
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 
@@ -166,7 +167,7 @@ class Protection:
 
     def wipe(self) -> None:
         """Overwrite the secret in place and drop the key; the object is unusable afterwards."""
-        self.secret[:] = bytes(len(self.secret))
+        wipe_bytes(self.secret)
         self._aead = None
         self._iv = 0
 

@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 TLS13 = 0x0304
 
 
+def wipe_bytes(buf: bytearray | memoryview) -> None:
+    """Overwrite a mutable buffer with zeros in place (same length, so no reallocation)."""
+    buf[:] = bytes(len(buf))
+
+
 def fingerprint(secret: bytes | bytearray) -> str:
     """A short, one-way name for a secret, safe to log (first 8 bytes of SHA-256, hex)."""
     return hashlib.sha256(bytes(secret)).hexdigest()[:16]
@@ -36,9 +41,8 @@ class TrafficState:
 
     def wipe(self) -> None:
         """Overwrite the secrets in place (best effort: see docs/DESIGN.md on CPython)."""
-        for buf in (self.read_secret, self.write_secret):
-            for i in range(len(buf)):
-                buf[i] = 0
+        wipe_bytes(self.read_secret)
+        wipe_bytes(self.write_secret)
 
     def fingerprints(self) -> dict[str, str]:
         return {"read": fingerprint(self.read_secret), "write": fingerprint(self.write_secret)}
