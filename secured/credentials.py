@@ -72,6 +72,7 @@ ServerKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.
 
 # rsaEncryption; cryptography has no constant for it (RSA-PSS SPKIs also load as RSA keys).
 _RSA_ENCRYPTION_OID = x509.ObjectIdentifier("1.2.840.113549.1.1.1")
+_RSA_PSS_OID = x509.ObjectIdentifier("1.2.840.113549.1.1.10")
 
 _RSAE: dict[int, hashes.HashAlgorithm] = {
     S.rsa_pss_rsae_sha256: hashes.SHA256(),
@@ -118,8 +119,10 @@ def _schemes_for(leaf: x509.Certificate, key: PrivateKeyTypes) -> tuple[int, ...
     """The CertificateVerify schemes this key may use, best first; ConfigError for anything else."""
     if isinstance(key, rsa.RSAPrivateKey):
         # An RSASSA-PSS SPKI would need rsa_pss_pss_*; those keys are rare and we do not offer them.
-        if leaf.public_key_algorithm_oid != _RSA_ENCRYPTION_OID:
+        if leaf.public_key_algorithm_oid == _RSA_PSS_OID:
             raise ConfigError("RSA key with a RSASSA-PSS certificate is not supported (use rsaEncryption)")
+        if leaf.public_key_algorithm_oid != _RSA_ENCRYPTION_OID:
+            raise ConfigError("private key does not match the certificate (an RSA key, a non-RSA certificate)")
         return RSA_SCHEMES
     if isinstance(key, ec.EllipticCurvePrivateKey):
         if not isinstance(key.curve, ec.SECP256R1):

@@ -502,3 +502,17 @@ def test_client_verifier_config_errors(tmp_path: Path) -> None:
         ClientCertVerifier(empty)
     with pytest.raises(ConfigError, match="cannot read"):
         ClientCertVerifier(tmp_path / "absent.pem")
+
+
+@pytest.mark.parametrize(("cert_kind", "key_kind"), [("ecdsa", "rsa2048"), ("rsa2048", "ecdsa"),
+                                                     ("ed25519", "rsa2048"), ("rsa2048", "ed25519")])
+def test_key_of_another_type_does_not_match(
+    tmp_path: Path, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], cert_kind: str, key_kind: str
+) -> None:
+    """A key of another algorithm than its certificate is the same operator mistake as a wrong key of the same
+    kind, and gets the same message (not a complaint about RSA-PSS)."""
+    leaf, _ = make_leaf(*ca, cert_kind)  # type: ignore[arg-type]
+    cert_path, key_path = write_pair(tmp_path, leaf, leaf_key(key_kind))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="does not match the certificate") as e:
+        Credential.from_files(cert_path, key_path)
+    assert "PSS" not in str(e.value)
