@@ -106,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.ready_fd is not None:
                 os.write(args.ready_fd, (" ".join(bound) + "\n").encode())
                 os.close(args.ready_fd)
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        # Certificates live in secured; a reload aimed at the whole service must not kill appd.
+                        log.info("reload ignored", reason="appd holds no certificates; listen/backend need a restart")
+                        continue
                     log.info("stopping", signal=signal.Signals(signum).name)
                     stopping.set()
                     systemd.notify(f"STOPPING=1\nSTATUS={_status(daemon, stopping)}")

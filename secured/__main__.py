@@ -7,15 +7,17 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 
 import trio
 
 from secured.daemon import Limits, Secured, open_listener
+from secured.handshake import ServerConfig
 from secured.setup import server_config
 from shared import cli, hardening, systemd
 from shared import log as logging_setup
-from shared.config import CertPair
+from shared.config import CertPair, SecuredSettings, Settings
 from shared.errors import ConfigError
 
 
@@ -33,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace, daemon: Secured, listener: trio.socket.SocketType | None) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_signals, nursery.cancel_scope, daemon)
+        nursery.start_soon(_signals, nursery.cancel_scope, daemon, lambda old: reload_config(args, old))
         nursery.start_soon(_heartbeat, daemon)
         if args.ipc_fd is not None:
             sock = trio.socket.fromfd(args.ipc_fd, socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -55,13 +57,35 @@ def daemon_socket_name(sock: trio.socket.SocketType) -> str:
     return name if isinstance(name, str) else repr(name)
 
 
-async def _signals(scope: trio.CancelScope, daemon: Secured) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _signals(scope: trio.CancelScope, daemon: Secured, load: Callable[[ServerConfig], ServerConfig]) -> None:
+    """SIGTERM/SIGINT stop; SIGHUP reloads the certificates (one reload at a time, in arrival order)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                await daemon.reload(load)
+                continue
             daemon.log.info("stopping", signal=signal.Signals(signum).name)
             systemd.notify("STOPPING=1\nSTATUS=stopping")
             scope.cancel()
             return
+
+
+def secured_settings(args: argparse.Namespace) -> tuple[Settings, SecuredSettings]:
+    """The settings from the file and flags, with credential names resolved ($CREDENTIALS_DIRECTORY)."""
+    settings = cli.settings_from(args)
+    sec = replace(settings.secured, certificates=_from_credentials(settings.secured.certificates))
+    if sec.client_ca:
+        sec = replace(sec, client_ca=systemd.resolve_credential(sec.client_ca))
+    return settings, sec
+
+
+def reload_config(args: argparse.Namespace, old: ServerConfig) -> ServerConfig:
+    """Re-read the configuration file and every certificate and key; ConfigError leaves ``old`` in place.
+
+    Ticket keys carry over, so tickets issued before the reload still resume.
+    """
+    _, sec = secured_settings(args)
+    return server_config(sec, ticket_keys=old.ticket_keys)
 
 
 def _status(daemon: Secured) -> str:
@@ -87,11 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if failed is not None:
         return failed
     try:
-        settings = cli.settings_from(args)
+        settings, sec = secured_settings(args)
         log = logging_setup.setup(settings.log_format, settings.log_level, daemon="secured")
-        sec = replace(settings.secured, certificates=_from_credentials(settings.secured.certificates))
-        if sec.client_ca:
-            sec = replace(sec, client_ca=systemd.resolve_credential(sec.client_ca))
         user = args.user or sec.user
         if os.geteuid() == 0 and not user and not args.check:
             raise ConfigError("secured refuses to run as root: give it a user to drop to (--user)")

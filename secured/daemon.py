@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +20,9 @@ import trio
 
 from secured.handshake import ServerConfig, ServerHandshake
 from shared import channel as ch
+from shared import systemd
 from shared.blob import BlobSealer
-from shared.errors import Alert, AlertDescription, BlobError, ChannelError, LocalAlert, PeerAlert
+from shared.errors import Alert, AlertDescription, BlobError, ChannelError, ConfigError, LocalAlert, PeerAlert
 from shared.record import ContentType, Protection
 from shared.state import fingerprint
 
@@ -52,6 +54,7 @@ class Stats:
     handshakes: int = 0
     failures: int = 0
     in_flight: int = 0
+    reloads: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -65,6 +68,29 @@ class Secured:
         self.allowed_uids = allowed_uids
         self.stats = Stats()
         self._channel_ids = 0
+
+    # ---- reload --------------------------------------------------------------------------------
+
+    async def reload(self, load: Callable[[ServerConfig], ServerConfig]) -> bool:
+        """Build a new configuration with ``load(old)`` and swap it in whole, or keep the old one.
+
+        ``load`` reads and checks every certificate and key (a key must match its certificate) off the
+        event loop, so handshakes keep flowing meanwhile. A handshake in flight keeps the configuration
+        it started with; established sessions live in appd and never notice.
+        """
+        systemd.reloading()
+        try:
+            config = await trio.to_thread.run_sync(load, self.config)
+        except ConfigError as exc:
+            self.log.error("reload refused", error=str(exc), kept=_fingerprints(self.config))
+            ok = False
+        else:
+            self.config = config
+            self.stats.reloads += 1
+            self.log.info("certificates reloaded", certificates=_fingerprints(config))
+            ok = True
+        systemd.notify(f"READY=1\nSTATUS={'reloaded' if ok else 'reload refused, old certificates kept'}")
+        return ok
 
     # ---- channels ------------------------------------------------------------------------------
 
@@ -279,6 +305,11 @@ class _Channel:
             self.log.info("alert received", conn=conn, peer=pending.peer, alert=exc.description.name)
             reason = "peer_" + exc.description.name
         await self.send(ch.Fail(conn, out, reason[:64]))
+
+
+def _fingerprints(config: ServerConfig) -> list[str]:
+    """Which certificates are served, for the log: fingerprint prefix and names, never key material."""
+    return [f"{c.fingerprint[:16]} {','.join(c.names) or '-'}" for c in config.credentials.credentials]
 
 
 def _ms(started: float) -> float:

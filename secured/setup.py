@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from secured.credentials import ClientCertVerifier, Credential, CredentialStore
-from secured.handshake import ServerConfig
+from secured.handshake import ServerConfig, TicketSealer
 from secured.tickets import TicketKeys
 from shared.config import GROUP_NAMES, SUITE_NAMES, SecuredSettings
 from shared.errors import ConfigError
@@ -16,7 +16,7 @@ def load_credentials(settings: SecuredSettings) -> CredentialStore:
 
 
 def server_config(settings: SecuredSettings, credentials: CredentialStore | None = None,
-                  ticket_keys: TicketKeys | None = None) -> ServerConfig:
+                  ticket_keys: TicketSealer | None = None) -> ServerConfig:
     """Build the handshake configuration; ``credentials`` and ``ticket_keys`` may be reused on reload."""
     verifier = None
     if settings.client_ca:

@@ -35,10 +35,7 @@ def notify(state: str) -> bool:
 
 
 def reloading() -> bool:
-    """``RELOADING=1`` with ``MONOTONIC_USEC`` (systemd >= 253 wants the timestamp); send ``READY=1`` when done.
-
-    For the SIGHUP reload (issue 5), which neither daemon implements yet.
-    """
+    """``RELOADING=1`` with ``MONOTONIC_USEC`` (systemd >= 253 wants the timestamp); send ``READY=1`` when done."""
     usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     return notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 

@@ -151,7 +151,7 @@ def pair(tmp_path: Path, pki: Pki) -> Iterator[callable]:  # type: ignore[valid-
 
     def start(*args: str, certs: str = "both", **kw: list[str]) -> Server:
         cert_args: list[str] = []
-        chosen = {"both": [pki.rsa, pki.ecdsa], "rsa": [pki.rsa], "ecdsa": [pki.ecdsa]}[certs]
+        chosen = {"both": [pki.rsa, pki.ecdsa], "rsa": [pki.rsa], "ecdsa": [pki.ecdsa], "none": []}[certs]
         for cert, key in chosen:
             cert_args += ["--cert", str(cert), "--key", str(key)]
         d = tmp_path / f"server{len(started)}"
