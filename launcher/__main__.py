@@ -2,13 +2,14 @@
 
 The launcher never reads a key. It validates the settings, starts ``secured`` (listening on a
 private Unix socket in the runtime directory) and ``appd`` (connecting to it) as child processes,
-prints one ready line, restarts a child that dies, and forwards SIGTERM/SIGINT. Exit codes follow
-sysexits: 64 usage, 78 configuration.
+prints one ready line, restarts a child that dies, forwards SIGTERM/SIGINT, and passes SIGHUP to
+secured (a certificate reload). Exit codes follow sysexits: 64 usage, 78 configuration.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import signal
@@ -24,6 +25,7 @@ from shared.config import Settings
 from shared.errors import ConfigError
 
 READY_TIMEOUT = 20.0
+RELOAD_TIMEOUT = 15.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
         cli.add_common(sp)
         sp.add_argument("--secured-user", metavar="USER", help="user secured drops to (required as root)")
         sp.add_argument("--appd-user", metavar="USER", help="user appd drops to (required as root)")
-    for name, text in (("stop", "stop a background instance"), ("status", "LSB status: 0 running, 3 stopped")):
+    for name, text in (("stop", "stop a background instance"), ("status", "LSB status: 0 running, 3 stopped"),
+                       ("reload", "reload the certificates of a background instance (SIGHUP)")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--runtime-dir", metavar="DIR")
     sub.add_parser("demo-certs", help="make a self-signed RSA-2048 and ECDSA P-256 pair").add_argument("dir")
@@ -192,8 +195,14 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         stopping.append(signum)
 
+    def on_hangup(_signum: int, _frame: object) -> None:
+        # secured re-reads its certificates; appd has nothing to reload.
+        if secured.proc is not None and secured.proc.poll() is None:
+            secured.proc.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     secured.start()
     ready_fd = appd.start()
     assert ready_fd is not None and appd.proc is not None
@@ -349,6 +358,60 @@ def status(args: argparse.Namespace) -> int:
     return cli.EX_OK
 
 
+def reload(args: argparse.Namespace) -> int:
+    """SIGHUP the background instance, then report secured's verdict from its log.
+
+    Exit 0 when the new certificates are in use; 78 when secured refused them (it keeps serving the
+    previous ones); 7 (LSB: not running) when there is nothing to reload.
+    """
+    rundir = runtime_dir(args.runtime_dir)
+    pid = _read_pid(rundir)
+    if pid is None or not _alive(pid):
+        print("tls-privsep: not running")
+        return 7
+    logfile = rundir / "tls-privsep.log"
+    offset = logfile.stat().st_size if logfile.exists() else None
+    os.kill(pid, signal.SIGHUP)
+    if offset is None:
+        print(f"tls-privsep: reload signalled (pid {pid}); secured's log has the outcome")
+        return cli.EX_OK
+    deadline = time.monotonic() + RELOAD_TIMEOUT
+    while time.monotonic() < deadline:
+        with open(logfile, "rb") as f:
+            f.seek(offset)
+            for line in f.read().decode(errors="replace").splitlines():
+                verdict = _reload_verdict(line)
+                if verdict is not None:
+                    ok, detail = verdict
+                    if ok:
+                        print(f"tls-privsep: reloaded: {detail}")
+                        return cli.EX_OK
+                    print(f"tls-privsep: reload refused, previous certificates kept: {detail}", file=sys.stderr)
+                    return cli.EX_CONFIG
+        time.sleep(0.1)
+    print(f"tls-privsep: no reload outcome after {RELOAD_TIMEOUT:.0f}s; see {logfile}", file=sys.stderr)
+    return cli.EX_SOFTWARE
+
+
+def _reload_verdict(line: str) -> tuple[bool, str] | None:
+    """(ok, detail) from one of secured's log lines about a reload, in JSON or console format."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        entry = None
+    if isinstance(entry, dict):
+        if entry.get("event") == "certificates reloaded":
+            return True, "; ".join(map(str, entry.get("certificates", [])))
+        if entry.get("event") == "reload refused":
+            return False, str(entry.get("error", ""))
+        return None
+    if "certificates reloaded" in line:
+        return True, line.strip()
+    if "reload refused" in line:
+        return False, line.strip()
+    return None
+
+
 def demo_certs(directory: str) -> int:
     from launcher.demo import make_demo_certs
 
@@ -367,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         return stop(args)
     if args.command == "status":
         return status(args)
+    if args.command == "reload":
+        return reload(args)
     if args.command == "check-config":
         return check(args)
     return demo_certs(args.dir)

@@ -70,9 +70,9 @@ def client_ctx(ca_cert: x509.Certificate) -> ssl.SSLContext:
     return ctx
 
 
-def served_cert(server: Server, ctx: ssl.SSLContext) -> bytes:
-    """The DER of the certificate a fresh handshake presents."""
-    with socket.create_connection((server.host, server.port), timeout=10) as raw, \
+def served_cert(port: int, ctx: ssl.SSLContext) -> bytes:
+    """The DER of the certificate a fresh handshake on 127.0.0.1:``port`` presents."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
             ctx.wrap_socket(raw, server_hostname="localhost") as tls:
         der = tls.getpeercert(binary_form=True)
         assert der is not None
@@ -114,7 +114,7 @@ def test_reload_under_load(pair: Callable[..., Server], ca: tuple[x509.Certifica
     server = pair("--backend", f"tcp://127.0.0.1:{backend.port}", certs="none",
                   secured_args=["--cert", str(cert_path), "--key", str(key_path)])
     ctx = client_ctx(ca_cert)
-    assert served_cert(server, ctx) == der(old_cert)
+    assert served_cert(server.port, ctx) == der(old_cert)
 
     streamed = 0
     reloaded = threading.Event()
@@ -131,7 +131,7 @@ def test_reload_under_load(pair: Callable[..., Server], ca: tuple[x509.Certifica
             install(keydir, new_cert, new_key)
             sighup_and_wait(server, "certificates reloaded", 1)
             inflight_result.append(inflight.finish())
-            after_reload.append(served_cert(server, ctx))
+            after_reload.append(served_cert(server.port, ctx))
             reloaded.set()
         except BaseException as exc:
             errors.append(exc)
@@ -162,7 +162,7 @@ def test_reload_under_load(pair: Callable[..., Server], ca: tuple[x509.Certifica
     assert streamed == STREAM and got == STREAM, (streamed, got)
     assert digest.hexdigest() == hashlib.sha256(b"".join(keystream(7, STREAM))).hexdigest()
     assert after_reload == [der(new_cert)]
-    assert served_cert(server, ctx) == der(new_cert)
+    assert served_cert(server.port, ctx) == der(new_cert)
     assert inflight_result == [(der(old_cert), b"finished after the reload")]
 
     # A key that does not belong to the certificate: refused, the current certificate stays.
@@ -170,11 +170,11 @@ def test_reload_under_load(pair: Callable[..., Server], ca: tuple[x509.Certifica
     install(keydir, other_cert, new_key)
     sighup_and_wait(server, "reload refused", 1)
     assert "private key does not match the certificate" in server.log_text("secured")
-    assert served_cert(server, ctx) == der(new_cert)
+    assert served_cert(server.port, ctx) == der(new_cert)
     # Not a key at all: refused too.
     install(keydir, new_cert, b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
     sighup_and_wait(server, "reload refused", 2)
-    assert served_cert(server, ctx) == der(new_cert)
+    assert served_cert(server.port, ctx) == der(new_cert)
     assert server.secured.poll() is None and server.appd.poll() is None
     assert key_path.read_bytes() not in server.log_text("secured").encode()
 
@@ -224,3 +224,50 @@ class InFlight:
         self.sock.close()
         assert cert is not None
         return cert, echoed
+
+
+def test_tls_privsep_reload_reports_the_outcome(ca: tuple[x509.Certificate, certs.PrivateKey], keydir: Path) -> None:
+    """``tls-privsep reload`` on a background instance: 0 and the new fingerprint when secured took the new
+    certificate, 78 and secured's reason when it refused it (still serving the previous one), 7 when stopped."""
+    from tests.integration.test_lifecycle import USERS, free_port, launcher
+
+    ca_cert, ca_key = ca
+    first, first_key = certs.make_leaf(ca_cert, ca_key, "ecdsa")
+    second, second_key = certs.make_leaf(ca_cert, ca_key, "rsa2048")
+    cert_path, key_path = install(keydir, first, first_key)
+    rundir = Path(tempfile.mkdtemp(prefix="tls-privsep-reload-run-"))
+    os.chmod(rundir, 0o711)
+    port = free_port()
+    common = ["--runtime-dir", str(rundir / "run")]
+    started = launcher("start", "--listen", f"127.0.0.1:{port}", "--cert", str(cert_path), "--key", str(key_path),
+                       "--backend", "echo", *common, *USERS)
+    try:
+        assert started.returncode == 0, started.stderr
+        ctx = client_ctx(ca_cert)
+        deadline = time.monotonic() + 5
+        while True:  # the first connection may wait for the channel (see test_lifecycle)
+            try:
+                assert served_cert(port, ctx) == der(first)
+                break
+            except (OSError, ssl.SSLError):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+        install(keydir, second, second_key)
+        result = launcher("reload", *common)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert result.stdout.startswith("tls-privsep: reloaded: "), result.stdout
+        assert served_cert(port, ctx) == der(second)
+
+        install(keydir, first, second_key)  # the key of the other certificate
+        result = launcher("reload", *common)
+        assert result.returncode == 78, (result.stdout, result.stderr)
+        assert result.stderr.startswith("tls-privsep: reload refused, previous certificates kept: "), result.stderr
+        assert "private key does not match the certificate" in result.stderr
+        assert result.stderr.count("\n") == 1
+        assert served_cert(port, ctx) == der(second)
+    finally:
+        launcher("stop", *common)
+        shutil.rmtree(rundir, ignore_errors=True)
+    stopped = launcher("reload", *common)
+    assert (stopped.returncode, stopped.stdout.strip()) == (7, "tls-privsep: not running")
