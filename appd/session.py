@@ -40,7 +40,9 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     outcome: str = "closed"
     handshake_ms: float | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
+    # Every summary line carries the same keys, so a failed handshake reads like the others (null where unknown).
+    fields: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(("suite", "sni", "alpn", "resumed"))
+                                   | {"bytes_in": 0, "bytes_out": 0})
 
 
 async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, timeouts: Timeouts, log: Any) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 from collections.abc import Callable
+
+import pytest
 
 from tests.integration.conftest import Pki, Server
 
@@ -34,3 +37,32 @@ def test_ipv4_and_ipv6_listeners_at_once(pair: Callable[..., Server], pki: Pki) 
             tls.sendall(host.encode())
             assert tls.recv(100) == host.encode()
     server.wait_log("appd", f"[::1]:{p6}")
+
+
+def test_one_summary_line_per_connection_failed_handshakes_included(pair: Callable[..., Server], pki: Pki) -> None:
+    """Operators grep one line per connection: the same keys whether the handshake worked or not."""
+    server = pair("--backend", "echo", "--alpn", "h2")
+    ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((server.host, server.port)) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"counted")
+        assert tls.recv(100) == b"counted"
+        tls.unwrap()  # our close_notify: a clean close
+    bad = ssl.create_default_context(cafile=str(pki.ca_file))
+    bad.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection((server.host, server.port)) as raw, \
+            pytest.raises(ssl.SSLError, match="no application protocol"):
+        bad.wrap_socket(raw, server_hostname="localhost")
+    server.wait_log("appd", "handshake failed")
+    lines = [json.loads(line) for line in server.log_text("appd").splitlines() if '"connection"' in line]
+    lines = [e for e in lines if e.get("event") == "connection"]
+    assert len(lines) == 2, lines
+    good, failed = sorted(lines, key=lambda e: e["conn"])
+    keys = {"conn", "peer", "outcome", "handshake_ms", "duration_ms", "suite", "sni", "alpn", "resumed", "bytes_in",
+            "bytes_out"}
+    assert keys <= good.keys() and keys <= failed.keys(), (good, failed)
+    assert (good["outcome"], good["sni"], good["alpn"], good["suite"]) == ("closed", "localhost", "h2", "0x1301")
+    assert good["bytes_in"] == good["bytes_out"] == len(b"counted")
+    assert failed["outcome"] == "handshake failed: no_application_protocol", failed
+    assert failed["peer"].startswith("127.0.0.1:") and failed["handshake_ms"] is None
