@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import socket
 import sys
+from typing import Any
 
 import trio
 
 from appd.apps import parse_backend
 from appd.daemon import Appd, open_listeners
 from appd.link import SecuredLink, fd_connector, unix_connector
-from appd.session import Timeouts
+from appd.session import Limits
 from shared import cli, hardening, systemd
 from shared import log as logging_setup
 from shared.config import parse_address
@@ -37,6 +39,24 @@ def activated_listeners() -> list[trio.SocketListener]:
     """TCP listeners systemd passed us (FileDescriptorName=https, else every stream socket); [] if none."""
     return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))
             for sock in systemd.inherited_sockets(("https",), socket.SOCK_STREAM)]
+
+
+def raise_fd_limit(max_connections: int, log: Any) -> None:
+    """Lift the soft RLIMIT_NOFILE as far as max_connections needs (two descriptors each with a proxied
+    backend, plus a few of our own), within the hard limit. The usual soft default, 1024, is far below
+    the default max_connections; past the limit accept fails and clients wait in the listen backlog."""
+    want = 2 * max_connections + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the file descriptor limit", error=str(exc), limit=soft)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning("file descriptor limit below what max_connections needs", limit=soft, wanted=want,
+                    max_connections=max_connections)
 
 
 def _status(daemon: Appd, stopping: trio.Event) -> str:
@@ -78,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"appd: listen {', '.join(app.listen)}, backend {app.backend}: OK")
         return cli.EX_OK
     log = logging_setup.setup(settings.log_format, settings.log_level, daemon="appd")
+    raise_fd_limit(app.max_connections, log)
 
     async def start() -> None:
         listeners = activated_listeners()
@@ -91,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         hardening.drop_privileges(user, daemon="appd")
         connector = fd_connector(args.ipc_fd) if args.ipc_fd is not None else unix_connector(app.secured_socket)
         link = SecuredLink(connector, log)
-        daemon = Appd(link, backend, Timeouts(app.handshake_timeout, app.idle_timeout), log,
+        limits = Limits(app.handshake_timeout, app.idle_timeout, app.key_update_after, app.max_empty_records,
+                        app.max_key_updates, app.max_warning_alerts)
+        daemon = Appd(link, backend, limits, log,
                       max_connections=app.max_connections, drain_timeout=app.drain_timeout)
         async with trio.open_nursery() as nursery:
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import trio
@@ -9,6 +10,10 @@ import trio
 from appd import session
 from appd.apps import Backend
 from appd.link import SecuredLink
+
+# accept() errors that mean "no resources right now", not "the listener is broken"
+_EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+ACCEPT_RETRY = 0.1  # seconds between accept attempts while they fail for lack of resources
 
 
 def listener_address(listener: trio.SocketListener) -> str:
@@ -24,11 +29,11 @@ async def open_listeners(addresses: tuple[tuple[str, int], ...]) -> list[trio.So
 
 
 class Appd:
-    def __init__(self, link: SecuredLink, backend: Backend, timeouts: session.Timeouts, log: Any, *,
+    def __init__(self, link: SecuredLink, backend: Backend, limits: session.Limits, log: Any, *,
                  max_connections: int = 10000, drain_timeout: float = 10.0) -> None:
         self.link = link
         self.backend = backend
-        self.timeouts = timeouts
+        self.limits = limits
         self.log = log
         self.drain_timeout = drain_timeout
         self.active = 0
@@ -37,6 +42,7 @@ class Appd:
         self._idle = trio.Event()
         self._idle.set()
         self._accepting: trio.CancelScope | None = None
+        self._exhausted = False
 
     async def serve(self, listeners: list[trio.SocketListener], *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`drain` (then wait up to drain_timeout for connections to end)."""
@@ -68,9 +74,23 @@ class Appd:
             await self._slots.acquire()
             try:
                 stream = await listener.accept()
+            except OSError as exc:
+                self._slots.release()
+                if exc.errno not in _EXHAUSTED:
+                    raise
+                # Out of descriptors or kernel memory: the client waits in the listen backlog, and appd
+                # must not die of it. Try again once some connection has had a chance to end.
+                if not self._exhausted:
+                    self._exhausted = True
+                    self.log.warning("accept failing", error=exc.strerror, active=self.active)
+                await trio.sleep(ACCEPT_RETRY)
+                continue
             except BaseException:
                 self._slots.release()
                 raise
+            if self._exhausted:
+                self._exhausted = False
+                self.log.info("accept working again", active=self.active)
             self.accepted += 1
             self.active += 1
             self._idle = trio.Event() if self.active == 1 else self._idle
@@ -78,7 +98,7 @@ class Appd:
 
     async def _one(self, stream: trio.SocketStream) -> None:
         try:
-            await session.handle(stream, self.link, self.backend, self.timeouts, self.log)
+            await session.handle(stream, self.link, self.backend, self.limits, self.log)
         except Exception as exc:  # one connection must never take the others down with it
             self.log.error("connection failed unexpectedly", error=f"{type(exc).__name__}: {exc}")
         finally:

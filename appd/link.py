@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +84,7 @@ class SecuredLink:
         self._opener: BlobOpener | None = None
         self._waiters: dict[int, _Waiter] = {}
         self._orphans: dict[int, Step] = {}  # an unsolicited fail (timeout, busy) awaiting its connection
-        self._active: set[int] = set()
+        self._active: dict[int, HandshakeChannel] = {}
         self._send_lock = trio.Lock()
         self.up = trio.Event()
         self.channels_made = 0
@@ -152,6 +152,9 @@ class SecuredLink:
             waiter.event.set()
         self._waiters.clear()
         self._orphans.clear()
+        for hc in self._active.values():  # the ones waiting for their client learn it now, not at its next bytes
+            hc.lost = True
+            hc.interrupt()
 
     async def _read_loop(self, sock: trio.socket.SocketType) -> None:
         state = self._state
@@ -174,6 +177,7 @@ class SecuredLink:
                     step.state.wipe()
                 elif msg.conn in self._active:
                     self._orphans[msg.conn] = step
+                    self._active[msg.conn].interrupt()
                 continue
             waiter.step = step
             waiter.event.set()
@@ -232,11 +236,11 @@ class SecuredLink:
         state = self._state
         conn = await self._send(open_peer=peer)
         hc = HandshakeChannel(self, conn)
-        self._active.add(conn)
+        self._active[conn] = hc
         try:
             yield hc
         finally:
-            self._active.discard(conn)
+            self._active.pop(conn, None)
             if self._orphans.pop(conn, None) is not None:
                 hc.finished = True
             if not hc.finished and state is not None and self._state is state and state.is_open(conn):
@@ -253,12 +257,36 @@ class HandshakeChannel:
         self.link = link
         self.conn = conn
         self.finished = False
+        self.lost = False  # the channel this handshake began on is gone
+        self._waiting: trio.CancelScope | None = None
+
+    @contextlib.contextmanager
+    def waiting_for_client(self) -> Iterator[trio.CancelScope]:
+        """Wrap the wait for the client's next bytes; it is cancelled (``cancelled_caught``) as soon as
+        :meth:`step` has an answer that needs no input: secured gave up on the connection unasked
+        (its deadline, or no room for another handshake), or the channel was lost."""
+        with trio.CancelScope() as scope:
+            if self.lost or self.conn in self.link._orphans:
+                scope.cancel()
+            self._waiting = scope
+            try:
+                yield scope
+            finally:
+                self._waiting = None
+
+    def interrupt(self) -> None:
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     async def step(self, data: bytes) -> Step:
+        """Relay ``data`` and wait for secured's answer (``b""`` only collects one it already gave)."""
         orphan = self.link._orphans.pop(self.conn, None)
         if orphan is not None:  # secured already gave up on this connection
             self.finished = True
             return orphan
+        if self.lost or not data:
+            self.finished = True
+            raise SecuredUnavailable("channel to secured lost during the handshake")
         waiter = _Waiter()
         self.link._waiters[self.conn] = waiter
         await self.link._send(ch.Hs(self.conn, data, 0))

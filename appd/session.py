@@ -28,9 +28,15 @@ INTERNAL_ERROR_ALERT = bytes([21, 3, 3, 0, 2, 2, AlertDescription.internal_error
 
 
 @dataclass
-class Timeouts:
-    handshake: float = 10.0
-    idle: float = 300.0
+class Limits:
+    """Per-connection limits; docs/configuration.md ("Limits") says what a client sees past each."""
+
+    handshake: float = 10.0  # seconds from accept to the end of the handshake
+    idle: float = 300.0  # seconds without traffic either way
+    key_update_after: int = 2**24  # records under one write key (RFC 8446 §5.5)
+    max_empty_records: int = 32
+    max_key_updates: int = 32
+    max_warning_alerts: int = 4
 
 
 @dataclass
@@ -45,19 +51,23 @@ class Summary:
                                    | {"bytes_in": 0, "bytes_out": 0})
 
 
-async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, timeouts: Timeouts, log: Any) -> None:
+async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, limits: Limits, log: Any) -> None:
     peer = _peer(tcp)
     summary = Summary(next(_conn_ids), peer)
     clog = log.bind(conn=summary.conn, peer=peer)
     try:
         async with tcp:
-            result = await _handshake(tcp, link, timeouts, summary)
+            result = await _handshake(tcp, link, limits, summary)
             if result is None:
                 return
             state, trailing = result
             summary.fields.update(suite=f"{state.suite:#06x}", sni=state.sni, alpn=state.alpn,
                                   resumed=state.psk_resumed)
-            stream = RecordStream(tcp, state, initial=trailing, log=clog, idle_timeout=timeouts.idle)
+            stream = RecordStream(tcp, state, initial=trailing, log=clog, idle_timeout=limits.idle,
+                                  key_update_after=limits.key_update_after,
+                                  max_empty_records=limits.max_empty_records,
+                                  max_key_updates=limits.max_key_updates,
+                                  max_warning_alerts=limits.max_warning_alerts)
             try:
                 await serve(stream, backend, peer=peer, log=clog)
                 summary.outcome = "closed"
@@ -86,25 +96,34 @@ def _why(stream: RecordStream, exc: BaseException) -> str:
     return f"broken: {exc}"
 
 
-async def _handshake(tcp: trio.SocketStream, link: SecuredLink, timeouts: Timeouts,
+async def _handshake(tcp: trio.SocketStream, link: SecuredLink, limits: Limits,
                      summary: Summary) -> tuple[Any, bytes] | None:
-    """Relay until done/fail. Returns (state, trailing bytes) or None when the connection is over."""
+    """Relay until done/fail. Returns (state, trailing bytes) or None when the connection is over.
+
+    The deadline is appd's own (from accept); secured's ends the wait too: when it gives up on the
+    connection unasked (its deadline, or no room for another handshake), the client is let go at once.
+    """
     buf = bytearray()
     wrote_anything = False
-    with trio.move_on_after(timeouts.handshake) as deadline:
+    with trio.move_on_after(limits.handshake) as deadline:
         try:
             async with link.handshake(summary.peer) as hs:
                 while True:
-                    data = await tcp.receive_some(65536)
-                    if not data:
-                        summary.outcome = "client closed during handshake"
-                        return None
-                    buf += data
-                    n = whole_records(buf)
-                    if n == 0:
-                        continue
-                    chunk = bytes(buf[:n])
-                    del buf[:n]
+                    data = b""
+                    with hs.waiting_for_client() as waiting:
+                        data = await tcp.receive_some(65536)
+                    if waiting.cancelled_caught:
+                        chunk = b""  # secured's answer is already here; nothing is relayed
+                    else:
+                        if not data:
+                            summary.outcome = "client closed during handshake"
+                            return None
+                        buf += data
+                        n = whole_records(buf)
+                        if n == 0:
+                            continue
+                        chunk = bytes(buf[:n])
+                        del buf[:n]
                     step = await hs.step(chunk)
                     if step.data:
                         await tcp.send_all(step.data)

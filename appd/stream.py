@@ -101,6 +101,10 @@ class RecordStream(trio.abc.HalfCloseableStream):
     ``receive_some`` returns at most one record's plaintext per call (less if ``max_bytes`` asks), so
     an echo can answer record for record. ``send_eof`` sends close_notify and keeps the read side open
     (TLS 1.3 half-close); it does not shut down the transport's write side.
+
+    ``key_update_after`` is the most records one write key protects, the KeyUpdate that retires it
+    included (the AEAD usage limit, RFC 8446 §5.5). The ``max_*`` limits go to the record layer: runs
+    of empty records, KeyUpdates and warning alerts without application data in between.
     """
 
     def __init__(
@@ -113,6 +117,9 @@ class RecordStream(trio.abc.HalfCloseableStream):
         idle_timeout: float | None = None,
         key_update_after: int = 2**24,
         close_timeout: float = CLOSE_TIMEOUT,
+        max_empty_records: int = 32,
+        max_key_updates: int = 32,
+        max_warning_alerts: int = 4,
     ) -> None:
         if state.version != TLS13:
             raise ValueError(f"cannot import a state of version 0x{state.version:04x}")
@@ -126,7 +133,8 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self.sni = state.sni
         self.psk_resumed = state.psk_resumed
         self.peer_certs = list(state.peer_certs)
-        layer = RecordLayer()
+        layer = RecordLayer(max_empty_records=max_empty_records, max_key_updates=max_key_updates,
+                            max_warning_alerts=max_warning_alerts)
         layer.set_read_key(state.suite, state.read_secret, state.read_seq)
         layer.set_write_key(state.suite, state.write_secret, state.write_seq)
         layer.application_mode = True

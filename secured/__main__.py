@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         for cred in config.credentials.credentials:
             log.info("certificate loaded", fingerprint=cred.fingerprint[:16], names=list(cred.names),
                      schemes=[f"{s:#06x}" for s in cred.schemes])
-        daemon = Secured(config, Limits(sec.max_handshakes_per_channel, sec.handshake_timeout), log,
-                         frozenset(allowed))
+        limits = Limits(sec.max_handshakes_per_channel, sec.handshake_timeout, sec.max_handshakes_total)
+        daemon = Secured(config, limits, log, frozenset(allowed))
         await run(args, daemon, listener)
 
     return cli.run_daemon("secured", lambda: trio.run(start))

@@ -23,10 +23,13 @@ from shared import channel as ch
 from shared import systemd
 from shared.blob import BlobSealer
 from shared.errors import Alert, AlertDescription, BlobError, ChannelError, ConfigError, LocalAlert, PeerAlert
-from shared.record import ContentType, Protection
+from shared.record import ContentType, Protection, RecordLayer
 from shared.state import fingerprint
 
 _PEERCRED = struct.Struct("3i")
+# What a client refused for lack of room gets: nothing has been sent to it yet, so a plaintext alert.
+# internal_error is RFC 8446's alert for a failure unrelated to the peer (its example: out of memory).
+_BUSY_ALERT = RecordLayer().send_alert(AlertDescription.internal_error)
 
 
 def peer_uid(sock: trio.socket.SocketType) -> tuple[int, int]:
@@ -37,8 +40,9 @@ def peer_uid(sock: trio.socket.SocketType) -> tuple[int, int]:
 
 @dataclass
 class Limits:
-    max_handshakes: int = 1024
+    max_handshakes: int = 1024  # in flight on one channel
     handshake_timeout: float = 10.0
+    max_handshakes_total: int = 4096  # in flight on all channels together
 
 
 @dataclass
@@ -227,10 +231,13 @@ class _Channel:
 
     async def _handle(self, msg: ch.Message) -> None:
         if isinstance(msg, ch.Open):
-            if len(self.pending) >= self.owner.limits.max_handshakes:
+            limits = self.owner.limits
+            full = ("per_channel" if len(self.pending) >= limits.max_handshakes else
+                    "total" if self.owner.stats.in_flight >= limits.max_handshakes_total else None)
+            if full is not None:
                 self._count("busy")
-                self.log.warning("handshake refused", conn=msg.conn, peer=msg.peer, reason="busy")
-                await self.send(ch.Fail(msg.conn, b"", "busy"))
+                self.log.warning("handshake refused", conn=msg.conn, peer=msg.peer, reason="busy", limit=full)
+                await self.send(ch.Fail(msg.conn, _BUSY_ALERT, "busy"))
                 return
             engine = ServerHandshake(self.owner.config)
             self.pending[msg.conn] = _Pending(engine, time.monotonic(), msg.peer)

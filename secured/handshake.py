@@ -89,6 +89,8 @@ class ServerConfig:
     client_verifier: ClientCertVerifier | None = None
     hrr_cookie: bool = False
     early_data_skip_limit: int = 16384  # §4.2.10: how much rejected 0-RTT we skip
+    max_handshake_message: int = 65536  # body bytes of one client handshake message (ClientHello included)
+    max_handshake_records: int = 64  # records a client may send before its Finished (see docs/configuration.md)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.cipher_suites if s not in ks.SUITES]
@@ -170,7 +172,8 @@ class ServerHandshake:
         self._clock = clock
         self._ephemeral = ephemeral
         self._signer = signer
-        self._rl = RecordLayer()
+        self._rl = RecordLayer(max_handshake_message=config.max_handshake_message + 4,  # + the 4-byte header
+                               max_handshake_records=config.max_handshake_records)
         self._out = bytearray()
         self.state = State.EXPECT_CLIENT_HELLO
         self.info = HandshakeInfo()

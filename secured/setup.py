@@ -36,6 +36,8 @@ def server_config(settings: SecuredSettings, credentials: CredentialStore | None
             client_auth=settings.client_auth,  # type: ignore[arg-type]
             client_verifier=verifier,
             hrr_cookie=settings.hrr_cookie,
+            max_handshake_message=settings.max_handshake_message,
+            max_handshake_records=settings.max_handshake_records,
         )
     except ValueError as exc:
         raise ConfigError(f"secured: {exc}") from None

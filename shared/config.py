@@ -23,6 +23,11 @@ SUITE_NAMES = {
 GROUP_NAMES = {"x25519": 0x001D, "secp256r1": 0x0017, "p-256": 0x0017}
 CLIENT_AUTH = ("none", "optional", "required")
 LOG_FORMATS = ("auto", "json", "console")
+# RFC 8446 §5.5: AES-GCM keys are good for 2^24.5 full-size records; 2^24 is the conservative round
+# number (ChaCha20-Poly1305 has no practical limit, but one setting for all suites keeps it simple).
+AEAD_RECORD_LIMIT = 2**24
+# The largest handshake message body the 24-bit length field can express (RFC 8446 §4).
+_MAX_HANDSHAKE_BODY = 2**24 - 1
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,10 @@ class SecuredSettings:
     allowed_uids: tuple[int, ...] = ()
     user: str | None = None
     max_handshakes_per_channel: int = 1024
+    max_handshakes_total: int = 4096
     handshake_timeout: float = 10.0
+    max_handshake_message: int = 65536
+    max_handshake_records: int = 64
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,10 @@ class AppdSettings:
     drain_timeout: float = 10.0
     max_connections: int = 10000
     proxy_protocol: bool = False
+    key_update_after: int = AEAD_RECORD_LIMIT
+    max_empty_records: int = 32
+    max_key_updates: int = 32
+    max_warning_alerts: int = 4
 
 
 @dataclass(frozen=True)
@@ -184,6 +196,20 @@ def validate(s: Settings) -> Settings:
             raise ConfigError(f"secured.alpn: protocol name {proto!r} must be 1 to 255 bytes")
     if sec.max_handshakes_per_channel < 1:
         raise ConfigError("secured.max_handshakes_per_channel must be at least 1")
+    if sec.max_handshakes_total < 1:
+        raise ConfigError("secured.max_handshakes_total must be at least 1")
+    if not 1024 <= sec.max_handshake_message <= _MAX_HANDSHAKE_BODY:
+        raise ConfigError(f"secured.max_handshake_message must be 1024 to {_MAX_HANDSHAKE_BODY} bytes")
+    if sec.max_handshake_records < 8:
+        raise ConfigError("secured.max_handshake_records must be at least 8 (a full handshake may need that many)")
+    if not 2 <= app.key_update_after <= AEAD_RECORD_LIMIT:
+        raise ConfigError(f"appd.key_update_after must be 2 to {AEAD_RECORD_LIMIT} records (RFC 8446 §5.5)")
+    if app.max_empty_records < 0:
+        raise ConfigError("appd.max_empty_records must be 0 or more")
+    if app.max_key_updates < 1:
+        raise ConfigError("appd.max_key_updates must be at least 1 (every client may update its key)")
+    if app.max_warning_alerts < 0:
+        raise ConfigError("appd.max_warning_alerts must be 0 or more")
     for where, value in (("secured.handshake_timeout", sec.handshake_timeout),
                          ("appd.handshake_timeout", app.handshake_timeout),
                          ("appd.idle_timeout", app.idle_timeout)):

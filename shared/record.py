@@ -222,11 +222,13 @@ class RecordLayer:
         max_empty_records: int = 32,
         max_key_updates: int = 32,
         max_warning_alerts: int = 4,
+        max_handshake_records: int = 64,
     ) -> None:
         self.max_handshake_message = max_handshake_message
         self.max_empty_records = max_empty_records
         self.max_key_updates = max_key_updates
         self.max_warning_alerts = max_warning_alerts
+        self.max_handshake_records = max_handshake_records
         self.read: Protection | None = None
         self.write: Protection | None = None
         self.application_mode = False
@@ -240,6 +242,7 @@ class RecordLayer:
         self._empty_run = 0
         self._key_update_run = 0
         self._warning_run = 0
+        self._handshake_records = 0  # every record taken before application_mode
         self._skip = _SKIP_NONE
         self._skip_budget = 0
 
@@ -394,6 +397,13 @@ class RecordLayer:
         if len(buf) < end:
             return None
         self._off = end
+        if not self.application_mode:
+            # Every record counts, dropped ones (CCS, skipped early data) too: each costs a parse
+            # or a trial decryption, and a handshake needs only a handful (see max_handshake_records
+            # in docs/configuration.md for the budget).
+            self._handshake_records += 1
+            if self._handshake_records > self.max_handshake_records:
+                raise UnexpectedMessage("too many records before the handshake completed")
         if not protected:
             content = bytes(buf[off + _HEADER_LEN : end])
             if outer == ContentType.change_cipher_spec:
