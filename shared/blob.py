@@ -4,25 +4,25 @@ secured seals the state of one finished handshake under the channel's key; appd 
 The outer map travels in the clear (``v``, ``ch``, ``n``, ``ct``); the inner map is AES-256-GCM sealed
 with the connection id bound in as associated data.
 
-The module also holds the strict CBOR codec used by :mod:`shared.channel`, because both ends of the
-channel must agree byte for byte on what they accept. cbor2 alone is not strict enough (it ignores
-trailing bytes, decodes semantic tags, keeps the last of duplicate keys), so every input first passes
-:func:`_scan`, a structural gate that refuses anything outside the deterministic subset we use, then
-cbor2 builds the values with its own strict options, then the result must re-encode to the input.
+Both maps are strict deterministic CBOR (:mod:`shared.cbor`). The inner map is decoded from a
+wipeable buffer, so the secrets in it come out as buffers that end up in the TrafficState itself.
 """
 
 from __future__ import annotations
 
 import hmac
 import io
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared.cbor import CBORFault
+from shared.cbor import decode as cbor_decode
+from shared.cbor import encode as cbor_encode
 from shared.errors import BlobError
 from shared.keyschedule import SUITES
 from shared.state import TLS13, TrafficState, wipe_bytes
@@ -34,196 +34,9 @@ KEY_LEN = 32
 CHANNEL_ID_LEN = 16
 UINT64_MAX = 2**64 - 1
 TAG_LEN = 16
-MAX_DEPTH = 4
-"""Deepest nesting any of our messages needs (inner map -> peer_certs array -> byte string is 2)."""
-MAX_ITEMS = 1024
-"""Most data items in one message (a certificate chain is a handful; a hello's versions at most 16)."""
 
 _MAX_TEXT = 255
 _MAX_CERT = 2**24 - 1
-
-
-# --------------------------------------------------------------------------------------------------
-# Strict CBOR (RFC 8949 §4.2.1 core deterministic encoding, restricted to the types we use)
-# --------------------------------------------------------------------------------------------------
-
-
-class CBORFault(ValueError):
-    """Input outside the strict CBOR subset; ``reason`` is one of the stable CBOR-level reasons."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-_MIN_FOR_AI = {24: 24, 25: 1 << 8, 26: 1 << 16, 27: 1 << 32}
-
-
-def _scan(data: bytes | bytearray | memoryview) -> None:
-    """Refuse anything but one well-formed, deterministically encoded item, before cbor2 sees it.
-
-    Allowed: unsigned/negative integers, byte and text strings (valid UTF-8), arrays, maps with
-    integer or text keys in strictly increasing bytewise order, false/true/null. Refused: tags,
-    indefinite lengths, floats and other simple values, non-shortest heads, nesting deeper than
-    MAX_DEPTH, more than MAX_ITEMS items (a cheap bound on work per message), trailing bytes.
-    """
-    scanner = _Scanner(memoryview(data))
-    end = scanner.item(0, 0)
-    if end != len(scanner.buf):
-        raise CBORFault("trailing_bytes", f"{len(scanner.buf) - end} bytes after the item")
-
-
-class _Scanner:
-    __slots__ = ("buf", "items")
-
-    def __init__(self, buf: memoryview) -> None:
-        self.buf = buf
-        self.items = 0
-
-    def item(self, pos: int, depth: int) -> int:
-        """Check the item at ``pos``; return the offset just after it."""
-        buf = self.buf
-        self.items += 1
-        if self.items > MAX_ITEMS:
-            raise CBORFault("malformed", "too many items")
-        if depth > MAX_DEPTH:
-            raise CBORFault("malformed", "nested too deep")
-        if pos >= len(buf):
-            raise CBORFault("malformed", "truncated")
-        major, ai = buf[pos] >> 5, buf[pos] & 0x1F
-        pos += 1
-        if major == 6:
-            raise CBORFault("tag", "semantic tags are not allowed")
-        if ai == 31:
-            if major == 7:
-                raise CBORFault("malformed", "break outside an indefinite-length item")
-            raise CBORFault("indefinite_length", "indefinite-length items are not allowed")
-        if ai in (28, 29, 30):
-            raise CBORFault("malformed", "reserved additional information")
-        if major == 7:
-            if ai in (20, 21, 22):  # false, true, null
-                return pos
-            raise CBORFault("malformed", "floats and simple values other than false/true/null")
-        if ai < 24:
-            arg = ai
-        else:
-            width = 1 << (ai - 24)
-            if width > len(buf) - pos:
-                raise CBORFault("malformed", "truncated")
-            arg = int.from_bytes(buf[pos : pos + width], "big")
-            pos += width
-            if arg < _MIN_FOR_AI[ai]:
-                raise CBORFault("non_canonical", "argument not in its shortest form")
-        if major in (0, 1):
-            return pos
-        if major in (2, 3):
-            if arg > len(buf) - pos:
-                raise CBORFault("malformed", "truncated")
-            if major == 3:
-                try:
-                    str(buf[pos : pos + arg], "utf-8")
-                except UnicodeDecodeError:
-                    raise CBORFault("malformed", "text string is not valid UTF-8") from None
-            return pos + arg
-        if major == 4:
-            if arg > len(buf) - pos:  # every item takes at least one byte
-                raise CBORFault("malformed", "truncated")
-            for _ in range(arg):
-                pos = self.item(pos, depth + 1)
-            return pos
-        # major == 5, a map: keys are integers or text, strictly increasing as encoded bytes
-        if arg > (len(buf) - pos) // 2:
-            raise CBORFault("malformed", "truncated")
-        prev: bytes | None = None
-        for _ in range(arg):
-            if pos < len(buf) and buf[pos] >> 5 not in (0, 1, 3):
-                raise CBORFault("malformed", "map keys must be integers or text")
-            kstart = pos
-            pos = self.item(pos, depth + 1)
-            key = bytes(buf[kstart:pos])
-            if prev is not None:
-                if key == prev:
-                    raise CBORFault("duplicate_key", "a map key appears twice")
-                if key < prev:
-                    raise CBORFault("non_canonical", "map keys not in bytewise order")
-            prev = key
-            pos = self.item(pos, depth + 1)
-        return pos
-
-
-def _refuse_tag(*_args: object) -> NoReturn:
-    # Signature-agnostic: cbor2 5 passes (decoder, tag), cbor2 6 passes (tag, immutable).
-    raise CBORFault("tag", "semantic tags are not allowed")
-
-
-class _RefuseEveryTag(Mapping[int, Callable[..., object]]):
-    """A semantic_decoders table that claims every tag and refuses it (cbor2 would decode many)."""
-
-    def __getitem__(self, tag: int) -> Callable[..., object]:
-        return _refuse_tag
-
-    def get(self, tag: int, default: object = None) -> Callable[..., object]:
-        return _refuse_tag
-
-    def __contains__(self, tag: object) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-_REFUSE_EVERY_TAG = _RefuseEveryTag()
-
-
-def _cbor2_strict_loads(data: bytes | bytearray | memoryview) -> object:
-    """Second layer: cbor2 with every strictness option on, then position and re-encode checks.
-
-    On its own this closes cbor2's pitfalls too (the tests drive it directly); behind :func:`_scan` it
-    is defence in depth should the two ever disagree.
-    """
-    fp = io.BytesIO(data)
-    try:
-        decoder = cbor2.CBORDecoder(
-            fp,
-            tag_hook=_refuse_tag,
-            semantic_decoders=_REFUSE_EVERY_TAG,
-            str_errors="strict",
-            max_depth=MAX_DEPTH + 1,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        )
-        value = decoder.decode()
-    except CBORFault:
-        raise
-    except Exception as exc:  # cbor2 raises several types (decode, value, recursion errors)
-        raise CBORFault("malformed", f"cbor2 refused the input ({type(exc).__name__})") from None
-    if fp.tell() != len(data):
-        raise CBORFault("trailing_bytes", "bytes after the item")
-    try:
-        again = cbor2.dumps(value, canonical=True)
-    except Exception:
-        raise CBORFault("malformed", "value does not re-encode") from None
-    if again != data:  # compare in place: no extra copy of a plaintext holding secrets
-        raise CBORFault("non_canonical", "re-encoding differs from the input")
-    return value
-
-
-def cbor_decode(data: bytes | bytearray | memoryview, max_size: int) -> object:
-    """Decode one strictly deterministic CBOR item; raise :class:`CBORFault` for anything else."""
-    if len(data) > max_size:
-        raise CBORFault("oversize", f"{len(data)} > {max_size} bytes")
-    _scan(data)
-    return _cbor2_strict_loads(data)
-
-
-def cbor_encode(value: object) -> bytes:
-    """Deterministic CBOR, verified against our own gate so we never emit what a peer refuses."""
-    out: bytes = cbor2.dumps(value, canonical=True)
-    _scan(out)
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -372,10 +185,11 @@ def _inner_from_state(state: TrafficState) -> dict[int, object]:
 
 
 def _state_from_inner(f: _Inner) -> TrafficState:
+    # Decoded from a bytearray, the secrets already are fresh bytearrays: the state takes them over.
     return TrafficState(
         suite=f.suite,
-        read_secret=bytearray(f.read_secret),
-        write_secret=bytearray(f.write_secret),
+        read_secret=_own(f.read_secret),
+        write_secret=_own(f.write_secret),
         read_seq=f.read_seq,
         write_seq=f.write_seq,
         records_protected=f.records_protected,
@@ -386,6 +200,10 @@ def _state_from_inner(f: _Inner) -> TrafficState:
         created=f.created,
         version=f.version,
     )
+
+
+def _own(secret: bytes | bytearray) -> bytearray:
+    return secret if isinstance(secret, bytearray) else bytearray(secret)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,7 +261,6 @@ class BlobSealer:
         cbor2.dump(inner, plain, canonical=True)
         view = plain.getbuffer()
         try:
-            _scan(view)
             ct = self._aead.encrypt(blob_nonce(n), view, blob_aad(self.channel_id, n, conn))
         finally:
             wipe_bytes(view)

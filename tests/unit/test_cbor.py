@@ -1,0 +1,196 @@
+"""The strict CBOR codec both daemons use: the refused subset, one reason per fault, and agreement with cbor2.
+
+cbor2, with every strictness option on and a re-encode check, serves as the oracle: for any input our decoder
+must accept exactly what it accepts (within our subset) and produce the same value.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared import cbor
+
+SETTINGS = settings(max_examples=300, deadline=None)
+
+
+def test_cbor2_pitfalls_exist() -> None:
+    """Why our own decoder exists: plain cbor2.loads accepts all of these."""
+    assert cbor2.loads(b"\x01\x02") == 1  # trailing bytes ignored
+    assert cbor2.loads(b"\xa2\x61a\x01\x61a\x02") == {"a": 2}  # duplicate: last one wins
+    assert cbor2.loads(b"\xc2\x41\x05") == 5  # semantic tag decoded (bignum)
+    assert cbor2.loads(b"\x18\x01") == 1  # non-shortest integer
+    assert cbor2.loads(b"\xbf\x61a\x01\xff") == {"a": 1}  # indefinite-length map
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x01\x02", "trailing_bytes"),
+        (b"\xa2\x61a\x01\x61a\x02", "duplicate_key"),
+        (b"\xc2\x41\x05", "tag"),
+        (b"\xd9\xd9\xf7\x01", "tag"),
+        (b"\xc1\x1a\x00\x00\x00\x00", "tag"),
+        (b"\xdf\x01", "tag"),
+        (b"\x18\x01", "non_canonical"),
+        (b"\x19\x00\xff", "non_canonical"),
+        (b"\x3a\x00\x00\xff\xff", "non_canonical"),
+        (b"\x58\x01\x00", "non_canonical"),
+        (b"\xbf\x61a\x01\xff", "indefinite_length"),
+        (b"\x5f\x41a\xff", "indefinite_length"),
+        (b"\xa2\x61b\x01\x61a\x02", "non_canonical"),
+        (b"\xa2\x62aa\x01\x61b\x02", "non_canonical"),  # longer key first
+        (b"\xa2\x01\x00\x00\x00", "non_canonical"),
+        (b"\xf9\x3c\x00", "malformed"),  # half float
+        (b"\xfb" + b"\x00" * 8, "malformed"),  # double
+        (b"\xf7", "malformed"),  # undefined
+        (b"\xf8\x20", "malformed"),  # simple value 32
+        (b"\x62\xff\xfe", "malformed"),  # invalid UTF-8
+        (b"\x81" * 10 + b"\x00", "malformed"),  # too deep
+        (b"\x1c", "malformed"),  # reserved additional information
+        (b"\xff", "malformed"),  # lone break
+        (b"\xa1\x41k\x00", "malformed"),  # byte-string key
+        (b"\xa1\x80\x00", "malformed"),  # array key
+        (b"\x5b\xff\xff\xff\xff\xff\xff\xff\xff", "malformed"),  # absurd length
+        (b"\x99\x04\x01" + b"\x00" * 1025, "malformed"),  # more than MAX_ITEMS items
+        (b"\x82\x01", "malformed"),  # truncated array
+        (b"\x43ab", "malformed"),  # truncated byte string
+        (b"", "malformed"),
+    ],
+)
+def test_refused_with_its_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(cbor.CBORFault) as ei:
+        cbor.decode(data, 4096)
+    assert ei.value.reason == reason
+
+
+def test_oversize_is_refused_before_parsing() -> None:
+    with pytest.raises(cbor.CBORFault) as ei:
+        cbor.decode(b"\x40" + b"\x00" * 100, 100)
+    assert ei.value.reason == "oversize"
+
+
+def test_values_and_byte_string_type() -> None:
+    value = {"t": "x", "c": 1, "n": -5, "vs": [1, 2], "pk": b"k", "z": None, "b": True, "f": False, 0: 2**64 - 1}
+    data = cbor.encode(value)
+    assert cbor.decode(data, 1024) == value
+    secret = cbor.decode(bytearray(cbor.encode({1: b"secret"})), 1024)
+    assert isinstance(secret, dict) and type(secret[1]) is bytearray  # wipeable by the caller
+
+
+# ------------------------------------------------------------------ the oracle
+
+
+def oracle(data: bytes) -> object:
+    """cbor2 at its strictest, then the value must re-encode to the input; raises ValueError otherwise."""
+
+    def refuse(*_args: object) -> Any:
+        raise ValueError("tag")
+
+    decoder = cbor2.CBORDecoder(io.BytesIO(data), tag_hook=refuse, str_errors="strict",
+                                max_depth=cbor.MAX_DEPTH + 1, allow_indefinite=False, allow_duplicate_keys=False)
+    try:
+        value = decoder.decode()
+    except Exception as exc:
+        raise ValueError(type(exc).__name__) from None
+    if cbor2.dumps(value, canonical=True) != data:
+        raise ValueError("not canonical")
+    if not _in_subset(value):
+        raise ValueError("outside our subset")
+    return value
+
+
+def _in_subset(v: object) -> bool:
+    if v is None or isinstance(v, (bool, int, bytes, str)):
+        return True
+    if isinstance(v, list):
+        return all(_in_subset(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, (int, str)) and not isinstance(k, bool) for k in v) and \
+            all(_in_subset(x) for x in v.values())
+    return False
+
+
+def _depth(v: object) -> int:
+    if isinstance(v, list):
+        return 1 + max((_depth(x) for x in v), default=0)
+    if isinstance(v, dict):
+        return 1 + max((_depth(x) for x in [*v.keys(), *v.values()]), default=0)
+    return 0
+
+
+scalars = st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1) | st.binary(max_size=40) | st.text(max_size=20)
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
+    st.integers(-(2**64), 2**64 - 1) | st.text(max_size=8), inner, max_size=5), max_leaves=30)
+# What encode() is for: maps whose keys are small integers or short text (both canonical orders agree).
+our_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
+    st.integers(0, 23) | st.text(st.characters(max_codepoint=127), max_size=8), inner, max_size=5), max_leaves=30)
+
+
+@SETTINGS
+@given(our_values)
+def test_round_trip(value: object) -> None:
+    data = cbor.encode(value)
+    if _depth(value) > cbor.MAX_DEPTH:
+        with pytest.raises(cbor.CBORFault):
+            cbor.decode(data, 1 << 20)
+    else:
+        assert cbor.decode(data, 1 << 20) == value
+
+
+def _orders_differ(v: object) -> bool:
+    """A map whose keys sort differently length-first (cbor2) and bytewise (RFC 8949, our decoder)."""
+    if isinstance(v, list):
+        return any(_orders_differ(x) for x in v)
+    if isinstance(v, dict):
+        keys = [cbor2.dumps(k) for k in v]
+        return sorted(keys) != sorted(keys, key=lambda k: (len(k), k)) or any(map(_orders_differ, v.values()))
+    return False
+
+
+def _agrees(data: bytes) -> None:
+    try:
+        expected = oracle(data)
+    except ValueError:
+        expected = ValueError
+    try:
+        got = cbor.decode(data, 1 << 20)
+    except cbor.CBORFault:
+        got = ValueError
+    if _orders_differ(expected) or _orders_differ(got):
+        return  # the two canonical orders disagree here by definition; encode() never emits such keys
+    assert got == expected
+
+
+def test_encode_refuses_keys_whose_order_cbor2_gets_wrong() -> None:
+    assert cbor.decode(cbor.encode({23: 1, "k" * 23: 2}), 100) == {23: 1, "k" * 23: 2}
+    for key in (24, -1, "k" * 24):
+        with pytest.raises(ValueError, match="outside the keys"):
+            cbor.encode({key: 1})
+
+
+@SETTINGS
+@given(st.binary(max_size=64))
+def test_agrees_with_cbor2_on_random_bytes(data: bytes) -> None:
+    _agrees(data)
+
+
+@SETTINGS
+@given(values.filter(lambda v: _depth(v) <= cbor.MAX_DEPTH), st.data())
+def test_agrees_with_cbor2_on_mutated_encodings(value: object, data: st.DataObject) -> None:
+    """Flip, drop or insert one byte of a valid encoding: both decoders still agree."""
+    encoded = bytearray(cbor2.dumps(value, canonical=True))
+    i = data.draw(st.integers(0, len(encoded)))
+    how = data.draw(st.sampled_from(["flip", "drop", "insert"]))
+    if how == "flip" and i < len(encoded):
+        encoded[i] ^= data.draw(st.integers(1, 255))
+    elif how == "drop" and i < len(encoded):
+        del encoded[i]
+    else:
+        encoded.insert(i, data.draw(st.integers(0, 255)))
+    _agrees(bytes(encoded))
