@@ -196,8 +196,9 @@ class SecuredLink:
             return Step(msg.data + msg.alert, 0, failure="blob_" + exc.reason)
         return Step(msg.data, msg.consumed, state=state)
 
-    async def _send(self, msg: ch.Message | None = None, *, open_peer: str | None = None) -> int:
-        """Send ``msg``, or an ``open`` for a new connection (its id is chosen under the lock, so
+    async def _send(self, msg: ch.Message | None = None, *, open_peer: str | None = None,
+                    opening: HandshakeChannel | None = None) -> int:
+        """Send ``msg``, or an ``open`` for ``opening`` (its id is chosen under the lock, so
         connections accepted at the same moment never share one). Returns the connection id."""
         async with self._send_lock:
             sock, state = self._sock, self._state
@@ -205,6 +206,10 @@ class SecuredLink:
                 raise SecuredUnavailable("no channel to secured")
             if msg is None:
                 msg = ch.Open(state.next_conn_id(), (open_peer or "")[: ch.MAX_PEER])
+                if opening is not None:
+                    # Known before the send: secured may refuse it (busy) before the send returns.
+                    opening.conn = msg.conn
+                    self._active[msg.conn] = opening
             elif isinstance(msg, ch.Hs | ch.Abort) and not state.is_open(msg.conn):
                 # secured retired this connection (fail: timeout, busy) while we waited for the lock;
                 # its answer is already with the waiter, so there is nothing left to say.
@@ -234,9 +239,12 @@ class SecuredLink:
             with trio.move_on_after(self.channel_wait):
                 await self.up.wait()
         state = self._state
-        conn = await self._send(open_peer=peer)
-        hc = HandshakeChannel(self, conn)
-        self._active[conn] = hc
+        hc = HandshakeChannel(self, 0)
+        try:
+            conn = await self._send(open_peer=peer, opening=hc)
+        except BaseException:
+            self._active.pop(hc.conn, None)
+            raise
         try:
             yield hc
         finally:
