@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from appd.apps import Backend, serve
-from appd.link import SecuredLink, SecuredUnavailable
+from appd.link import HandshakeChannel, SecuredLink, SecuredUnavailable
 from appd.stream import RecordStream
 from shared.errors import AlertDescription
 from shared.record import whole_records
@@ -100,6 +100,8 @@ async def _handshake(tcp: trio.SocketStream, link: SecuredLink, limits: Limits,
                      summary: Summary) -> tuple[Any, bytes] | None:
     """Relay until done/fail. Returns (state, trailing bytes) or None when the connection is over.
 
+    Nothing goes to secured before the client's first whole record: a connection that sends nothing,
+    or only part of a record, holds no handshake there, only its own place here (max_connections).
     The deadline is appd's own (from accept); secured's ends the wait too: when it gives up on the
     connection unasked (its deadline, or no room for another handshake), the client is let go at once.
     """
@@ -107,23 +109,11 @@ async def _handshake(tcp: trio.SocketStream, link: SecuredLink, limits: Limits,
     wrote_anything = False
     with trio.move_on_after(limits.handshake) as deadline:
         try:
+            chunk = await _next_records(tcp, buf, summary, None)
+            if chunk is None:
+                return None
             async with link.handshake(summary.peer) as hs:
                 while True:
-                    data = b""
-                    with hs.waiting_for_client() as waiting:
-                        data = await tcp.receive_some(65536)
-                    if waiting.cancelled_caught:
-                        chunk = b""  # secured's answer is already here; nothing is relayed
-                    else:
-                        if not data:
-                            summary.outcome = "client closed during handshake"
-                            return None
-                        buf += data
-                        n = whole_records(buf)
-                        if n == 0:
-                            continue
-                        chunk = bytes(buf[:n])
-                        del buf[:n]
                     step = await hs.step(chunk)
                     if step.data:
                         await tcp.send_all(step.data)
@@ -134,6 +124,9 @@ async def _handshake(tcp: trio.SocketStream, link: SecuredLink, limits: Limits,
                     if step.state is not None:
                         summary.handshake_ms = round((time.monotonic() - summary.started) * 1000, 2)
                         return step.state, chunk[step.consumed :] + bytes(buf)
+                    chunk = await _next_records(tcp, buf, summary, hs)
+                    if chunk is None:
+                        return None
         except SecuredUnavailable as exc:
             summary.outcome = f"secured unavailable: {exc}"
             if not wrote_anything:
@@ -142,6 +135,29 @@ async def _handshake(tcp: trio.SocketStream, link: SecuredLink, limits: Limits,
     if deadline.cancelled_caught:
         summary.outcome = "handshake timeout"
     return None
+
+
+async def _next_records(tcp: trio.SocketStream, buf: bytearray, summary: Summary,
+                        hs: HandshakeChannel | None) -> bytes | None:
+    """The client's next whole records, taken off ``buf``; None if it closed the connection, and b""
+    when secured has spoken unasked meanwhile (its answer waits in ``hs.step``)."""
+    while True:
+        n = whole_records(buf)
+        if n:
+            chunk = bytes(buf[:n])
+            del buf[:n]
+            return chunk
+        if hs is None:
+            data = await tcp.receive_some(65536)
+        else:
+            with hs.waiting_for_client() as waiting:
+                data = await tcp.receive_some(65536)
+            if waiting.cancelled_caught:
+                return b""
+        if not data:
+            summary.outcome = "client closed during handshake"
+            return None
+        buf += data
 
 
 def _peer(tcp: trio.SocketStream) -> str:
