@@ -627,3 +627,30 @@ def test_slowloris(pair, pki: Pki, tmp_path: Path) -> None:  # type: ignore[no-u
         for sock in socks:
             sock.close()
     full_handshake(server, pki).close()  # and the server is still fine
+
+
+# ---- out of file descriptors: appd waits, it does not die -----------------------------------------
+
+
+def test_accept_out_of_descriptors(tmp_path: Path, pki: Pki) -> None:
+    """With a hard RLIMIT_NOFILE of 64, 100 connections at once: accept() fails with EMFILE. appd says so,
+    leaves the rest in the listen backlog, and serves them as descriptors free up."""
+    limit = 64
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    shared = start_shared(tmp_path, pki, "[appd]\nhandshake_timeout = 1.0\n", 1, preexec_fn=low_limit)
+    try:
+        app = shared.appds[0]
+        assert "file descriptor limit below what max_connections needs" in app.log.read_text()
+        socks = [stalled(app) for _ in range(100)]
+        _wait_for(app.log, '"accept failing"', app.proc)
+        tls = full_handshake(app, pki, timeout=10)  # in the backlog until stalled ones reach their deadline
+        assert app.proc.poll() is None
+        _wait_for(app.log, '"accept working again"', app.proc)
+        tls.close()
+        for sock in socks:
+            sock.close()
+    finally:
+        shared.stop()
