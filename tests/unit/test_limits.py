@@ -328,3 +328,54 @@ def test_wired_into_the_engine() -> None:
     hs = ServerHandshake(engine)
     assert (hs._rl.max_handshake_message, hs._rl.max_handshake_records) == (5004, 9)
 
+
+
+# ---- the AEAD usage limit (appd.key_update_after): appd's own KeyUpdate -------------------------
+
+
+@pytest.mark.parametrize("limit", [2, 8, APPD_DEFAULTS.key_update_after], ids=["2", "8", "default"])
+@pytest.mark.parametrize("delta", [-1, 0, 1], ids=["N-1", "N", "N+1"])
+def test_key_update_after(limit: int, delta: int) -> None:
+    """One write key protects at most N records, the KeyUpdate that retires it included: after N-1
+    records there is none yet; record N under the key is the KeyUpdate; record N+1 goes out under
+    the next key. For the default 2^24 the key starts 4 records short of its limit."""
+    start = 0 if limit < 100 else limit - 4  # records the key protected before (the tickets, say)
+    room = limit - 1 - start  # data records it may still protect
+    sends = room + 1 + delta
+
+    async def main() -> None:
+        server_end, client_end = trio.testing.memory_stream_pair()
+        state = TrafficState(SUITE, bytearray(CLIENT_SECRET), bytearray(SERVER_SECRET), write_seq=start)
+        stream = RecordStream(server_end, state, log=LOG, key_update_after=limit)
+        for i in range(sends):
+            await stream.send_all(b"%d" % i)
+        wire = b""
+        while chunk := await _receive_nowait(client_end):
+            wire += chunk
+        read = Protection(SUITE, SERVER_SECRET, start)
+        events, generation = [], 0
+        while wire:
+            n = 5 + int.from_bytes(wire[3:5], "big")
+            inner, plain = read.open(wire[:5], wire[5:n])
+            wire = wire[n:]
+            events.append((generation, inner))
+            if inner == 22:
+                assert plain == b"\x18\x00\x00\x01\x00"  # KeyUpdate, update_not_requested
+                read = read.next_generation()
+                generation += 1
+        under_first = start + sum(1 for g, _ in events if g == 0)
+        if delta < 0:
+            assert events == [(0, 23)] * room and under_first == limit - 1
+        else:
+            assert events[room] == (0, 22) and under_first == limit
+            assert events[room + 1] == (1, 23)
+        assert [inner for _, inner in events].count(23) == sends
+        await stream.aclose()
+
+    run(main)
+
+
+async def _receive_nowait(stream: trio.abc.ReceiveStream) -> bytes:
+    with trio.move_on_after(0.05):
+        return await stream.receive_some()
+    return b""
