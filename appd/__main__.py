@@ -13,10 +13,10 @@ from typing import Any
 import trio
 
 from appd.apps import parse_backend
-from appd.daemon import Appd, open_listeners
+from appd.daemon import Appd, bind_listeners, listener_address_of
 from appd.link import SecuredLink, fd_connector, unix_connector
 from appd.session import Limits
-from shared import cli, hardening, systemd
+from shared import cli, hardening, systemd, workers
 from shared import log as logging_setup
 from shared.config import parse_address
 from shared.errors import ConfigError
@@ -35,10 +35,18 @@ def parser() -> argparse.ArgumentParser:
 READY_GRACE = 2.0  # seconds READY=1 waits for the channel; appd serves (and retries secured) meanwhile
 
 
-def activated_listeners() -> list[trio.SocketListener]:
-    """TCP listeners systemd passed us (FileDescriptorName=https, else every stream socket); [] if none."""
-    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-            for sock in systemd.inherited_sockets(("https",), socket.SOCK_STREAM)]
+def listening_sockets(addresses: tuple[tuple[str, int], ...], listen: tuple[str, ...], workers: int,
+                      log: Any) -> list[list[socket.socket]]:
+    """One list of listening sockets per worker: systemd's (FileDescriptorName=https, else every stream socket
+    it passed; shared by all workers), or our own (one SO_REUSEPORT copy per worker)."""
+    inherited = systemd.inherited_sockets(("https",), socket.SOCK_STREAM)
+    if inherited:
+        log.info("socket activation", sockets=len(inherited), ignored_listen=list(listen))
+        return [inherited] * workers
+    try:
+        return bind_listeners(addresses, workers)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {', '.join(listen)}: {exc.strerror}") from None
 
 
 def raise_fd_limit(max_connections: int, log: Any) -> None:
@@ -99,17 +107,29 @@ def main(argv: list[str] | None = None) -> int:
         return cli.EX_OK
     log = logging_setup.setup(settings.log_format, settings.log_level, daemon="appd")
     raise_fd_limit(app.max_connections, log)
-
-    async def start() -> None:
-        listeners = activated_listeners()
-        if listeners:
-            log.info("socket activation", sockets=len(listeners), ignored_listen=list(app.listen))
-        else:
-            try:
-                listeners = await open_listeners(addresses)
-            except OSError as exc:
-                raise ConfigError(f"cannot listen on {', '.join(app.listen)}: {exc.strerror}") from None
+    try:
+        if args.ipc_fd is not None and app.workers > 1:
+            raise ConfigError("--workers needs secured's socket path (--socket), not one inherited --ipc-fd")
+        socket_sets = listening_sockets(addresses, app.listen, app.workers, log)
         hardening.drop_privileges(user, daemon="appd")
+    except ConfigError as exc:
+        print(f"appd: error: {exc}", file=sys.stderr)
+        return cli.EX_CONFIG
+
+    def work(index: int, instance: int = 0) -> int:
+        mine = socket_sets[index]
+        for other in socket_sets:
+            if other is not mine:
+                for sock in other:
+                    if sock not in mine:
+                        sock.close()  # a worker holds only its own copy: a dead worker's copy closes with it
+        if app.workers > 1:
+            os.environ.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd for all workers
+        wlog = log.bind(worker=index) if app.workers > 1 else log
+        return cli.run_daemon("appd", lambda: trio.run(start, mine, wlog, args.ready_fd if app.workers == 1 else None))
+
+    async def start(socks: list[socket.socket], log: Any, ready_fd: int | None) -> None:
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in socks]
         connector = fd_connector(args.ipc_fd) if args.ipc_fd is not None else unix_connector(app.secured_socket)
         link = SecuredLink(connector, log)
         limits = Limits(app.handshake_timeout, app.idle_timeout, app.key_update_after, app.max_empty_records,
@@ -126,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             stopping = trio.Event()
             nursery.start_soon(_notify_ready, daemon, stopping)
             log.info("ready", listen=bound, backend=app.backend)
-            if args.ready_fd is not None:
-                os.write(args.ready_fd, (" ".join(bound) + "\n").encode())
-                os.close(args.ready_fd)
+            if ready_fd is not None:
+                os.write(ready_fd, (" ".join(bound) + "\n").encode())
+                os.close(ready_fd)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
@@ -141,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
                     daemon.drain()
                     break
 
-    return cli.run_daemon("appd", lambda: trio.run(start))
+    if app.workers == 1:
+        return work(0)
+    if args.ready_fd is not None:  # every copy is listening already: connections queue until a worker accepts
+        bound = [listener_address_of(sock) for sock in socket_sets[0]]
+        os.write(args.ready_fd, (" ".join(bound) + "\n").encode())
+        os.close(args.ready_fd)
+    return workers.supervise(app.workers, work, log=log, status=f"{app.workers} workers")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 from typing import Any
 
 import trio
@@ -17,15 +18,46 @@ ACCEPT_RETRY = 0.1  # seconds between accept attempts while they fail for lack o
 
 
 def listener_address(listener: trio.SocketListener) -> str:
-    host, port = listener.socket.getsockname()[:2]
+    return listener_address_of(listener.socket)
+
+
+def listener_address_of(sock: socket.socket | trio.socket.SocketType) -> str:
+    host, port = sock.getsockname()[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def open_listeners(addresses: tuple[tuple[str, int], ...]) -> list[trio.SocketListener]:
-    listeners: list[trio.SocketListener] = []
-    for host, port in addresses:
-        listeners.extend(await trio.open_tcp_listeners(port, host=host))
-    return listeners
+BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+
+
+def bind_listeners(addresses: tuple[tuple[str, int], ...], copies: int = 1) -> list[list[socket.socket]]:
+    """``copies`` sets of listening sockets for every address, bound before any event loop exists.
+
+    With several copies each worker gets its own socket per address (SO_REUSEPORT): the kernel spreads
+    new connections across them, and no worker wakes for another's connection. A port of 0 is chosen
+    by the first copy and reused by the others.
+    """
+    sets: list[list[socket.socket]] = [[] for _ in range(copies)]
+    try:
+        for host, port in addresses:
+            for family, kind, proto, _, addr in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                                    flags=socket.AI_PASSIVE):
+                for copy in sets:
+                    sock = socket.socket(family, kind, proto)
+                    copy.append(sock)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if copies > 1:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(addr)
+                    sock.listen(BACKLOG)
+                    addr = sock.getsockname()  # the port the first copy got, for the next ones
+    except OSError:
+        for copy in sets:
+            for sock in copy:
+                sock.close()
+        raise
+    return sets
 
 
 class Appd:

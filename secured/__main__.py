@@ -15,7 +15,8 @@ import trio
 from secured.daemon import Limits, Secured, open_listener
 from secured.handshake import ServerConfig
 from secured.setup import server_config
-from shared import cli, hardening, systemd
+from secured.tickets import TicketKeys
+from shared import cli, hardening, systemd, workers
 from shared import log as logging_setup
 from shared.config import CertPair, SecuredSettings, Settings
 from shared.errors import ConfigError
@@ -135,32 +136,63 @@ def main(argv: list[str] | None = None) -> int:
             print(f"secured: certificate {cred.fingerprint[:16]} for {', '.join(cred.names) or '(no names)'}: OK")
         return cli.EX_OK
 
-    async def start() -> None:
-        listener = None
-        inherited = systemd.inherited_sockets(("secured", "channel"), socket.SOCK_SEQPACKET) \
-            if args.ipc_fd is None else []
-        if inherited:
-            # socket activation: systemd made, owns and permissions the path (tls-privsep-secured.socket)
-            listener = trio.socket.from_stdlib_socket(inherited[0])
-            for extra in inherited[1:]:
-                extra.close()
-        elif args.ipc_fd is None:
-            try:
-                listener = await open_listener(sec.socket, sec.socket_mode)
-            except OSError as exc:
-                raise ConfigError(f"cannot listen on {sec.socket}: {exc.strerror}") from None
-            if os.geteuid() == 0 and user and appd_user:
-                # secured's user owns the socket; appd reaches it through the group (mode 0660).
-                os.chown(sec.socket, hardening.uid_of(user), hardening.gid_of(appd_user))
+    try:
+        listener = _listen(args, sec, user, appd_user)
         hardening.drop_privileges(user, daemon="secured")
-        for cred in config.credentials.credentials:
-            log.info("certificate loaded", fingerprint=cred.fingerprint[:16], names=list(cred.names),
-                     schemes=[f"{s:#06x}" for s in cred.schemes])
-        limits = Limits(sec.max_handshakes_per_channel, sec.handshake_timeout, sec.max_handshakes_total)
-        daemon = Secured(config, limits, log, frozenset(allowed))
-        await run(args, daemon, listener)
+    except ConfigError as exc:
+        print(f"secured: error: {exc}", file=sys.stderr)
+        return cli.EX_CONFIG
+    for cred in config.credentials.credentials:
+        log.info("certificate loaded", fingerprint=cred.fingerprint[:16], names=list(cred.names),
+                 schemes=[f"{s:#06x}" for s in cred.schemes])
+    limits = Limits(sec.max_handshakes_per_channel, sec.handshake_timeout, sec.max_handshakes_total)
 
-    return cli.run_daemon("secured", lambda: trio.run(start))
+    def work(index: int, instance: int = 0) -> int:
+        wlog = log.bind(worker=index) if sec.workers > 1 else log
+        if sec.workers > 1:
+            os.environ.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd for all workers
+        if isinstance(config.ticket_keys, TicketKeys):
+            config.ticket_keys.for_instance(instance)  # ticket nonces unique across workers
+        sock = trio.socket.from_stdlib_socket(listener) if listener is not None else None
+        return cli.run_daemon("secured", lambda: trio.run(run, args, Secured(config, limits, wlog, frozenset(allowed)),
+                                                          sock))
+
+    if sec.workers == 1:
+        return work(0)
+
+    def reload() -> bool:
+        nonlocal config
+        try:
+            config = reload_config(args, config)  # workers forked later start from it
+        except ConfigError as exc:
+            log.error("reload refused", error=str(exc))
+            return False
+        return True
+
+    return workers.supervise(sec.workers, work, log=log, status=f"{sec.workers} workers", on_reload=reload)
+
+
+def _listen(args: argparse.Namespace, sec: SecuredSettings, user: str | None,
+            appd_user: str | None) -> socket.socket | None:
+    """The channel listener: inherited from systemd, or bound at ``sec.socket``; None with --ipc-fd."""
+    if args.ipc_fd is not None:
+        if sec.workers > 1:
+            raise ConfigError("--workers needs a channel socket path (--socket), not one inherited --ipc-fd")
+        return None
+    inherited = systemd.inherited_sockets(("secured", "channel"), socket.SOCK_SEQPACKET)
+    if inherited:
+        # socket activation: systemd made, owns and permissions the path (tls-privsep-secured.socket)
+        for extra in inherited[1:]:
+            extra.close()
+        return inherited[0]
+    try:
+        listener = open_listener(sec.socket, sec.socket_mode)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {sec.socket}: {exc.strerror}") from None
+    if os.geteuid() == 0 and user and appd_user:
+        # secured's user owns the socket; appd reaches it through the group (mode 0660).
+        os.chown(sec.socket, hardening.uid_of(user), hardening.gid_of(appd_user))
+    return listener
 
 
 if __name__ == "__main__":

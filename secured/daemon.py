@@ -327,16 +327,19 @@ def _hex(value: int | None) -> str | None:
     return None if value is None else f"{value:#06x}"
 
 
-async def open_listener(path: str, mode: int) -> trio.socket.SocketType:
-    """A listening SEQPACKET socket at ``path`` (a stale socket file is replaced)."""
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+def open_listener(path: str, mode: int) -> socket.socket:
+    """A listening SEQPACKET socket at ``path`` (a stale socket file is replaced).
+
+    Synchronous, before any event loop: workers are forked with it already listening.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
     old = os.umask(0o777 & ~mode)
     try:
-        await sock.bind(path)
+        sock.bind(path)
     finally:
         os.umask(old)
     os.chmod(path, mode)

@@ -69,7 +69,7 @@ CLIENT_SIG_SCHEMES = (0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0807)
 
 
 class TicketSealer(Protocol):
-    def seal(self, state: TicketState) -> bytes: ...
+    def seal(self, state: TicketState) -> bytes | None: ...  # None: no ticket can be issued now
     def open(self, ticket: bytes) -> TicketState | None: ...
 
 
@@ -675,8 +675,11 @@ class ServerHandshake:
                 peer_certs=peer_certs,
             )
             ticket = sealer.seal(state)
+            if ticket is None:
+                break
             if len(tickets) + len(ticket) > MAX_TICKET_BYTES:
                 return  # a huge client chain in every ticket: resumption is not worth that, issue none
             lifetime = self._config.ticket_lifetime
             tickets += m.new_session_ticket(lifetime, age_add, nonce, ticket, self._nst_extensions())
-        self._send_handshake(tickets)
+        if tickets:
+            self._send_handshake(tickets)

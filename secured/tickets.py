@@ -11,6 +11,7 @@ not like and never raises. Replay protection for 0-RTT is not done here (we do n
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from collections.abc import Callable
@@ -29,8 +30,8 @@ NONCE_LEN = 12
 TAG_LEN = 16
 MAX_TICKET = 0xFFFF  # the ticket<1..2^16-1> vector of NewSessionTicket
 MAX_LIFETIME = 604800  # seconds, RFC 8446 §4.6.1
-# Random 96-bit nonces: stay far below the 2^32 messages-per-key bound (NIST SP 800-38D §8.3).
-MAX_SEALS_PER_KEY = 1 << 30
+# Seals per key per process; nonces are deterministic (instance || counter), so this is a sanity bound.
+MAX_SEALS_PER_KEY = 1 << 32
 
 _FORMAT = 1
 # CBOR map keys (small integers keep tickets short).
@@ -124,8 +125,23 @@ class _Key:
         return f"_Key(id={self.key_id.hex()}, created={self.created})"
 
 
+def _expand(secret: bytes, label: bytes, length: int) -> bytes:
+    """HKDF-Expand (RFC 5869) with SHA-256, one block: every output here is at most 32 bytes."""
+    return hmac.digest(secret, b"tls-privsep ticket " + label + b"\x01", "sha256")[:length]
+
+
 class TicketKeys:
-    """The current sealing key plus up to ``keep`` previous ones, still accepted for opening."""
+    """The current sealing key plus up to ``keep`` previous ones, still accepted for opening.
+
+    Keys come from a one-way ratchet: epoch ``e`` runs from ``origin + e * rotate_after``; its state is
+    the hash of the previous epoch's, and its key and key id are derived from that state. Workers
+    forked from one TicketKeys therefore derive the same keys at the same times without talking, so a
+    ticket sealed by one opens in any other; and a process holds only the current state and the keys
+    still alive, so stealing its memory reveals no key older than ``keep`` rotations.
+
+    Nonces are ``instance || counter``: each live process seals under its own instance number (its
+    worker's spawn number, see :meth:`for_instance`), so no two processes ever use one nonce twice.
+    """
 
     def __init__(
         self,
@@ -141,45 +157,58 @@ class TicketKeys:
             raise ConfigError("ticket key keep must be >= 0")
         self.rotate_after = rotate_after
         self.keep = keep
-        self._rng = rng
         self._clock = clock
+        self._origin = clock()
+        self._epoch = 0
+        self._state = rng(32)
+        self._instance = 0
         self._keys: list[_Key] = []  # newest first
-        self._rotate(clock())
+        self._keys.insert(0, self._derive())
 
     def __repr__(self) -> str:
         return f"TicketKeys(key_ids={self.key_ids()}, rotate_after={self.rotate_after}, keep={self.keep})"
+
+    def for_instance(self, instance: int) -> None:
+        """Seal with nonces of this instance from now on (a forked worker's unique spawn number)."""
+        if not 0 <= instance < 1 << 32:
+            raise ValueError("instance must fit in 32 bits")
+        self._instance = instance
+        for key in self._keys:
+            key.seals = 0
 
     def key_ids(self) -> list[str]:
         """Hex ids of the keys held, newest first (safe to log)."""
         return [k.key_id.hex() for k in self._keys]
 
-    def _rotate(self, now: float) -> None:
-        held = {k.key_id for k in self._keys}
-        key_id = self._rng(KEY_ID_LEN)
-        while key_id in held:  # 4 random bytes can collide; an ambiguous id would lose tickets
-            key_id = self._rng(KEY_ID_LEN)
-        self._keys.insert(0, _Key(key_id, self._rng(32), now))
-        del self._keys[1 + self.keep :]
+    def _derive(self) -> _Key:
+        created = self._origin + self._epoch * self.rotate_after
+        return _Key(_expand(self._state, b"id", KEY_ID_LEN), _expand(self._state, b"key", 32), created)
 
     def _alive(self, key: _Key, now: float) -> bool:
         return now - key.created < (1 + self.keep) * self.rotate_after
 
     def _forget_expired(self, now: float) -> None:
-        """Drop keys past their life, at every use: an idle server must not keep old ticket keys."""
-        if not self._alive(self._keys[0], now):
-            self._rotate(now)
-        self._keys[1:] = [k for k in self._keys[1:] if self._alive(k, now)]
+        """Advance to the current epoch and drop keys past their life, at every use: an idle server must
+        not keep old ticket keys (or the state they came from)."""
+        epoch = int((now - self._origin) // self.rotate_after)
+        while self._epoch < epoch:
+            self._state = _expand(self._state, b"ratchet", 32)
+            self._epoch += 1
+            if epoch - self._epoch <= self.keep:  # only the keys that will still be alive
+                self._keys.insert(0, self._derive())
+        self._keys = [k for k in self._keys[: 1 + self.keep] if self._alive(k, now)]
 
-    def seal(self, state: TicketState) -> bytes:
-        """``key_id || nonce || AES-256-GCM(body, aad=key_id)``; rotates first if the key is due."""
+    def seal(self, state: TicketState) -> bytes | None:
+        """``key_id || nonce || AES-256-GCM(body, aad=key_id)``; None once this epoch's nonces are spent."""
         now = self._clock()
         self._forget_expired(now)
+        if not self._keys:
+            return None
         cur = self._keys[0]
-        if now - cur.created >= self.rotate_after or cur.seals >= MAX_SEALS_PER_KEY:
-            self._rotate(now)
-            cur = self._keys[0]
+        if cur.seals >= MAX_SEALS_PER_KEY:
+            return None  # no tickets until the next epoch's key (never in practice: 2^32 per epoch)
+        nonce = self._instance.to_bytes(4, "big") + cur.seals.to_bytes(8, "big")
         cur.seals += 1
-        nonce = self._rng(NONCE_LEN)
         return cur.key_id + nonce + cur.aead.encrypt(nonce, state.to_cbor(), cur.key_id)
 
     def open(self, ticket: bytes | bytearray | memoryview) -> TicketState | None:
@@ -191,13 +220,11 @@ class TicketKeys:
         nonce = ticket[KEY_ID_LEN : KEY_ID_LEN + NONCE_LEN]
         now = self._clock()
         self._forget_expired(now)
-        for key in self._keys:
-            if key.key_id == key_id:
-                if not self._alive(key, now):
-                    return None
+        for key in self._keys:  # ids are 4 derived bytes: two live keys may share one, so try each
+            if key.key_id == key_id and self._alive(key, now):
                 try:
                     body = key.aead.decrypt(nonce, ticket[KEY_ID_LEN + NONCE_LEN :], key_id)
                 except InvalidTag:
-                    return None
+                    continue
                 return TicketState.from_cbor(body)
         return None

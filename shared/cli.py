@@ -31,6 +31,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime-dir", metavar="DIR")
     p.add_argument("--log-format", choices=config.LOG_FORMATS)
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes per daemon, one core each (secured.workers and appd.workers)")
 
 
 def settings_from(args: argparse.Namespace) -> config.Settings:
@@ -55,6 +57,8 @@ def settings_from(args: argparse.Namespace) -> config.Settings:
         app = replace(app, secured_socket=args.socket)
     if args.listen:
         app = replace(app, listen=tuple(args.listen))
+    if args.workers is not None:
+        sec, app = replace(sec, workers=args.workers), replace(app, workers=args.workers)
     if args.backend is not None:
         app = replace(app, backend=args.backend)
     s = replace(s, secured=sec, appd=app)

@@ -36,6 +36,9 @@ class CertPair:
     key: str
 
 
+MAX_WORKERS = 64
+
+
 @dataclass(frozen=True)
 class SecuredSettings:
     certificates: tuple[CertPair, ...] = ()
@@ -57,6 +60,7 @@ class SecuredSettings:
     handshake_timeout: float = 10.0
     max_handshake_message: int = 65536
     max_handshake_records: int = 64
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class AppdSettings:
     max_empty_records: int = 32
     max_key_updates: int = 32
     max_warning_alerts: int = 4
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,10 @@ def _check_type(where: str, value: Any, expected: Any) -> Any:
     if expected == "float":
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a number")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # TOML integers are unbounded in tomllib; 10**400 is no float
+            raise ConfigError(f"{where} is out of range") from None
     if expected == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false")
@@ -109,7 +117,7 @@ def _check_type(where: str, value: Any, expected: Any) -> Any:
         item = str if "str" in expected else int
         if isinstance(value, item):
             value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
             raise ConfigError(f"{where} must be a list of {'strings' if item is str else 'integers'}")
         return tuple(value)
     if expected == "tuple[CertPair, ...]":
@@ -130,7 +138,7 @@ def _section(cls: type[Any], data: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"unknown setting {where}.{key}")
+            raise ConfigError(f"unknown setting {where}.{key if key.isprintable() else repr(key)}")
         kwargs[key] = _check_type(f"{where}.{key}", value, known[key].type)
     return cls(**kwargs)
 
@@ -152,6 +160,10 @@ def load(path: str | Path | None) -> Settings:
         raise ConfigError(f"{p}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{p}: invalid TOML: nested too deeply") from None
+    except ValueError as exc:  # tomllib lets int()'s digit limit through; open() refuses a NUL in the path
+        raise ConfigError(f"{p}: {str(exc).split(';')[0]}") from None
     try:
         return from_dict(raw)
     except ConfigError as exc:
@@ -221,6 +233,9 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("secured.socket_mode must be a permission mode, 0 to 0o777")
     if app.max_connections < 1:
         raise ConfigError("appd.max_connections must be at least 1")
+    for where, value in (("secured.workers", sec.workers), ("appd.workers", app.workers)):
+        if not 1 <= value <= MAX_WORKERS:
+            raise ConfigError(f"{where} must be 1 to {MAX_WORKERS} processes")
     if not app.listen:
         raise ConfigError("appd.listen must name at least one address")
     for addr in app.listen:

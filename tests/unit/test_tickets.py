@@ -103,20 +103,51 @@ def test_keep_zero() -> None:
     assert keys.open(ticket) is None
 
 
-def test_rotates_before_nonce_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_tickets_past_the_nonce_budget_until_the_next_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(t, "MAX_SEALS_PER_KEY", 3)
-    keys = TicketKeys()
-    ids = {keys.seal(STATE)[:4] for _ in range(7)}
-    assert len(ids) == 3
-
-
-def test_key_id_collision_is_avoided() -> None:
-    chunks = iter([b"AAAA", b"k" * 32, b"AAAA", b"BBBB", b"l" * 32])
     clock = Clock()
-    keys = TicketKeys(rotate_after=1, rng=lambda n: next(chunks) if n != 12 else bytes(12), clock=clock)
-    clock.now += 1
-    keys.seal(STATE)
-    assert keys.key_ids() == [b"BBBB".hex(), b"AAAA".hex()]
+    keys = TicketKeys(rotate_after=100, clock=clock)
+    sealed = [keys.seal(STATE) for _ in range(5)]
+    assert [x is not None for x in sealed] == [True, True, True, False, False]
+    clock.now += 100
+    assert keys.seal(STATE) is not None
+
+
+def test_nonces_are_instance_and_counter() -> None:
+    keys = TicketKeys()
+    keys.for_instance(7)
+    nonces = [keys.seal(STATE)[4:16] for _ in range(3)]  # type: ignore[index]
+    assert nonces == [(7).to_bytes(4, "big") + i.to_bytes(8, "big") for i in range(3)]
+
+
+def test_forked_workers_agree_on_keys_without_talking() -> None:
+    """Two copies made from one seed (as fork makes them) seal and open each other's tickets, through
+    rotations, while their nonces never meet (each has its own instance number)."""
+    clock = Clock()
+    first = TicketKeys(rotate_after=100, keep=1, rng=CountingRng(), clock=clock)
+    second = TicketKeys(rotate_after=100, keep=1, rng=CountingRng(), clock=clock)
+    first.for_instance(1)
+    second.for_instance(2)
+    for _ in range(3):
+        a, b = first.seal(STATE), second.seal(STATE)
+        assert a is not None and b is not None and a[:4] == b[:4] and a[4:16] != b[4:16]
+        assert first.key_ids() == second.key_ids()
+        assert second.open(a) == STATE and first.open(b) == STATE
+        clock.now += 100
+        assert second.open(a) == STATE  # the previous key is still kept
+    assert TicketKeys(rng=CountingRng(), clock=clock).key_ids() != first.key_ids()[:1]  # the ratchet moved on
+
+
+def test_same_key_id_on_two_live_keys_tries_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = t._expand
+    monkeypatch.setattr(t, "_expand", lambda secret, label, n: b"same" if label == b"id" else real(secret, label, n))
+    clock = Clock()
+    keys = TicketKeys(rotate_after=100, keep=1, clock=clock)
+    old = keys.seal(STATE)
+    clock.now += 100
+    new = keys.seal(STATE)
+    assert keys.key_ids() == [b"same".hex()] * 2
+    assert old is not None and new is not None and keys.open(old) == STATE and keys.open(new) == STATE
 
 
 def test_tampering_anywhere_is_refused() -> None:
@@ -134,8 +165,8 @@ def test_tampering_anywhere_is_refused() -> None:
 def test_authenticated_but_malformed_body() -> None:
     rng = CountingRng()
     keys = TicketKeys(rng=rng)
-    replay = CountingRng()
-    key_id, secret = replay(4), replay(32)
+    state = CountingRng()(32)  # the ratchet's first state; the epoch's key and id derive from it
+    key_id, secret = t._expand(state, b"id", 4), t._expand(state, b"key", 32)
     assert keys.key_ids() == [key_id.hex()]
     good = dict(
         cbor2.loads(cbor2.dumps({0: 1, 1: b"k" * 32, 2: 0x1301, 3: 1, 4: 2, 5: 3, 6: None, 7: None, 8: []}))
@@ -211,4 +242,4 @@ def test_expired_keys_are_forgotten_without_new_seals() -> None:
     first_id = keys.key_ids()
     now[0] += 100  # far past (1 + keep) * rotate_after
     assert keys.open(old) is None
-    assert keys.key_ids() != first_id and len(keys.key_ids()) == 1
+    assert first_id[0] not in keys.key_ids() and len(keys.key_ids()) == 2  # this epoch's and the one kept
