@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SYSPKGS := openssl gnutls-bin curl systemd
 SYSBINS := openssl gnutls-cli curl systemd-analyze systemd-socket-activate
 
-.PHONY: venv sysdeps test unit integration lint typecheck check run bench-engine bench-handoff clean
+.PHONY: venv sysdeps test unit integration lint typecheck check run bench bench-engine bench-handoff clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,11 @@ run: venv
 	exec $(VENV)/bin/tls-privsep run --listen 127.0.0.1:8443 --backend http \
 	  --cert $(STATE)/demo-rsa.crt --key $(STATE)/demo-rsa.key \
 	  --cert $(STATE)/demo-ecdsa.crt --key $(STATE)/demo-ecdsa.key $$users
+
+# Our pair against openssl s_server and a trio+ssl server, one table of ratios (docs/performance.md).
+# BENCH_QUICK=1 for a short development run; the other BENCH_* knobs are described there.
+bench: venv sysdeps
+	$(PY) -m bench
 
 bench-engine: venv
 	$(PY) tests/bench/engine.py

@@ -1,0 +1,178 @@
+"""Start and stop the three servers on the server core: our pair, ``openssl s_server``, the trio+ssl reference.
+
+Every server gets the same certificate, TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519 only, and the
+same ticket count; each runs with its default logging and writes it to a file in the bench's work
+directory. A server is a process tree; :meth:`Server.cpu` sums the whole tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import proc
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = "TLS_AES_128_GCM_SHA256"
+READY_TIMEOUT = 30.0
+OPENSSL_CNF = f"""\
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+Ciphersuites = {SUITE}
+Groups = X25519
+"""
+OURS_TOML = """\
+[secured]
+cipher_suites = ["TLS_AES_128_GCM_SHA256"]
+groups = ["x25519"]
+
+[appd]
+max_connections = {max_connections}
+"""
+
+
+@dataclass
+class Workdir:
+    """Everything a run shares: its directory, certificates by kind, the env for Python peers."""
+
+    path: Path
+    certs: dict[str, tuple[Path, Path]]
+    server_core: int
+    client_core: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def openssl_conf(self) -> Path:
+        return self.path / "openssl.cnf"
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def cpu(self) -> float:
+        return proc.tree_cpu(self.proc.pid)
+
+    def pids(self) -> list[int]:
+        return proc.tree(self.proc.pid)
+
+    def find(self, module: str) -> list[int]:
+        """The pids in the tree running ``python -m module`` (a supervisor and its workers, if forked)."""
+        found = []
+        for pid in self.pids():
+            with contextlib.suppress(FileNotFoundError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"-m" in argv and argv[argv.index(b"-m") + 1] == module.encode():
+                    found.append(pid)
+        if not found:
+            raise LookupError(f"no {module} process under {self.name}")
+        return found
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL to the whole tree if it has not gone within 20 s."""
+        pids = self.pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _spawn(work: Workdir, name: str, port: int, argv: list[str], env: dict[str, str] | None = None) -> Server:
+    log = work.path / f"{name}-{port}.log"
+    with open(log, "wb") as out:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             preexec_fn=proc.pinned(work.server_core), env={**os.environ, **(env or {})},
+                             cwd=ROOT)
+    return Server(name, p, port, log)
+
+
+def _wait_line(server: Server, marker: bytes) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if marker in server.log.read_bytes():
+            return
+        if server.proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    server.stop()
+    tail = server.log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"{server.name} did not start:\n{tail}")
+
+
+def _wait_port(server: Server) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline and server.proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"{server.name} did not start:\n{server.log.read_text(errors='replace')[-2000:]}")
+
+
+def ours(work: Workdir, kind: str, *, tickets: int, backend: str, max_connections: int = 10000) -> Server:
+    """The launcher, as an operator runs it (default logging), with a config pinning suite and group."""
+    port = proc.free_port()
+    cfg = work.path / f"ours-{port}.toml"
+    cfg.write_text(OURS_TOML.format(max_connections=max_connections))
+    rundir = work.path / f"run-{port}"
+    cert, key = work.certs[kind]
+    argv = [sys.executable, "-m", "launcher", "run", "-c", str(cfg), "--listen", f"127.0.0.1:{port}",
+            "--cert", str(cert), "--key", str(key), "--backend", backend, "--tickets", str(tickets),
+            "--runtime-dir", str(rundir)]
+    if os.geteuid() == 0:
+        argv += ["--secured-user", "nobody", "--appd-user", "nobody"]
+    server = _spawn(work, "ours", port, argv)
+    _wait_line(server, b"tls-privsep: ready")
+    return server
+
+
+def openssl(work: Workdir, kind: str, *, tickets: int) -> Server:
+    """``s_server -rev``: serves connections one after another for ever, never reads stdin."""
+    port = proc.free_port()
+    cert, key = work.certs[kind]
+    argv = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert), "-key", str(key),
+            "-tls1_3", "-ciphersuites", SUITE, "-groups", "X25519", "-num_tickets", str(tickets),
+            "-rev", "-quiet"]
+    server = _spawn(work, "openssl", port, argv)
+    _wait_port(server)
+    return server
+
+
+def trio_ssl(work: Workdir, kind: str, *, tickets: int, backend: str) -> Server:
+    port = proc.free_port()
+    cert, key = work.certs[kind]
+    argv = [sys.executable, "-m", "bench.trio_ssl_server", "--port", str(port), "--cert", str(cert),
+            "--key", str(key), "--backend", backend, "--tickets", str(tickets)]
+    server = _spawn(work, "trio-ssl", port, argv, env=work.env)
+    _wait_line(server, b"ready")
+    return server
