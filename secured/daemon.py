@@ -287,13 +287,13 @@ class _Channel:
             state.wipe()  # our copies go now; the only other copy is the sealed blob
         info = engine.info
         self.owner.stats.handshakes += 1
+        # One line per handshake, the export included (which keys left, by fingerprint, in which blob).
         self.log.info(
             "handshake done", conn=conn, peer=pending.peer, suite=_hex(info.suite), group=_hex(info.group),
             sig_scheme=_hex(info.sig_scheme), resumed=info.resumed, hrr=info.hrr, sni=info.sni, alpn=info.alpn,
             client_cert=info.client_cert, cert=(info.cert_fingerprint or "")[:16], ms=_ms(pending.started),
+            blob_bytes=len(blob), read_key=key_fp["read"], write_key=key_fp["write"], blob_id=fingerprint(blob),
         )
-        self.log.info("export", conn=conn, blob_bytes=len(blob), read_key=key_fp["read"], write_key=key_fp["write"],
-                      blob_id=fingerprint(blob))
         await self.send(ch.Done(conn, out, consumed, blob, fallback))
 
 

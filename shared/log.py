@@ -29,6 +29,6 @@ def setup(fmt: str = "auto", level: str = "info", *, daemon: str, stream: Any = 
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=out),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,  # set up once per process; resolving the config per call is slow
     )
     return structlog.get_logger().bind(daemon=daemon)  # type: ignore[no-any-return]
