@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SYSPKGS := openssl gnutls-bin curl systemd
 SYSBINS := openssl gnutls-cli curl systemd-analyze systemd-socket-activate
 
-.PHONY: venv sysdeps test unit integration lint typecheck check run bench bench-engine bench-handoff clean
+.PHONY: venv sysdeps test unit integration lint typecheck check run bench bench-engine bench-handoff fuzz clean
 
 venv: $(STAMP)
 
@@ -65,6 +65,14 @@ bench-engine: venv
 
 bench-handoff: venv
 	$(PY) tests/bench/handoff.py
+
+# Coverage-guided fuzzing (atheris/libFuzzer) of every parser, FUZZ_SECONDS each; seeds come from real
+# handshakes in memory. Findings land in fuzz/findings/<target>/ (see fuzz/README.md).
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q 'atheris>=2.3'
+	$(PY) -m fuzz.seeds
+	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

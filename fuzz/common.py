@@ -1,0 +1,234 @@
+"""What the harnesses and the seed generator share: input formats, a reproducible server, the allowed errors.
+
+Everything a harness needs to build is deterministic (server randomness, ephemeral keys, clock, ticket
+keys), so a seed made by ``fuzz/seeds.py`` in one process reaches the same states in the harness
+process, and a finding replays. Only the test PKI (tests/certs.py) is fresh per process; the formats
+below avoid depending on it (the second-flight harness computes Finished and CertificateVerify itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+
+from secured import messages as m
+from secured.credentials import Credential
+from secured.handshake import ServerConfig, ServerHandshake
+from secured.tickets import TicketKeys
+from shared import keyschedule as ks
+from shared.record import Protection
+from tests import certs
+from tests.inmemory import client_verifier, pki, server_config
+from tests.tlsclient import P256, X25519, Client
+
+FIXED_TIME = 1_700_000_000.0
+X25519_GROUP, P256_GROUP = 0x001D, 0x0017
+
+
+def fixed_clock() -> float:
+    return FIXED_TIME
+
+
+class DetRandom:
+    """A reproducible stand-in for os.urandom: SHAKE-256 over a label and a call counter."""
+
+    def __init__(self, label: bytes) -> None:
+        self._label = label
+        self._calls = 0
+
+    def __call__(self, n: int) -> bytes:
+        self._calls += 1
+        return hashlib.shake_256(self._label + self._calls.to_bytes(8, "big")).digest(n)
+
+
+def _scalar(label: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(label).digest(), "big") % (2**255) + 1
+
+
+_SERVER_X25519 = x25519.X25519PrivateKey.from_private_bytes(hashlib.sha256(b"fuzz server x25519").digest())
+_SERVER_P256 = ec.derive_private_key(_scalar(b"fuzz server p256"), ec.SECP256R1())
+_CLIENT_X25519 = x25519.X25519PrivateKey.from_private_bytes(hashlib.sha256(b"fuzz client x25519").digest())
+_CLIENT_P256 = ec.derive_private_key(_scalar(b"fuzz client p256"), ec.SECP256R1())
+
+
+def server_ephemeral(group: int) -> x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey:
+    if group == X25519_GROUP:
+        return _SERVER_X25519
+    if group == P256_GROUP:
+        return _SERVER_P256
+    raise ValueError(f"unsupported group {group:#06x}")
+
+
+_SIGNATURES: dict[tuple[str, int, bytes], bytes] = {}
+
+
+def memo_signer(credential: Credential, scheme: int, content: bytes) -> bytes:
+    """The real signature, computed once per content: ECDSA and PSS are randomized, and a fixed
+    flight keeps the transcript (so the client's Finished) the same for every run of an input."""
+    key = (credential.fingerprint, scheme, content)
+    sig = _SIGNATURES.get(key)
+    if sig is None:
+        if len(_SIGNATURES) > 512:
+            _SIGNATURES.clear()
+        sig = _SIGNATURES[key] = credential.sign(scheme, content)
+    return sig
+
+
+def ticket_keys() -> TicketKeys:
+    return TicketKeys(rng=DetRandom(b"fuzz ticket keys"), clock=fixed_clock)
+
+
+# Server configurations a handshake input picks from with its first byte.
+CONFIG_NAMES = ("default", "hrr", "client_optional", "client_required")
+_CONFIGS: dict[str, ServerConfig] = {}
+
+
+def config(index: int) -> ServerConfig:
+    name = CONFIG_NAMES[index % len(CONFIG_NAMES)]
+    if name not in _CONFIGS:
+        if name == "default":
+            cfg = server_config(("ecdsa", "ed25519"), ticket_keys=ticket_keys(), alpn=("h2", "http/1.1"))
+        elif name == "hrr":  # no x25519: a client with only an x25519 share gets a HelloRetryRequest
+            cfg = server_config(("ecdsa",), ticket_keys=ticket_keys(), groups=(P256_GROUP,), hrr_cookie=True)
+        elif name == "client_optional":
+            cfg = server_config(("ed25519", "ecdsa"), ticket_keys=ticket_keys(), client_auth="optional",
+                                client_verifier=client_verifier(), allow_psk_ke=True)
+        else:
+            cfg = server_config(("rsa2048", "ecdsa"), ticket_keys=ticket_keys(), client_auth="required",
+                                client_verifier=client_verifier(), cipher_suites=(0x1302, 0x1303))
+        _CONFIGS[name] = cfg
+    return _CONFIGS[name]
+
+
+def new_server(index: int) -> ServerHandshake:
+    """A fresh engine whose every choice (random, ephemeral key, signature, time) is reproducible."""
+    return ServerHandshake(config(index), rng=DetRandom(b"fuzz server"), clock=fixed_clock,
+                           ephemeral=server_ephemeral, signer=memo_signer)
+
+
+# ---- the second client flight ---------------------------------------------------------------------
+
+# Ops of the `handshake2` input; the high nibble of the op byte is padding, in 16-byte units.
+OP_HS = 0  # payload sealed as handshake content under the client handshake key (and hashed)
+OP_ALERT = 1  # payload sealed as an alert
+OP_APP = 2  # payload sealed as application data
+OP_INNER = 3  # payload[0] is the inner content type, the rest sealed as its content
+OP_RAW = 4  # payload fed as is (plaintext records, partial records, garbage)
+OP_FINISHED = 5  # the client Finished for the transcript so far, then payload, in one record
+OP_CERT = 6  # a client Certificate with the harness's client chain (payload: the request context)
+OP_CERT_VERIFY = 7  # a CertificateVerify by the harness's client key over the transcript so far
+OP_AFTER = 8  # payload[0] inner type, rest sealed under the client *application* key (after Finished)
+OP_EMPTY_CERT = 9  # a Certificate with no entries
+MAX_SEALED_PAYLOAD = 2**14 - 1024  # room for padding (at most 240) and a message the harness adds
+
+
+class FixedClient(Client):
+    """tests.tlsclient.Client with fixed keys and random, so its ClientHello is the same in every process."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.hello.random = hashlib.sha256(b"fuzz client random").digest()
+
+    def share(self, group: int) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        if group == X25519:
+            self.keys[group] = _CLIENT_X25519
+            return _CLIENT_X25519.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.keys[group] = _CLIENT_P256
+        return _CLIENT_P256.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
+@dataclass
+class FirstFlight:
+    """A completed first flight against ``new_server(index)``: what the client knows afterwards."""
+
+    index: int
+    client_hello: bytes  # the ClientHello record to replay
+    server_flight: bytes
+    suite: ks.SuiteParams
+    transcript: bytes  # ClientHello .. server Finished
+    client_hs: bytes
+    client_ap: bytes
+    cert_requested: bool
+
+
+_FLIGHTS: dict[int, FirstFlight] = {}
+_CLIENT_CHAIN: tuple[list[bytes], object] | None = None
+
+
+def client_chain() -> tuple[list[bytes], object]:
+    """A client certificate (DER chain) from the test client CA, and its P-256 key."""
+    global _CLIENT_CHAIN
+    if _CLIENT_CHAIN is None:
+        p = pki()
+        leaf, key = certs.make_leaf(p.client_ca, p.client_ca_key, "ecdsa", names=("client",), client=True)  # type: ignore[arg-type]
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        _CLIENT_CHAIN = ([leaf.public_bytes(Encoding.DER)], key)
+    return _CLIENT_CHAIN
+
+
+def first_flight(index: int) -> FirstFlight:
+    """Run ClientHello -> server flight once per configuration (the server is reproducible)."""
+    index %= len(CONFIG_NAMES)
+    if index not in _FLIGHTS:
+        # The hrr configuration takes P-256; offer that share at once so there is no retry.
+        client = FixedClient(share_groups=(P256,) if CONFIG_NAMES[index] == "hrr" else (X25519,))
+        ch = client.client_hello_record()
+        server = new_server(index)
+        server.receive_data(ch)
+        flight = server.data_to_send()
+        client.read_server(flight)
+        assert client.suite is not None
+        secrets = client._secrets
+        requested = any(msg[0] == 13 for msg in client.server_msgs)
+        _FLIGHTS[index] = FirstFlight(index, ch, flight, client.suite, b"".join(client.transcript),
+                                      secrets["c_hs"], secrets["c_ap"], requested)
+    return _FLIGHTS[index]
+
+
+class SecondFlight:
+    """Turns a `handshake2` op stream into the byte chunks a client would send, one chunk per op."""
+
+    def __init__(self, ff: FirstFlight) -> None:
+        self.ff = ff
+        self.hash_name = ff.suite.hash_name
+        self.transcript = hashlib.new(self.hash_name, ff.transcript)
+        self.hs = Protection(ff.suite.suite, ff.client_hs)
+        self.ap = Protection(ff.suite.suite, ff.client_ap)
+
+    def _hs(self, message: bytes, padding: int, extra: bytes = b"") -> bytes:
+        self.transcript.update(message)
+        return self.hs.seal(22, message + extra, padding)
+
+    def chunk(self, code: int, payload: bytes) -> bytes:
+        kind, padding = code & 0x0F, (code >> 4) * 16
+        if kind != OP_RAW:
+            payload = payload[:MAX_SEALED_PAYLOAD]  # with padding and our own bytes, within 2^14
+        if kind == OP_HS:
+            return self._hs(payload, padding)
+        if kind in (OP_ALERT, OP_APP):
+            return self.hs.seal(21 if kind == OP_ALERT else 23, payload, padding)
+        if kind == OP_INNER:
+            return self.hs.seal(payload[0] if payload else 0, payload[1:], padding)
+        if kind == OP_FINISHED:
+            verify = ks.finished_verify_data(self.hash_name, self.ff.client_hs, self.transcript.digest())
+            return self._hs(m.finished(verify), padding, payload)
+        if kind == OP_CERT:
+            chain, _ = client_chain()
+            return self._hs(m.certificate(chain, context=payload[:255]), padding)
+        if kind == OP_EMPTY_CERT:
+            return self._hs(m.certificate([], context=payload[:255]), padding)
+        if kind == OP_CERT_VERIFY:
+            _, key = client_chain()
+            content = m.certificate_verify_content(self.transcript.digest(), server=False)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            signature = key.sign(content, ec.ECDSA(hashes.SHA256()))
+            return self._hs(m.certificate_verify(0x0403, signature), padding)
+        if kind == OP_AFTER:
+            return self.ap.seal(payload[0] if payload else 23, payload[1:], padding)
+        return payload  # OP_RAW and unassigned codes: the bytes as they are

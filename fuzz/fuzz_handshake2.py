@@ -1,0 +1,85 @@
+"""Fuzz target `handshake2`: the client's second flight, after a valid ClientHello.
+
+Input: ``[config][ops]``. The harness replays a fixed, valid ClientHello to a fresh reproducible
+server (fuzz/common.py), then turns the op stream into client records: handshake messages sealed
+under the client handshake key (and hashed into the client's view of the transcript), alerts,
+application data, raw bytes, and on request a correct Finished, a Certificate with the test client
+chain or a CertificateVerify over the transcript so far. So the fuzzer works on plaintext messages
+behind the AEAD: Certificate / CertificateVerify / Finished parsing, their order, client
+authentication, records after the Finished.
+
+When the handshake completes, its exported state is imported into a new RecordLayer, as appd does,
+and the bytes that followed the Finished are fed to it.
+
+Allowed: PeerAlert, and LocalAlert other than internal_error with its alert record queued last.
+
+Run: ``python -m fuzz.fuzz_handshake2 CORPUS_DIR [libFuzzer flags]`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports(include=["shared", "secured"]):
+    from fuzz.base import Finding, check_local_alert, ops, record_types
+    from fuzz.common import CONFIG_NAMES, SecondFlight, first_flight, new_server
+    from secured.handshake import ServerHandshake, State
+    from shared.errors import Alert, LocalAlert
+    from shared.record import RecordLayer
+
+
+def after_handshake(hs: ServerHandshake) -> None:
+    """appd's side: import the exported state and read what followed the Finished."""
+    state = hs.export()
+    layer = RecordLayer()
+    layer.set_read_key(state.suite, state.read_secret, state.read_seq)
+    layer.set_write_key(state.suite, state.write_secret, state.write_seq)
+    layer.application_mode = True
+    try:
+        layer.receive_data(hs.trailing)
+        while layer.next_event() is not None:
+            pass
+    except LocalAlert as exc:
+        check_local_alert(exc)
+    except Alert:
+        pass
+    record_types(layer.data_to_send())
+
+
+def test_one_input(data: bytes) -> None:
+    if not data:
+        return
+    index = data[0] % len(CONFIG_NAMES)
+    ff = first_flight(index)
+    hs = new_server(index)
+    hs.receive_data(ff.client_hello)
+    if hs.data_to_send() != ff.server_flight:
+        raise Finding("the server's first flight is not reproducible")
+    flight = SecondFlight(ff)
+    try:
+        for code, payload in ops(data[1:]):
+            hs.receive_data(flight.chunk(code, payload))
+            record_types(hs.data_to_send())
+    except LocalAlert as exc:
+        check_local_alert(exc)
+        types = record_types(hs.data_to_send())
+        if not types or types[-1] not in (21, 23):
+            raise Finding(f"{exc!r} raised without its alert queued") from exc
+        return
+    except Alert:
+        if hs.state is not State.CLOSED:
+            raise Finding("engine still open after the peer's alert") from None
+        return
+    if hs.complete:
+        after_handshake(hs)
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

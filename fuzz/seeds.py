@@ -1,0 +1,403 @@
+"""Write seed corpora for every fuzz target from real handshakes run in memory.
+
+A real TLS 1.3 client (Python's ``ssl``, i.e. OpenSSL, over MemoryBIO) talks to the reproducible
+server of fuzz/common.py in each configuration: a full handshake, ALPN, resumption with a ticket, a
+HelloRetryRequest with a cookie, client certificates. Every byte the client sends is recorded; so are
+the channel messages appd and secured would exchange for it and the blob its exported state seals
+to. Because the server is reproducible, the recorded client bytes replay in the harness process.
+
+Usage: ``python -m fuzz.seeds [OUT_DIR]`` from the repository root (default fuzz/seeds). Each
+target's directory is emptied first. Needs no atheris.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import shutil
+import ssl
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from fuzz import common
+from fuzz.base import BLOB_CHANNEL_ID, BLOB_CONN, BLOB_KEY, op
+from secured import messages as m
+from secured.handshake import ServerHandshake
+from shared import blob as B
+from shared import channel as C
+from shared import config
+from shared.record import whole_records
+from shared.state import TrafficState
+from shared.wire import u16, vector
+from tests.inmemory import Pair, client_context
+from tests.tlsclient import Client, Hello, record
+
+TARGETS = ("record", "client_hello", "handshake", "handshake2", "channel", "blob", "config")
+SUITE_IDS = (0x1301, 0x1302, 0x1303)  # fuzz_record's order (sorted)
+RECORD_MODES = ("plaintext", "handshake", "application", "skip_early", "skip_plain", "sealed_app", "sealed_hs")
+
+
+class Recorder:
+    """Stands in for the ServerHandshake a Pair drives and keeps every byte the client sent."""
+
+    def __init__(self, server: ServerHandshake) -> None:
+        self._server = server
+        self.flights: list[bytes] = []
+        self.replies: list[bytes] = []
+
+    def receive_data(self, data: bytes) -> None:
+        self.flights.append(bytes(data))
+        self._server.receive_data(data)
+
+    def data_to_send(self) -> bytes:
+        out = self._server.data_to_send()
+        self.replies.append(out)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+class Session:
+    """One recorded client connection against ``common.new_server(index)``."""
+
+    def __init__(self, index: int, ctx: ssl.SSLContext, *, sni: str = "localhost",
+                 session: ssl.SSLSession | None = None) -> None:
+        self.index = index
+        self.recorder = Recorder(common.new_server(index))
+        self.pair = Pair(self.recorder, ctx, sni=sni, session=session)  # type: ignore[arg-type]
+        self.ok = True
+        self.app: list[bytes] = []  # client records after the handshake
+        try:
+            self.pair.handshake()
+        except Exception:
+            self.ok = False  # a refused client is a seed too
+
+    @property
+    def stream(self) -> bytes:
+        return b"".join(self.recorder.flights)
+
+    @property
+    def state(self) -> TrafficState | None:
+        return self.pair.state
+
+    def send(self, data: bytes) -> None:
+        """The client writes ``data`` (and reads whatever the server sent, tickets included)."""
+        self.pair.client.write(data)
+        out = self.pair.outgoing.read()
+        self.app.append(out)
+        assert self.pair.rl is not None
+        self.pair.rl.receive_data(out)
+        while self.pair.rl.next_event() is not None:
+            pass
+        self.pair.incoming.write(self.pair.rl.send_application_data(b"ok"))
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self.pair.client.read(100)
+
+    def close(self) -> None:
+        with contextlib.suppress(ssl.SSLError):
+            self.pair.client.unwrap()
+        self.app.append(self.pair.outgoing.read())
+
+
+def sessions() -> list[Session]:
+    out = []
+    ctx = client_context()
+    first = Session(0, ctx)
+    first.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    first.send(b"x" * 3000)
+    first.close()
+    out.append(first)
+    resumed = Session(0, ctx, session=first.pair.client.session)
+    resumed.send(b"again")
+    out.append(resumed)
+    alpn = client_context()
+    alpn.set_alpn_protocols(["http/1.1", "h2"])
+    out.append(Session(0, alpn, sni="www.example.test"))
+    bad_alpn = client_context()
+    bad_alpn.set_alpn_protocols(["spdy/3"])
+    out.append(Session(0, bad_alpn))
+    hrr = Session(1, ctx)  # P-256 only: OpenSSL's x25519 share gets a HelloRetryRequest with a cookie
+    hrr.send(b"after a retry")
+    out.append(hrr)
+    out.append(Session(1, ctx, session=hrr.pair.client.session))
+    for index, kind in ((2, "ecdsa"), (2, None), (3, "rsa2048"), (3, "ed25519"), (3, None)):
+        s = Session(index, client_context(client_cert=kind))
+        if s.ok:
+            s.send(b"authenticated")
+        out.append(s)
+    psk_ke = client_context(client_cert="ecdsa")
+    first_auth = Session(2, psk_ke)
+    if first_auth.ok:
+        first_auth.send(b"x")
+        out.append(Session(2, psk_ke, session=first_auth.pair.client.session))
+    return out
+
+
+def split_records(data: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        n = whole_records(data[pos:])
+        if n == 0:
+            break
+        first = 5 + int.from_bytes(data[pos + 3 : pos + 5], "big")
+        out.append(data[pos : pos + first])
+        pos += first
+    return out
+
+
+def client_hellos(recorded: Iterable[Session]) -> list[bytes]:
+    """Every ClientHello message (no record header): the real ones, then edited ones."""
+    hellos = []
+    for s in recorded:
+        for rec in split_records(s.stream):
+            if rec[0] == 22 and len(rec) > 9 and rec[5] == 1:
+                hellos.append(rec[5:])
+    edited = Client(alpn=[b"h2", b"http/1.1"])
+    h = edited.hello
+    h.set(42, b"")  # early_data
+    h.set(44, vector(2, b"cookie"))
+    h.set(21, bytes(40))  # padding
+    h.set(50, vector(2, u16(0x0403) + u16(0x0804)))  # signature_algorithms_cert
+    h.set(5, b"\x01\x00\x00\x00\x00")  # status_request (ignored)
+    h.set(45, vector(1, b"\x00\x01"))
+    identity = vector(2, b"\x01" * 40) + b"\x00\x00\x00\x10"
+    h.set(41, vector(2, identity) + vector(2, vector(1, b"\x02" * 32)))  # pre_shared_key, last
+    hellos.append(h.encode())
+    legacy = Hello(omit_extensions_block=True)
+    hellos.append(legacy.encode())
+    return hellos
+
+
+def record_seeds(recorded: list[Session]) -> list[bytes]:
+    seeds = []
+    for s in recorded[:4]:
+        stream = s.stream
+        first = split_records(stream)[0] if stream else b""
+        seeds.append(bytes([0]) + u16(len(first)) + stream)  # plaintext: ClientHello, CCS, encrypted flight
+        rest = stream[len(first) :]
+        seeds.append(bytes([1]) + u16(7) + rest)  # handshake keys: the encrypted records
+        seeds.append(bytes([2]) + u16(0) + b"".join(s.app))  # application keys: data, close_notify
+        seeds.append(bytes([3]) + u16(0) + rest)  # skipping early data
+        seeds.append(bytes([4]) + u16(0) + b"\x17\x03\x03\x00\x05hello" + first)  # skip after HRR
+    # Sealed op streams: op = inner type | padding << 5; mode byte = mode + 7 * suite index.
+    app = (op(23, b"hello") + op(23) + op(23 | 0x40, b"padded") + op(22, b"\x18\x00\x00\x01\x01")
+           + op(23, b"after update") + op(21, b"\x01\x5a") + op(21, b"\x01\x00"))
+    fragments = op(22, b"\x14\x00\x00\x20" + bytes(10)) + op(22, bytes(22)) + op(20, b"\x01") + op(0, b"")
+    hs = op(22, b"\x14\x00\x00\x20" + bytes(32)) + op(21, b"\x02\x28") + op(23, b"early")
+    for suite in range(3):
+        seeds.append(bytes([5 + 7 * suite]) + u16(9) + app)
+        seeds.append(bytes([6 + 7 * suite]) + u16(5) + fragments)
+        seeds.append(bytes([6 + 7 * suite]) + u16(0) + hs)
+    seeds.append(bytes([5]) + u16(0) + op(22, b"\x18\x00\x00\x01\x00") * 3 + op(22, b"\x0b\x00\x00\x00"))
+    return seeds
+
+
+def handshake_seeds(recorded: list[Session]) -> list[bytes]:
+    seeds = []
+    for s in recorded:
+        stream = s.stream
+        first = len(s.recorder.flights[0]) if s.recorder.flights else 0
+        seeds.append(bytes([s.index]) + u16(first) + stream)
+        seeds.append(bytes([s.index]) + u16(3) + stream)  # cut inside the first record header
+    # Hand-made first flights: an edited hello in every configuration, and a pre-1.3 hello.
+    for index in range(len(common.CONFIG_NAMES)):
+        c = Client(alpn=[b"h2"])
+        c.hello.set(42, b"")
+        seeds.append(bytes([index]) + u16(0) + c.client_hello_record() + record(23, b"early data"))
+    seeds.append(bytes([0]) + u16(0) + record(22, Hello(omit_extensions_block=True).encode(), 0x0301))
+    return seeds
+
+
+def handshake2_seeds() -> list[bytes]:
+    ccs = op(common.OP_RAW, b"\x14\x03\x03\x00\x01\x01")
+    fin = op(common.OP_FINISHED)
+    after = op(common.OP_AFTER, b"\x17GET / HTTP/1.1\r\n\r\n") + op(
+        common.OP_AFTER, b"\x16\x18\x00\x00\x01\x01"
+    ) + op(common.OP_AFTER, b"\x15\x01\x00")
+    cert = op(common.OP_CERT) + op(common.OP_CERT_VERIFY)
+    empty = op(common.OP_EMPTY_CERT)
+    return [
+        bytes([0]) + fin,
+        bytes([0]) + ccs + fin + after,
+        bytes([0]) + op(common.OP_HS, m.finished(bytes(32))),
+        bytes([0]) + op(common.OP_ALERT, b"\x02\x28"),
+        bytes([1]) + ccs + fin,
+        bytes([1]) + op(common.OP_FINISHED | 0x30, b"\x00\x00\x00\x00"),
+        bytes([2]) + empty + fin + after,
+        bytes([2]) + ccs + cert + fin + after,
+        bytes([2]) + op(common.OP_CERT, b"ctx") + op(common.OP_CERT_VERIFY) + fin,
+        bytes([3]) + cert + fin + after,
+        bytes([3]) + empty + fin,
+        bytes([3]) + op(common.OP_INNER, b"\x14\x01") + fin,
+    ]
+
+
+def sealed(state: TrafficState, conn: int = BLOB_CONN) -> bytes:
+    copy = TrafficState(**{**state.__dict__, "read_secret": bytearray(state.read_secret),
+                           "write_secret": bytearray(state.write_secret), "peer_certs": list(state.peer_certs)})
+    return B.BlobSealer(BLOB_KEY, BLOB_CHANNEL_ID).seal(copy, conn)
+
+
+def blob_seeds(states: list[TrafficState]) -> list[bytes]:
+    seeds = []
+    for state in states:
+        blob = sealed(state)
+        inner = cbor2.dumps(B._inner_from_state(state), canonical=True)
+        seeds += [bytes([0]) + blob, bytes([1]) + blob, bytes([1]) + inner, bytes([2]) + inner]
+    seeds.append(bytes([1]) + cbor2.dumps({"a": [1, -2, b"x", "y", None, True, False], 7: {}}, canonical=True))
+    return seeds
+
+
+def channel_seeds(recorded: list[Session], states: list[TrafficState]) -> list[bytes]:
+    appd_hello = C.HelloExchange("appd").datagram
+    secured_hello = C.HelloExchange("secured").datagram
+    s = recorded[0]
+    flights, replies = s.recorder.flights, [r for r in s.recorder.replies if r]
+    ch, fin = flights[0], flights[-1] if len(flights) > 1 else b""
+    msgs = [
+        C.Open(conn=1, peer="127.0.0.1:50000"),
+        C.Open(conn=2, peer="[2001:db8::1]:443"),
+        C.Hs(conn=1, data=ch),
+        C.Hs(conn=1, data=replies[0] if replies else b"", consumed=len(ch)),
+        C.Done(conn=1, data=replies[-1] if replies else b"", consumed=len(fin), blob=sealed(states[0]),
+               alert=b"\x17\x03\x03\x00\x13" + bytes(19)),
+        C.Fail(conn=1, data=b"\x15\x03\x03\x00\x02\x02\x28", reason="handshake_failure"),
+        C.Abort(conn=2),
+        C.Error(reason="no_common_version"),
+    ]
+    encoded = [m.encode() for m in msgs]
+
+    def seq(parts: list[bytes]) -> bytes:
+        return b"".join(u16(len(p)) + p for p in parts)
+
+    seeds = [bytes([0]) + d for d in [appd_hello, secured_hello, *encoded]]
+    # appd receives (after its open 1 and hs 1): secured's hs, done / fail.
+    seeds.append(bytes([1]) + seq([encoded[3], encoded[4]]))
+    seeds.append(bytes([1]) + seq([encoded[5], encoded[7]]))
+    # secured receives (after opens 1 and 2): hs, abort, a third open.
+    seeds.append(bytes([2]) + seq([encoded[2], encoded[6], C.Open(conn=3, peer="x").encode()]))
+    seeds.append(bytes([3]) + secured_hello)
+    seeds.append(bytes([3]) + appd_hello)
+    return seeds
+
+
+CONFIGS = [
+    b"",
+    b'log_level = "debug"\nlog_format = "console"\nruntime_dir = "/tmp/x"\n',
+    b"""[secured]
+certificates = [{ cert = "a.pem", key = "a.key" }, { cert = "b.pem", key = "b.key" }]
+cipher_suites = ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+groups = ["x25519", "P-256"]
+alpn = ["h2", "http/1.1"]
+tickets = 4
+ticket_lifetime = 3600
+allow_psk_ke = true
+client_ca = "/etc/ca.pem"
+client_auth = "optional"
+hrr_cookie = true
+socket = "/run/s.sock"
+socket_mode = 0o600
+allowed_uids = [0, 1000]
+user = "nobody"
+max_handshakes_per_channel = 10
+handshake_timeout = 2.5
+
+[appd]
+listen = ["127.0.0.1:8443", "[::1]:443"]
+backend = "tcp://127.0.0.1:8080"
+secured_socket = "/run/s.sock"
+user = "nobody"
+idle_timeout = 60
+handshake_timeout = 1e1
+drain_timeout = 0
+max_connections = 1
+proxy_protocol = true
+""",
+    b'[appd]\nidle_timeout = nan\nlisten = "0.0.0.0:0"\n',
+    b"[[secured.certificates]]\ncert = 'c'\nkey = 'k'\n\n[appd.extra]\nx = 1979-05-27T07:32:00Z\n",
+    b'[secured]\ntickets = 17\nsocket_mode = 0o1777\nhandshake_timeout = inf\n',
+    b'[secured]\n"quoted key" = 1\nallowed_uids = [1, 2]\n',
+    b"[appd]\nidle_timeout = 123456789012345678901234567890\n",
+    b"x = [[[[1]]], {a = {b = {c = [2]}}}]\n",
+]
+ADDRESSES = [b"127.0.0.1:8443", b"[::1]:443", b"localhost:0", b"[2001:db8::1]:65535", b"host:-1", b":80", b"x"]
+
+
+def config_seeds() -> list[bytes]:
+    root = Path(__file__).resolve().parents[1]
+    files = list(CONFIGS)
+    example = root / "systemd" / "config.toml"
+    if example.exists():
+        files.append(example.read_bytes())
+    composed = [  # mode 2 of fuzz_config: [table][setting index][value] lines, settings in sorted order
+        [("secured", "allowed_uids", b"[1, 2]"), ("appd", "idle_timeout", b"123456789012345678901234567890"),
+         ("secured", None, b'"quoted key" = [[[1]]]'), ("", "log_level", b'"debug"')],
+        [("appd", "listen", b'["127.0.0.1:1", "[::1]:2"]'), ("appd", "drain_timeout", b"nan"),
+         ("secured", "certificates", b'[{cert = "c", key = "k"}]'), ("secured", "tickets", b"-1")],
+    ]
+    return ([bytes([0]) + f for f in files] + [bytes([1]) + a for a in ADDRESSES]
+            + [bytes([2]) + b"\n".join(composed_line(*line) for line in lines) for lines in composed])
+
+
+def composed_line(table: str, name: str | None, value: bytes) -> bytes:
+    cls = {"": config.Settings, "secured": config.SecuredSettings, "appd": config.AppdSettings}[table]
+    names = sorted(f.name for f in dataclasses.fields(cls) if table or f.name not in ("secured", "appd"))
+    return bytes([("", "secured", "appd").index(table), names.index(name) if name else 255]) + value
+
+
+def config_dictionary() -> list[bytes]:
+    """libFuzzer dictionary for the config target: every setting name, the tables, TOML punctuation."""
+    words = {"[secured]", "[appd]", "[[secured.certificates]]", " = ", "\n", "[", "]", "{", "}", ",", '"', "'",
+             '"""', "true", "false", "nan", "inf", "-inf", "0x", "0o", "1e400", "1979-05-27T07:32:00Z", "#"}
+    for cls in (config.Settings, config.SecuredSettings, config.AppdSettings):
+        words.update(f.name for f in dataclasses.fields(cls))
+    words.update(config.SUITE_NAMES)
+    words.update(config.GROUP_NAMES)
+    return [w.encode() for w in sorted(words)]
+
+
+def write_dictionary(path: Path, words: list[bytes]) -> None:
+    lines = ['"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}" for b in w) + '"'
+             for w in words]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write(out: Path, target: str, seeds: list[bytes]) -> int:
+    d = out / target
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    for data in seeds:
+        (d / hashlib.sha1(data).hexdigest()).write_bytes(data)  # named like libFuzzer names its inputs
+    return len(set(seeds))
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent / "seeds"
+    recorded = sessions()
+    states = [s.state for s in recorded if s.state is not None]
+    counts = {
+        "record": write(out, "record", record_seeds(recorded)),
+        "client_hello": write(out, "client_hello", [bytes([0]) + h[4:] for h in client_hellos(recorded)]
+                              + [bytes([1]) + h for h in client_hellos(recorded)[:2]]),
+        "handshake": write(out, "handshake", handshake_seeds(recorded)),
+        "handshake2": write(out, "handshake2", handshake2_seeds()),
+        "channel": write(out, "channel", channel_seeds(recorded, states)),
+        "blob": write(out, "blob", blob_seeds(states)),
+        "config": write(out, "config", config_seeds()),
+    }
+    write_dictionary(out / "config.dict", config_dictionary())
+    completed = sum(s.ok for s in recorded)
+    print(f"seeds: {completed}/{len(recorded)} real handshakes completed; written to {out}")
+    for target, n in counts.items():
+        print(f"  {target:13} {n:3} seeds")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
