@@ -70,7 +70,8 @@ async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, li
                                   max_warning_alerts=limits.max_warning_alerts)
             try:
                 await serve(stream, backend, peer=peer, log=clog)
-                summary.outcome = "closed"
+                # serve also returns after giving up with an alert of its own (a backend reset mid-stream)
+                summary.outcome = "closed" if stream.alert_sent is None else _why(stream, None)
             except trio.BrokenResourceError as exc:
                 summary.outcome = _why(stream, exc)
             finally:
@@ -86,7 +87,7 @@ async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, li
         )
 
 
-def _why(stream: RecordStream, exc: BaseException) -> str:
+def _why(stream: RecordStream, exc: BaseException | None) -> str:
     sent = getattr(stream, "alert_sent", None)
     received = getattr(stream, "alert_received", None)
     if sent is not None:
