@@ -233,6 +233,9 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("secured.socket_mode must be a permission mode, 0 to 0o777")
     if app.max_connections < 1:
         raise ConfigError("appd.max_connections must be at least 1")
+    for uid in sec.allowed_uids:
+        if not 0 <= uid < 2**32 - 1:  # (uid_t)-1 is "no user"
+            raise ConfigError(f"secured.allowed_uids: {uid} is not a uid (0 to 4294967294)")
     for where, value in (("secured.workers", sec.workers), ("appd.workers", app.workers)):
         if not 1 <= value <= MAX_WORKERS:
             raise ConfigError(f"{where} must be 1 to {MAX_WORKERS} processes")
@@ -254,10 +257,13 @@ def parse_address(text: str, where: str = "address") -> tuple[str, int]:
         raise ConfigError(f"{where}: {text!r} is not HOST:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    try:
-        number = int(port)
-    except ValueError:
-        raise ConfigError(f"{where}: port in {text!r} is not a number") from None
+    elif ":" in host:
+        raise ConfigError(f"{where}: {text!r}: an IPv6 address needs brackets, [{host}]:{port}")
+    if not host or host != host.strip() or any(c.isspace() for c in host):
+        raise ConfigError(f"{where}: {text!r} has no usable host")
+    if not (port.isascii() and port.isdigit()) or len(port) > 5:
+        raise ConfigError(f"{where}: port in {text!r} is not a number")
+    number = int(port)
     if not 0 <= number <= 65535:
         raise ConfigError(f"{where}: port {number} out of range")
     return host, number

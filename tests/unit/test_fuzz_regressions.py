@@ -44,3 +44,19 @@ def test_config_path_with_nul_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         config.load(str(tmp_path / "a") + "\x00b.toml")
     assert "null byte" in str(ei.value)
+
+
+@pytest.mark.parametrize("text", ["h:+80", "h:8_0", "h:\u0668\u0660", " h: 80", "[]:80", "::1:80", "h :80", "h:123456"])
+def test_parse_address_refuses_what_int_or_rpartition_would_let_through(text: str) -> None:
+    """int() takes '+80', '8_0' and other scripts' digits; rpartition splits an unbracketed IPv6 address."""
+    from shared.config import parse_address
+
+    with pytest.raises(ConfigError) as exc:
+        parse_address(text, "appd.listen")
+    assert str(exc.value).startswith("appd.listen: ") and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("uid", [-1, 2**32 - 1, 2**32, 2**63])
+def test_allowed_uids_out_of_range(uid: int) -> None:
+    with pytest.raises(ConfigError, match=r"secured\.allowed_uids"):
+        config.from_dict({"secured": {"allowed_uids": [uid]}})
