@@ -117,10 +117,11 @@ def _in_subset(v: object) -> bool:
 
 
 def _depth(v: object) -> int:
+    """The nesting level of the deepest item (the top item is at 0), as the decoder counts it."""
     if isinstance(v, list):
-        return 1 + max((_depth(x) for x in v), default=0)
+        return max((1 + _depth(x) for x in v), default=0)
     if isinstance(v, dict):
-        return 1 + max((_depth(x) for x in [*v.keys(), *v.values()]), default=0)
+        return max((1 + _depth(x) for x in [*v.keys(), *v.values()]), default=0)
     return 0
 
 
@@ -194,3 +195,9 @@ def test_agrees_with_cbor2_on_mutated_encodings(value: object, data: st.DataObje
     else:
         encoded.insert(i, data.draw(st.integers(0, 255)))
     _agrees(bytes(encoded))
+
+
+def test_depth_limit_counts_items_not_brackets() -> None:
+    assert cbor.decode(cbor.encode([[[[[]]]]]), 100) == [[[[[]]]]]  # the empty list sits at depth 4
+    with pytest.raises(cbor.CBORFault, match="nested too deep"):
+        cbor.decode(cbor.encode([[[[[0]]]]]), 100)  # the 0 would sit at depth 5
