@@ -2,9 +2,10 @@
 
 Servers run on one core, load generators on another, every figure is set beside the references
 measured minutes apart on the same machine: absolute numbers drift with whatever else the machine
-does, ratios much less. See docs/performance.md for what each figure means.
+does, ratios much less. The workers phase then sets our pair with ``--workers 2`` on two cores
+beside itself with ``--workers 1`` on one. See docs/performance.md for what each figure means.
 
-    python -m bench [--quick] [--only handshake,resumed,bulk,handoff,memory,latency] [--keep]
+    python -m bench [--quick] [--only handshake,resumed,bulk,workers,handoff,memory,latency] [--keep]
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from bench import proc, report, servers
 from bench.servers import ROOT, Server, Workdir
 
 ALL = ("ours", "openssl", "trio_ssl")
-PHASES = ("handshake", "resumed", "bulk", "handoff", "memory", "latency")
+PHASES = ("handshake", "resumed", "bulk", "workers", "handoff", "memory", "latency")
 RESULTS = ROOT / "bench" / "results"
+BULK_STREAMS = 8  # the workers phase's downloads: with 8, SO_REUSEPORT leaves a worker idle once in 128 windows
 
 
 @dataclass
@@ -105,10 +107,10 @@ def machine() -> dict[str, Any]:
 # -- load generators ------------------------------------------------------------------------------
 
 
-def _client(work: Workdir, module: str, *args: str) -> subprocess.Popen[str]:
+def _client(work: Workdir, module: str, *args: str, cores: frozenset[int] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, preexec_fn=proc.pinned(work.client_core), env={**os.environ, **work.env},
-                            cwd=ROOT)
+                            text=True, preexec_fn=proc.pinned(work.client_core if cores is None else cores),
+                            env={**os.environ, **work.env}, cwd=ROOT)
 
 
 def _read_json(p: subprocess.Popen[str]) -> dict[str, Any]:
@@ -221,9 +223,10 @@ def settle(server: Server, limit: float = 15.0) -> None:
 
 
 def start(work: Workdir, name: str, kind: str, *, tickets: int, backend: str = "echo",
-          max_connections: int = 10000) -> Server:
+          max_connections: int = 10000, workers: int = 1, cores: frozenset[int] | None = None) -> Server:
     if name == "ours":
-        server = servers.ours(work, kind, tickets=tickets, backend=backend, max_connections=max_connections)
+        server = servers.ours(work, kind, tickets=tickets, backend=backend, max_connections=max_connections,
+                              workers=workers, cores=cores)
     elif name == "openssl":
         server = servers.openssl(work, kind, tickets=tickets)
     else:
@@ -327,6 +330,110 @@ def phase_bulk(work: Workdir, plan: Plan, results: dict[str, Any], backend: tupl
             bulk[way] = interleaved(plan, group, measure, f"bulk {way}")
 
 
+@dataclass(frozen=True)
+class Layout:
+    """One configuration of the workers phase: ``--workers``, the cores the servers may use, the load's cores."""
+
+    workers: int
+    server_cores: frozenset[int]
+    load_cores: frozenset[int]
+
+    def __post_init__(self) -> None:  # core_shares() charges the load to the servers' cores wholly or not at all
+        if self.load_cores & self.server_cores and not self.load_cores <= self.server_cores:
+            raise ValueError("the load generator's cores must be apart from the servers' or among them")
+
+    @property
+    def load_shares_servers_cores(self) -> bool:
+        return bool(self.load_cores & self.server_cores)
+
+
+def layouts(work: Workdir) -> dict[str, Layout]:
+    """``w1``: one worker on the server core, the load on the client core, as in every other phase. ``w2``: two
+    workers per daemon on two cores. ``w1_both``: one worker on the same two cores, to tell what the second worker
+    adds from what lifting the pin adds (secured and appd are two processes already).
+
+    With two cores, the second server core is the client core and the load runs on both: it cannot be kept
+    apart. With a third core, that one is the servers' second and the load keeps its own (and any further ones).
+    """
+    spare = [c for c in sorted(os.sched_getaffinity(0)) if c not in (work.server_core, work.client_core)]
+    one = frozenset({work.server_core})
+    if spare:
+        two, load = frozenset({work.server_core, spare[0]}), frozenset({work.client_core, *spare[1:]})
+        return {"w1": Layout(1, one, load), "w1_both": Layout(1, two, load), "w2": Layout(2, two, load)}
+    both = frozenset({work.server_core, work.client_core})
+    return {"w1": Layout(1, one, frozenset({work.client_core})), "w1_both": Layout(1, both, both),
+            "w2": Layout(2, both, both)}
+
+
+def core_shares(layout: Layout, m: dict[str, Any], load_cpu: float) -> dict[str, float]:
+    """Over one window, in cores (CPU-seconds per second of wall time): what the servers used, what the load
+    generator used, what else kept the servers' cores busy (other processes, and kernel time charged to no
+    process), and so how many cores the servers could have had at most."""
+    before, after = m["cores"]
+    server, load = m["server_cpu"] / m["wall"], load_cpu / m["wall"]
+    busy = sum(proc.core_busy(before, after, core) for core in layout.server_cores)
+    load_here = load if layout.load_shares_servers_cores else 0.0
+    others = max(0.0, busy - server - load_here)
+    return {"server_cores": server, "load_cores": load, "others_cores": others,
+            "available_cores": len(layout.server_cores) - load_here - others}
+
+
+def workers_handshakes(work: Workdir, plan: Plan, layout: Layout, server: Server) -> dict[str, Any]:
+    """Full handshakes, as in the handshake phase, from clients placed by ``layout``."""
+    clients = [_client(work, "bench.hsclient", "--port", str(server.port), "--mode", "full",
+                       "--seconds", str(plan.seconds), cores=layout.load_cores) for _ in range(plan.clients)]
+    m = lockstep(server, clients)
+    n = sum(r["n"] for r in m["results"])
+    if n == 0:
+        raise RuntimeError(f"{server.name}: no handshake completed")
+    return {"n": float(n), "errors": float(sum(r["errors"] for r in m["results"])), "per_s": n / m["wall"],
+            "cpu_us": m["server_cpu"] / n * 1e6, "per_cpu_s": n / max(m["server_cpu"], 1e-9), "wall": m["wall"],
+            **core_shares(layout, m, sum(r["cpu"] for r in m["results"]))}
+
+
+def workers_bulk(work: Workdir, plan: Plan, layout: Layout, backend_pid: int, server: Server) -> dict[str, Any]:
+    """``BULK_STREAMS`` downloads at once through the proxy; the backend joins the load generator's cores."""
+    clients = [_client(work, "bench.bulk", "--port", str(server.port), "--direction", "down",
+                       "--seconds", str(plan.seconds), cores=layout.load_cores) for _ in range(BULK_STREAMS)]
+    os.sched_setaffinity(backend_pid, layout.load_cores)
+    try:
+        b0 = proc.cpu_seconds([backend_pid])
+        m = lockstep(server, clients)
+        backend_cpu = proc.cpu_seconds([backend_pid]) - b0
+    finally:
+        os.sched_setaffinity(backend_pid, {work.client_core})
+    mb = sum(r["bytes"] for r in m["results"]) / 1e6
+    return {"mb": mb, "mb_per_s": mb / m["wall"], "mb_per_cpu_s": mb / max(m["server_cpu"], 1e-9), "wall": m["wall"],
+            **core_shares(layout, m, sum(r["cpu"] for r in m["results"]) + backend_cpu)}
+
+
+def phase_workers(work: Workdir, plan: Plan, results: dict[str, Any], backend: tuple[int, int, int]) -> None:
+    """Our pair with ``--workers 1`` on one core against ``--workers 2`` on both, full handshakes and downloads;
+    afterwards each server's log tells how the connections spread over the workers."""
+    pid, _, source = backend
+    lay = layouts(work)
+    out = results.setdefault("workers", {})
+    out["layouts"] = {key: {"workers": lt.workers, "server_cores": sorted(lt.server_cores),
+                            "load_cores": sorted(lt.load_cores)} for key, lt in lay.items()}
+    out["bulk_connections"] = BULK_STREAMS
+    for what, spec in (("handshake", "echo"), ("bulk", f"tcp://127.0.0.1:{source}")):
+        group: dict[str, Server] = {}
+        with contextlib.ExitStack() as stack:
+            for key, layout in lay.items():
+                group[key] = stack.enter_context(start(work, "ours", "ecdsa", tickets=0, backend=spec,
+                                                       workers=layout.workers, cores=layout.server_cores))
+                group[key].name = key
+            if what == "handshake":
+                def measure(srv: Server) -> dict[str, Any]:
+                    return workers_handshakes(work, plan, lay[srv.name], srv)
+            else:
+                def measure(srv: Server) -> dict[str, Any]:
+                    return workers_bulk(work, plan, lay[srv.name], pid, srv)
+            out[what] = interleaved(plan, group, measure, f"workers, {what}")
+        for key, server in group.items():  # stopped: every connection has logged its line
+            out[what][key]["per_worker"] = servers.worker_counts(server.log)
+
+
 def phase_handoff(plan: Plan, results: dict[str, Any]) -> None:
     import trio
 
@@ -427,6 +534,7 @@ def main() -> int:
         ("handshake", lambda: phase_handshake(work, plan, results, latency="latency" in only)),
         ("resumed", lambda: phase_resumed(work, plan, results)),
         ("bulk", lambda: phase_bulk(work, plan, results, (backend.pid, discard, source))),
+        ("workers", lambda: phase_workers(work, plan, results, (backend.pid, discard, source))),
         ("handoff", lambda: phase_handoff(plan, results)),
         ("memory", lambda: phase_memory(work, plan, results, discard)),
     ]
@@ -453,6 +561,9 @@ def main() -> int:
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(report.table(results))
+    if "workers" in results:
+        print()
+        print(report.workers_table(results))
     print()
     for note in report.notes(results):
         print(f"- {note}")

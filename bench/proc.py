@@ -85,11 +85,12 @@ def rss_kib(pid: int) -> int:
     raise ValueError(f"no VmRSS for pid {pid}")
 
 
-def pinned(core: int) -> Callable[[], None]:
-    """A ``preexec_fn`` putting the child (and so everything it starts) on one core."""
+def pinned(cores: int | Iterable[int]) -> Callable[[], None]:
+    """A ``preexec_fn`` putting the child (and so everything it starts) on one core, or on a set of them."""
+    allowed = {cores} if isinstance(cores, int) else set(cores)
 
     def pin() -> None:
-        os.sched_setaffinity(0, {core})
+        os.sched_setaffinity(0, allowed)
 
     return pin
 

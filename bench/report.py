@@ -109,6 +109,146 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+WORKER_LAYOUTS = ("w1", "w1_both", "w2")
+RAW_TARGET, COST_TARGET = 1.8, 0.9  # two cores give >= 1.8x one; 0.9 x 2 cores = 1.8x
+FREE = 0.95  # a core counts as free when the servers could have this much of it
+
+
+def _layout(layout: dict[str, Any] | None) -> str:
+    """``--workers 2, servers on cores 0+1, load 0+1``: a column heading of the workers table."""
+    if not layout:
+        return "?"
+
+    def cores(which: str) -> str:
+        return "+".join(map(str, layout[which]))
+
+    return f"--workers {layout['workers']}, servers on cores {cores('server_cores')}, load {cores('load_cores')}"
+
+
+def _shares(counts: dict[str, int] | None, workers: int) -> str:
+    """``51 / 49 %``: each worker's share, worker 0 first; a worker that got nothing shows as 0."""
+    if counts is None:
+        return "—"
+    total = sum(counts.values())
+    if total == 0:
+        return "—"
+    return " / ".join(f"{counts.get(str(w), 0) / total * 100:.0f}" for w in range(workers)) + " %"
+
+
+@dataclass
+class WorkersRow:
+    label: str
+    cells: list[str]
+    ratio: str = ""
+    target: str = ""
+    passed: str = ""
+
+
+def workers_rows(r: dict[str, Any]) -> list[WorkersRow]:
+    """The workers phase: one column per layout, then workers 2 / workers 1 (both in their own layout)."""
+    w = r.get("workers", {})
+    lay = w.get("layouts", {})
+    out: list[WorkersRow] = []
+
+    def figures(what: str, key: str, label: str, digits: int) -> WorkersRow:
+        values = [_get(w, what, name, key) for name in WORKER_LAYOUTS]
+        return WorkersRow(label, [_num(v, digits) for v in values], _ratio(values[2], values[0]))
+
+    def shares(what: str, key: str, label: str) -> WorkersRow:
+        cells = [_shares(_get(w, what, name, "per_worker", key), (lay.get(name) or {}).get("workers", 1))
+                 for name in WORKER_LAYOUTS]
+        return WorkersRow(label, cells)
+
+    n_bulk = w.get("bulk_connections", "?")
+    sections = (("handshake", "handshakes", "per_s", "full ECDSA handshakes/s", "per_cpu_s",
+                 "full handshakes per server CPU-second", f"{_get(r, 'plan', 'clients') or '?'} clients"),
+                ("bulk", "bulk", "mb_per_s", f"bulk download, {n_bulk} connections (MB/s)", "mb_per_cpu_s",
+                 "bulk download, MB per server CPU-second", f"{n_bulk} clients + backend"))
+    for what, short, rate, rate_label, per_cpu, cost_label, load in sections:
+        if what not in w:
+            continue
+        raw, cost = figures(what, rate, rate_label, 0), figures(what, per_cpu, cost_label, 0)
+        ceiling = _get(w, what, "w2", "available_cores"), _get(w, what, "w1", "available_cores")
+        rates = _get(w, what, "w2", rate), _get(w, what, "w1", rate)
+        if None not in rates and None not in ceiling and rates[1]:
+            # Judged only when the windows really were two free cores against one; otherwise "n/a", and the
+            # normalised row below is the one that says something.
+            raw.target = f"≥ {RAW_TARGET}x, when the servers had 2 free cores against 1"
+            fair = ceiling[0] >= 2 * FREE and ceiling[1] >= FREE
+            raw.passed = "n/a" if not fair else "pass" if rates[0] / rates[1] >= RAW_TARGET else "FAIL"
+        costs = _get(w, what, "w2", per_cpu), _get(w, what, "w1", per_cpu)
+        if None not in costs and costs[1]:
+            cost.target = f"≥ {COST_TARGET}x (normalised; {COST_TARGET}x on 2 cores = {RAW_TARGET}x)"
+            cost.passed = "pass" if costs[0] / costs[1] >= COST_TARGET else "FAIL"
+        out.append(raw)
+        if what == "handshake":
+            out.append(figures(what, "cpu_us", "server CPU per full handshake (µs)", 0))
+        out.append(cost)
+        out.append(figures(what, "server_cores", f"{short}: server cores used", 2))
+        out.append(figures(what, "available_cores", f"{short}: server cores available (cores - load - others)", 2))
+        out.append(figures(what, "load_cores", f"{short}: load generator cores ({load})", 2))
+        out.append(figures(what, "others_cores", f"{short}: others' cores on the servers' cores", 2))
+        if what == "handshake":
+            out.append(shares(what, "appd_connections", f"{short}: appd workers' share of connections"))
+            out.append(shares(what, "secured_handshakes", f"{short}: secured workers' share of handshakes"))
+        else:
+            out.append(shares(what, "appd_bytes_out", f"{short}: appd workers' share of bytes sent"))
+            out.append(shares(what, "appd_connections", f"{short}: appd workers' share of connections"))
+    return out
+
+
+def workers_table(r: dict[str, Any]) -> str:
+    lay = r.get("workers", {}).get("layouts", {})
+    head = ["figure", *(_layout(lay.get(n)) for n in WORKER_LAYOUTS), "workers 2 / workers 1", "target", "pass"]
+    align = ["---", "---:", "---:", "---:", "---:", "---", ":-:"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    for row in workers_rows(r):
+        lines.append("| " + " | ".join([row.label, *row.cells, row.ratio, row.target, row.passed]) + " |")
+    return "\n".join(lines)
+
+
+def workers_notes(r: dict[str, Any]) -> list[str]:
+    """What the workers table can and cannot show on this machine, in its own numbers."""
+    w = r.get("workers", {})
+    out = []
+    for what, name in (("handshake", "full handshakes"), ("bulk", "bulk download")):
+        one, two = _get(w, what, "w1"), _get(w, what, "w2")
+        if not isinstance(one, dict) or not isinstance(two, dict) or not one.get("available_cores"):
+            continue
+        ceiling = two["available_cores"] / one["available_cores"]
+        out.append(f"workers, {name}: with 2 workers the load generator took {two['load_cores']:.2f} cores and "
+                   f"others {two['others_cores']:.2f}, leaving the servers {two['available_cores']:.2f} cores against "
+                   f"{one['available_cores']:.2f} for 1 worker on its own core (they used {two['server_cores']:.2f} "
+                   f"and {one['server_cores']:.2f}): at equal work per CPU-second the raw ratio could be at most "
+                   f"{ceiling:.2f}x here; 2x needs two free cores against one")
+        errors = two.get("errors")
+        if errors:
+            out.append(f"workers, {name}: {errors:.0f} failed connections per window with 2 workers (median)")
+        out.extend(_uneven(w, what, name))
+    return out
+
+
+def _uneven(w: dict[str, Any], what: str, name: str) -> list[str]:
+    """A worker that had under half its fair share of its daemon's work with 2 workers; for secured, how many
+    appd channels it took (each appd worker holds one channel, served by the secured worker that accepted it)."""
+    counts = _get(w, what, "w2", "per_worker") or {}
+    workers = _get(w, "layouts", "w2", "workers") or 2
+    channels = counts.get("secured_channels") or {}
+    out = []
+    for key, daemon, unit in (("appd_connections", "appd", "connections"),
+                              ("secured_handshakes", "secured", "handshakes")):
+        got = counts.get(key) or {}
+        total = sum(got.values())
+        for worker in range(workers):
+            mine = got.get(str(worker), 0)
+            if total and mine < total / workers / 2:
+                why = ""
+                if daemon == "secured" and channels:
+                    why = f" (it took {channels.get(str(worker), 0)} of the {sum(channels.values())} appd channels)"
+                out.append(f"workers, {name}: {daemon} worker {worker} had {mine} of {total} {unit}{why}")
+    return out
+
+
 def notes(r: dict[str, Any]) -> list[str]:
     """Facts a reader needs beside the table: which side was the bottleneck, anything that failed."""
     out = []
@@ -127,6 +267,7 @@ def notes(r: dict[str, Any]) -> list[str]:
         if isinstance(m, dict) and "cpu" in m:
             out.append(f"latency, {name}: {m['rate']:.0f} arrivals/s offered, {m['achieved_rate']:.0f}/s completed, "
                        f"client core {m['cpu'] / m['wall'] * 100:.0f} % busy, {m['errors']} errors")
+    out.extend(workers_notes(r))
     out.extend(f"error in {phase}: {msg}" for phase, msg in r.get("errors", {}).items())
     return out
 
@@ -135,4 +276,7 @@ if __name__ == "__main__":
     with open(sys.argv[1]) as f:
         data = json.load(f)
     print(table(data))
+    if "workers" in data:
+        print()
+        print(workers_table(data))
     print("\n".join(notes(data)))

@@ -8,12 +8,14 @@ directory. A server is a process tree; :meth:`Server.cpu` sums the whole tree.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,12 +107,13 @@ class Server:
         self.stop()
 
 
-def _spawn(work: Workdir, name: str, port: int, argv: list[str], env: dict[str, str] | None = None) -> Server:
+def _spawn(work: Workdir, name: str, port: int, argv: list[str], env: dict[str, str] | None = None,
+           cores: Iterable[int] | None = None) -> Server:
     log = work.path / f"{name}-{port}.log"
     with open(log, "wb") as out:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                             preexec_fn=proc.pinned(work.server_core), env={**os.environ, **(env or {})},
-                             cwd=ROOT)
+                             preexec_fn=proc.pinned(work.server_core if cores is None else cores),
+                             env={**os.environ, **(env or {})}, cwd=ROOT)
     return Server(name, p, port, log)
 
 
@@ -139,8 +142,12 @@ def _wait_port(server: Server) -> None:
     raise RuntimeError(f"{server.name} did not start:\n{server.log.read_text(errors='replace')[-2000:]}")
 
 
-def ours(work: Workdir, kind: str, *, tickets: int, backend: str, max_connections: int = 10000) -> Server:
-    """The launcher, as an operator runs it (default logging), with a config pinning suite and group."""
+def ours(work: Workdir, kind: str, *, tickets: int, backend: str, max_connections: int = 10000, workers: int = 1,
+         cores: Iterable[int] | None = None) -> Server:
+    """The launcher, as an operator runs it (default logging), with a config pinning suite and group.
+
+    ``workers`` is passed on as ``--workers``; ``cores`` replaces the server core (the whole tree may run there).
+    """
     port = proc.free_port()
     cfg = work.path / f"ours-{port}.toml"
     cfg.write_text(OURS_TOML.format(max_connections=max_connections))
@@ -148,10 +155,10 @@ def ours(work: Workdir, kind: str, *, tickets: int, backend: str, max_connection
     cert, key = work.certs[kind]
     argv = [sys.executable, "-m", "launcher", "run", "-c", str(cfg), "--listen", f"127.0.0.1:{port}",
             "--cert", str(cert), "--key", str(key), "--backend", backend, "--tickets", str(tickets),
-            "--runtime-dir", str(rundir)]
+            "--runtime-dir", str(rundir), "--workers", str(workers)]
     if os.geteuid() == 0:
         argv += ["--secured-user", "nobody", "--appd-user", "nobody"]
-    server = _spawn(work, "ours", port, argv)
+    server = _spawn(work, "ours", port, argv, cores=cores)
     _wait_line(server, b"tls-privsep: ready")
     return server
 
@@ -176,3 +183,29 @@ def trio_ssl(work: Workdir, kind: str, *, tickets: int, backend: str) -> Server:
     server = _spawn(work, "trio-ssl", port, argv, env=work.env)
     _wait_line(server, b"ready")
     return server
+
+
+def worker_counts(log: Path) -> dict[str, dict[str, int]]:
+    """Per worker, from our pair's JSON log lines: appd's connections and bytes sent, secured's handshakes and
+    the appd channels it accepted (each appd worker holds one channel, served by whichever secured worker took it).
+
+    With more than one worker each daemon names the worker in every line (``"worker": 0``); with one it
+    names none, and its lines count for worker 0. Lines that are not JSON (the launcher's own) are skipped.
+    """
+    out: dict[str, dict[str, int]] = {"appd_connections": {}, "appd_bytes_out": {}, "secured_handshakes": {},
+                                      "secured_channels": {}}
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        worker, daemon, event = str(entry.get("worker", 0)), entry.get("daemon"), entry.get("event")
+        if daemon == "appd" and event == "connection":
+            out["appd_connections"][worker] = out["appd_connections"].get(worker, 0) + 1
+            out["appd_bytes_out"][worker] = out["appd_bytes_out"].get(worker, 0) + int(entry.get("bytes_out") or 0)
+        elif daemon == "secured" and event in ("handshake done", "channel up"):
+            key = "secured_handshakes" if event == "handshake done" else "secured_channels"
+            out[key][worker] = out[key].get(worker, 0) + 1
+    return out
