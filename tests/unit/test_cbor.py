@@ -93,7 +93,7 @@ def oracle(data: bytes) -> object:
         raise ValueError("tag")
 
     decoder = cbor2.CBORDecoder(io.BytesIO(data), tag_hook=refuse, str_errors="strict",
-                                max_depth=cbor.MAX_DEPTH + 1, allow_indefinite=False, allow_duplicate_keys=False)
+                                max_depth=cbor.MAX_DEPTH + 2, allow_indefinite=False, allow_duplicate_keys=False)
     try:
         value = decoder.decode()
     except Exception as exc:
@@ -102,6 +102,8 @@ def oracle(data: bytes) -> object:
         raise ValueError("not canonical")
     if not _in_subset(value):
         raise ValueError("outside our subset")
+    if _depth(value) > cbor.MAX_DEPTH:  # cbor2 counts containers, we count items: apply our rule here
+        raise ValueError("nested too deep")
     return value
 
 
