@@ -115,14 +115,14 @@ FREE = 0.95  # a core counts as free when the servers could have this much of it
 
 
 def _layout(layout: dict[str, Any] | None) -> str:
-    """``--workers 2, servers on cores 0+1, load 0+1``: a column heading of the workers table."""
+    """``--workers 2, servers on cores 0+1, load on cores 0+1``: a column heading of the workers table."""
     if not layout:
         return "?"
 
     def cores(which: str) -> str:
-        return "+".join(map(str, layout[which]))
+        return ("core " if len(layout[which]) == 1 else "cores ") + "+".join(map(str, layout[which]))
 
-    return f"--workers {layout['workers']}, servers on cores {cores('server_cores')}, load {cores('load_cores')}"
+    return f"--workers {layout['workers']}, servers on {cores('server_cores')}, load on {cores('load_cores')}"
 
 
 def _shares(counts: dict[str, int] | None, workers: int) -> str:
@@ -279,4 +279,5 @@ if __name__ == "__main__":
     if "workers" in data:
         print()
         print(workers_table(data))
-    print("\n".join(notes(data)))
+    print()
+    print("\n".join(f"- {note}" for note in notes(data)))
