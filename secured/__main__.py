@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(config.ticket_keys, TicketKeys):
             config.ticket_keys.for_instance(instance)  # ticket nonces unique across workers
         sock = trio.socket.from_stdlib_socket(listener) if listener is not None else None
-        return cli.run_daemon("secured", lambda: trio.run(run, args, Secured(config, limits, wlog, frozenset(allowed)),
-                                                          sock))
+        daemon = Secured(config, limits, wlog, frozenset(allowed), accept_stagger=0.1 if sec.workers > 1 else 0.0)
+        return cli.run_daemon("secured", lambda: trio.run(run, args, daemon, sock))
 
     if sec.workers == 1:
         return work(0)

@@ -65,13 +65,15 @@ class Stats:
 class Secured:
     """Everything one secured process serves; ``config`` is swapped whole on reload."""
 
-    def __init__(self, config: ServerConfig, limits: Limits, log: Any, allowed_uids: frozenset[int]) -> None:
+    def __init__(self, config: ServerConfig, limits: Limits, log: Any, allowed_uids: frozenset[int], *,
+                 accept_stagger: float = 0.0) -> None:
         self.config = config
         self.limits = limits
         self.log = log
         self.allowed_uids = allowed_uids
         self.stats = Stats()
         self._channel_ids = 0
+        self.accept_stagger = accept_stagger
 
     # ---- reload --------------------------------------------------------------------------------
 
@@ -99,10 +101,25 @@ class Secured:
     # ---- channels ------------------------------------------------------------------------------
 
     async def serve_listener(self, listener: trio.socket.SocketType) -> None:
+        """Accept channels. Forked workers share one listener, and the kernel would let whichever is awake
+        take every channel: a worker that already serves k channels waits ``k * accept_stagger`` before
+        its next accept, so an idle sibling takes the next appd worker's channel."""
+        held = 0
+
+        async def serve(sock: trio.socket.SocketType) -> None:
+            nonlocal held
+            try:
+                await self.serve_channel(sock)
+            finally:
+                held -= 1
+
         async with trio.open_nursery() as nursery:
             while True:
+                if self.accept_stagger and held:
+                    await trio.sleep(self.accept_stagger * held)
                 sock, _ = await listener.accept()
-                nursery.start_soon(self.serve_channel, sock)
+                held += 1  # counted now: the task that serves it has not run yet
+                nursery.start_soon(serve, sock)
 
     async def serve_channel(self, sock: trio.socket.SocketType) -> None:
         self._channel_ids += 1
