@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             if other is not mine:
                 for sock in other:
                     if sock not in mine:
-                        sock.close()  # a worker holds only its own copy: a dead worker's copy closes with it
+                        sock.close()  # a worker holds only its own copy (the supervisor keeps all, for restarts)
         if app.workers > 1:
             os.environ.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd for all workers
         wlog = log.bind(worker=index) if app.workers > 1 else log
@@ -167,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         bound = [listener_address_of(sock) for sock in socket_sets[0]]
         os.write(args.ready_fd, (" ".join(bound) + "\n").encode())
         os.close(args.ready_fd)
-    return workers.supervise(app.workers, work, log=log, status=f"{app.workers} workers")
+    def stop_listening() -> None:
+        for copy in socket_sets:
+            for sock in copy:
+                sock.close()
+
+    return workers.supervise(app.workers, work, log=log, status=f"{app.workers} workers", on_stop=stop_listening)
 
 
 if __name__ == "__main__":

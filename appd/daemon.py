@@ -42,7 +42,12 @@ def bind_listeners(addresses: tuple[tuple[str, int], ...], copies: int = 1) -> l
             for family, kind, proto, _, addr in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                                                     flags=socket.AI_PASSIVE):
                 for copy in sets:
-                    sock = socket.socket(family, kind, proto)
+                    try:
+                        sock = socket.socket(family, kind, proto)
+                    except OSError as exc:
+                        if exc.errno == errno.EAFNOSUPPORT:  # e.g. IPv6 disabled: serve the other family
+                            break
+                        raise
                     copy.append(sock)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     if copies > 1:
@@ -57,6 +62,8 @@ def bind_listeners(addresses: tuple[tuple[str, int], ...], copies: int = 1) -> l
             for sock in copy:
                 sock.close()
         raise
+    if not sets[0]:
+        raise OSError(errno.EAFNOSUPPORT, "no address family of these addresses is supported here")
     return sets
 
 

@@ -215,8 +215,11 @@ class SecuredLink:
                 # its answer is already with the waiter, so there is nothing left to say.
                 return msg.conn
             try:
-                state.send(msg)
-                await sock.send(msg.encode())
+                # Shielded: once ChannelState has counted a message, the message must leave. A deadline
+                # firing between the two (or while the socket is full) would leave secured one id behind.
+                with trio.CancelScope(shield=True):
+                    state.send(msg)
+                    await sock.send(msg.encode())
             except ChannelError as exc:
                 # Our own bookkeeping is off: the channel cannot be trusted. Shutting it down ends the
                 # read loop normally, which reconnects; closing it under the reader would not.
@@ -243,13 +246,16 @@ class SecuredLink:
         try:
             conn = await self._send(open_peer=peer, opening=hc)
         except BaseException:
-            self._active.pop(hc.conn, None)
+            if self._active.get(hc.conn) is hc:
+                del self._active[hc.conn]
             raise
         try:
             yield hc
         finally:
-            self._active.pop(conn, None)
-            if self._orphans.pop(conn, None) is not None:
+            # After a lost channel, the next one numbers connections from 1 again: touch only our own entries.
+            if self._active.get(conn) is hc:
+                del self._active[conn]
+            if self._state is state and self._orphans.pop(conn, None) is not None:
                 hc.finished = True
             if not hc.finished and state is not None and self._state is state and state.is_open(conn):
                 self._waiters.pop(conn, None)

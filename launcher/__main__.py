@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import select
 import signal
 import stat
@@ -26,6 +27,7 @@ from shared.errors import ConfigError
 
 READY_TIMEOUT = 20.0
 RELOAD_TIMEOUT = 15.0
+_CONSOLE_EVENT = re.compile(r"^\S+ \[\w+\s*\] (certificates reloaded|reload refused)(?:\s|$)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -400,16 +402,19 @@ def _reload_verdict(line: str) -> tuple[bool, str] | None:
     except ValueError:
         entry = None
     if isinstance(entry, dict):
+        if entry.get("daemon") != "secured":
+            return None
         if entry.get("event") == "certificates reloaded":
             return True, "; ".join(map(str, entry.get("certificates", [])))
         if entry.get("event") == "reload refused":
             return False, str(entry.get("error", ""))
         return None
-    if "certificates reloaded" in line:
-        return True, line.strip()
-    if "reload refused" in line:
-        return False, line.strip()
-    return None
+    # Console format: the event is the text right after the level; a client-chosen SNI later on the line of
+    # another event cannot pose as a verdict.
+    match = _CONSOLE_EVENT.match(line)
+    if match is None:
+        return None
+    return match.group(1) == "certificates reloaded", line.strip()
 
 
 def demo_certs(directory: str) -> int:

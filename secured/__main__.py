@@ -95,9 +95,12 @@ def _status(daemon: Secured) -> str:
 
 
 async def _heartbeat(daemon: Secured) -> None:
-    """Live counts for `systemctl status`, and the watchdog ping when WatchdogSec= asks for one."""
+    """Live counts for `systemctl status`, the watchdog ping when WatchdogSec= asks for one, and the
+    ticket-key ratchet moved on even when no handshake comes."""
     while True:
-        await trio.sleep(systemd.heartbeat_period())
+        await trio.sleep(min(systemd.heartbeat_period(), 10.0))
+        if isinstance(daemon.config.ticket_keys, TicketKeys):
+            daemon.config.ticket_keys.advance()
         systemd.beat(_status(daemon))
 
 
@@ -164,12 +167,18 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal config
         try:
             config = reload_config(args, config)  # workers forked later start from it
-        except ConfigError as exc:
-            log.error("reload refused", error=str(exc))
+        except Exception as exc:  # a reload must never take down the supervisor
+            log.error("reload refused", error=str(exc) if isinstance(exc, ConfigError)
+                      else f"unexpected {type(exc).__name__} while loading")
             return False
         return True
 
-    return workers.supervise(sec.workers, work, log=log, status=f"{sec.workers} workers", on_reload=reload)
+    def tick() -> None:
+        if isinstance(config.ticket_keys, TicketKeys):
+            config.ticket_keys.advance()  # workers forked later start from the current epoch, not the first
+
+    return workers.supervise(sec.workers, work, log=log, status=f"{sec.workers} workers", on_reload=reload,
+                             on_tick=tick)
 
 
 def _listen(args: argparse.Namespace, sec: SecuredSettings, user: str | None,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
@@ -277,7 +277,7 @@ class Credential:
         except TypeError:
             need = "is encrypted and needs a password" if password is None else "is not encrypted"
             raise ConfigError(f"{key_path}: private key {need}") from None
-        except (ValueError, UnicodeError, NotImplementedError):
+        except (ValueError, UnicodeError, NotImplementedError, UnsupportedAlgorithm):
             raise ConfigError(
                 f"{key_path}: cannot load private key (not PEM/DER, unsupported, or wrong password)"
             ) from None
@@ -311,7 +311,7 @@ class Credential:
             leaf_spki = _spki(leaf.public_key())
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
-        except (ValueError, x509.UnsupportedGeneralNameType):
+        except (ValueError, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm):
             raise ConfigError(f"{where}: cannot read the certificate's public key") from None
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
             raise ConfigError(f"{where}: unsupported private key type")  # _schemes_for already refused it

@@ -87,8 +87,9 @@ class Secured:
         systemd.reloading()
         try:
             config = await trio.to_thread.run_sync(load, self.config)
-        except ConfigError as exc:
-            self.log.error("reload refused", error=str(exc), kept=_fingerprints(self.config))
+        except Exception as exc:  # a reload must never take down a serving daemon
+            error = str(exc) if isinstance(exc, ConfigError) else f"unexpected {type(exc).__name__} while loading"
+            self.log.error("reload refused", error=error, kept=_fingerprints(self.config))
             ok = False
         else:
             self.config = config

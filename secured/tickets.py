@@ -187,6 +187,11 @@ class TicketKeys:
     def _alive(self, key: _Key, now: float) -> bool:
         return now - key.created < (1 + self.keep) * self.rotate_after
 
+    def advance(self) -> None:
+        """Move the ratchet to the current epoch even when nothing is sealed or opened: an idle worker or
+        the supervisor must not keep an old state from which every later key derives."""
+        self._forget_expired(self._clock())
+
     def _forget_expired(self, now: float) -> None:
         """Advance to the current epoch and drop keys past their life, at every use: an idle server must
         not keep old ticket keys (or the state they came from)."""

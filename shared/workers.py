@@ -24,13 +24,24 @@ _TICK = 0.2  # seconds between looks at the children when no signal arrives
 
 
 def _spawn(index: int, instance: int, work: Callable[[int, int], int]) -> int:
-    pid = os.fork()
+    # The forwarded signals stay blocked across fork: one that arrived in between would otherwise run the
+    # supervisor's handler in the child and be lost. The child unblocks them only once its own
+    # dispositions are in place (SIGHUP ignored until its event loop takes it over).
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        raise
     if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return pid
     code = 70  # EX_SOFTWARE unless work() says otherwise
     try:
-        for forwarded in _FORWARDED:
-            signal.signal(forwarded, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
         code = work(index, instance)
     except BaseException as exc:  # the last resort of a worker: one line, then the supervisor restarts it
         print(f"worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -41,14 +52,17 @@ def _spawn(index: int, instance: int, work: Callable[[int, int], int]) -> int:
 
 
 def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: str,
-              on_reload: Callable[[], bool] | None = None) -> int:
+              on_reload: Callable[[], bool] | None = None, on_tick: Callable[[], None] | None = None,
+              on_stop: Callable[[], None] | None = None) -> int:
     """Run ``work(index, instance)`` in ``count`` forked workers until a stop signal; returns the exit status.
 
     ``index`` is the worker's slot (0..count-1, kept across restarts); ``instance`` numbers every process
     ever spawned (1, 2, ...), unique for the supervisor's life (secured's ticket nonces rely on it).
 
     ``on_reload`` runs in the supervisor on SIGHUP before the signal goes on to the workers (secured
-    checks the new certificates there, so that systemd hears whether the reload worked).
+    checks the new certificates there, so that systemd hears whether the reload worked). ``on_tick`` runs
+    about every 0.2 s (secured moves its ticket-key ratchet on); ``on_stop`` once, when stopping begins
+    (appd closes its copies of the listeners, so that new clients are refused rather than queued).
     """
     pending: list[int] = []
 
@@ -83,6 +97,8 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
                 if stopping is None:
                     log.info("stopping", signal=signal.Signals(signum).name, workers=len(workers))
                     systemd.notify("STOPPING=1\nSTATUS=stopping")
+                    if on_stop is not None:
+                        on_stop()
                 stopping = signum
                 _signal_all(workers, signal.SIGTERM)
         try:
@@ -90,6 +106,8 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
         except ChildProcessError:
             break
         if pid == 0 or pid not in workers:
+            if on_tick is not None:
+                on_tick()
             if time.monotonic() >= next_beat:
                 systemd.beat(status)
                 next_beat = time.monotonic() + systemd.heartbeat_period()
@@ -102,6 +120,8 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
         if code in (EX_CONFIG, EX_USAGE):
             log.error("worker refused its configuration; stopping", worker=index, status=code)
             exit_code, stopping = code, signal.SIGTERM
+            if on_stop is not None:
+                on_stop()
             _signal_all(workers, signal.SIGTERM)
             continue
         restarts[index] += 1

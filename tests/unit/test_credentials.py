@@ -516,3 +516,22 @@ def test_key_of_another_type_does_not_match(
     with pytest.raises(ConfigError, match="does not match the certificate") as e:
         Credential.from_files(cert_path, key_path)
     assert "PSS" not in str(e.value)
+
+
+def test_key_of_an_algorithm_cryptography_cannot_load_is_a_config_error(
+    tmp_path: Path, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+) -> None:
+    """An SM2 key raises UnsupportedAlgorithm inside cryptography: one line, never a traceback (a reload with
+    such a key once took secured down)."""
+    import shutil
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None or subprocess.run([openssl, "genpkey", "-algorithm", "SM2", "-out", str(tmp_path / "sm2.key")],
+                                         capture_output=True, check=False).returncode != 0:
+        pytest.skip("this openssl cannot make an SM2 key")
+    leaf, _ = make_leaf(*ca, "ecdsa")
+    cert_path, _ = write_pair(tmp_path, leaf, leaf_key("ecdsa"))
+    with pytest.raises(ConfigError, match="cannot load private key") as e:
+        Credential.from_files(cert_path, tmp_path / "sm2.key")
+    assert "\n" not in str(e.value)

@@ -243,3 +243,13 @@ def test_expired_keys_are_forgotten_without_new_seals() -> None:
     now[0] += 100  # far past (1 + keep) * rotate_after
     assert keys.open(old) is None
     assert first_id[0] not in keys.key_ids() and len(keys.key_ids()) == 2  # this epoch's and the one kept
+
+
+def test_advance_moves_the_ratchet_without_tickets() -> None:
+    """An idle worker (or the supervisor) forgets old keys too, so its memory opens no old ticket."""
+    clock = Clock()
+    keys = TicketKeys(rotate_after=100, keep=1, clock=clock)
+    first = keys.key_ids()
+    clock.now += 250
+    keys.advance()
+    assert not set(first) & set(keys.key_ids())
