@@ -26,10 +26,13 @@ import trio
 from appd.stream import RecordStream
 from shared.errors import ConfigError
 from shared.keyschedule import CipherSuite
+from shared.record import MAX_PLAINTEXT
 
 __all__ = ["Backend", "parse_backend", "proxy_v2_header", "serve"]
 
-BACKEND_READ_SIZE = 65536  # large reads for throughput; the record layer cuts them into records
+# Bulk costs per read and write in Python, so both are large: one backend read is sealed as one
+# transport write of 32 full records.
+BACKEND_READ_SIZE = 32 * MAX_PLAINTEXT
 CONNECT_TIMEOUT = 10.0
 LINGER = 1.0  # after our close_notify, how long we keep reading so the peer sees our answer, not a reset
 MAX_HEAD = 16384  # request line + header fields

@@ -33,7 +33,7 @@ __all__ = ["CLOSE_TIMEOUT", "RECEIVE_SIZE", "IdleTimeout", "RecordStream", "Trun
 
 RECEIVE_SIZE = 65536  # transport read size: several full records per system call
 CLOSE_TIMEOUT = 1.0  # the most a closing alert may wait for a stuck transport (aclose, fatal alerts)
-_BATCH = 16 * MAX_PLAINTEXT  # plaintext sealed per transport write: bounds memory on a large send_all
+_BATCH = 32 * MAX_PLAINTEXT  # plaintext sealed per transport write: bounds memory on a large send_all
 
 
 class TruncatedError(trio.BrokenResourceError):
@@ -153,6 +153,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self._receive_guard = _OneTaskAtATime("receive_some")
         self._pending = b""  # the rest of a record a small max_bytes left behind
         self._pending_off = 0
+        self._batch_buffer: bytearray | None = None  # see _seal
         self.eof_received = False  # the peer's close_notify
         self.eof_sent = False  # our close_notify
         self.last_activity = trio.current_time()
@@ -351,7 +352,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
 
     # -- sending --------------------------------------------------------------------------------
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes | bytearray) -> None:
         try:
             await self.transport.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -362,10 +363,10 @@ class RecordStream(trio.abc.HalfCloseableStream):
             raise
         self.last_activity = trio.current_time()
 
-    def _seal(self, data: memoryview) -> bytes:
+    def _seal(self, data: memoryview) -> bytes | bytearray:
         """Protect ``data``, putting a KeyUpdate in before the write key reaches its usage limit."""
         layer = self._layer
-        parts = []
+        parts: list[bytes | bytearray] = []
         off = 0
         while off < len(data):
             assert layer.write is not None
@@ -376,12 +377,18 @@ class RecordStream(trio.abc.HalfCloseableStream):
                 self._log.debug("tls key update sent", reason="usage_limit")
                 continue
             n = min(len(data) - off, room * MAX_PLAINTEXT)
+            # A full batch reuses the previous full batch's buffer, which the transport is done with
+            # (sealing and writing both happen under the send lock). A fresh 512 KiB buffer per batch
+            # costs more than sealing it: the allocator maps new pages for each and unmaps them again.
+            full = n == _BATCH
             with data[off : off + n] as chunk:
-                parts.append(layer.send_application_data(chunk))
+                sealed = layer.send_application_data(chunk, into=self._batch_buffer if full else None)
+            self._batch_buffer = sealed if full else None  # kept only while a bulk sender needs it
+            parts.append(sealed)
             self.records_out += -(-n // MAX_PLAINTEXT)
             self.bytes_out += n
             off += n
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)  # one part: no copy
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as records of at most 2^14 bytes each; returns when the transport took them."""

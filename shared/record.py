@@ -85,6 +85,11 @@ def whole_records(buf: bytes | bytearray) -> int:
     return pos
 
 
+def sealed_size(length: int, padding: int = 0) -> int:
+    """The wire size of a protected record holding ``length`` bytes of content."""
+    return _HEADER_LEN + length + 1 + padding + _TAG_LEN
+
+
 class Protection:
     """One direction's AEAD state: the traffic secret, the AEAD object and the sequence number.
 
@@ -126,6 +131,17 @@ class Protection:
 
     def seal(self, content_type: int, data: BytesLike, padding: int = 0) -> bytes:
         """Protect one record and return it with its header (outer type application_data)."""
+        out = bytearray(sealed_size(len(data), padding))
+        with memoryview(out) as view:
+            self.seal_into(view, content_type, data, padding)
+        return bytes(out)
+
+    def seal_into(self, out: memoryview, content_type: int, data: BytesLike, padding: int = 0) -> int:
+        """Protect one record into the front of ``out``; return its length, header included.
+
+        ``out`` needs :func:`sealed_size` bytes. The AEAD writes the ciphertext straight into it, so a
+        caller that seals many records into one buffer pays no further copy.
+        """
         inner_len = len(data) + 1 + padding
         if padding < 0:
             raise ValueError("negative padding")
@@ -133,10 +149,13 @@ class Protection:
             raise ValueError("record content plus padding exceeds 2^14 bytes")
         aead, nonce = self._next_nonce()
         header = b"\x17\x03\x03" + (inner_len + _TAG_LEN).to_bytes(2, "big")
+        # The AEAD takes its input in one piece, and must not read where it writes: join a copy.
         inner = b"".join((data, content_type.to_bytes(1, "big"), bytes(padding)))
-        sealed = aead.encrypt(nonce, inner, header)
+        end = _HEADER_LEN + inner_len + _TAG_LEN
+        aead.encrypt_into(nonce, inner, header, out[_HEADER_LEN:end])
+        out[:_HEADER_LEN] = header
         self.seq += 1
-        return header + sealed
+        return end
 
     def open(self, header: BytesLike, ciphertext: BytesLike) -> tuple[int, bytes]:
         """Deprotect one record; return (inner content type, content without padding).
@@ -504,36 +523,63 @@ class RecordLayer:
         """
         return self._drain()
 
-    def _records(self, ctype: int, data: BytesLike, allow_empty: bool) -> bytes:
+    def _records(self, ctype: int, data: BytesLike, allow_empty: bool, into: bytearray | None = None) -> bytearray:
+        """The queued bytes, then ``data`` cut into records of at most 2^14 bytes, in one buffer.
+
+        Protected records go into ``into`` when given (resized to fit), else into a new bytearray.
+        """
         n = len(data)
+        queued = self._out
         if n == 0 and not allow_empty:
-            return b""
-        out = []
+            return bytearray(self._drain())
+        starts = range(0, max(n, 1), MAX_PLAINTEXT)
         write = self.write
-        type_byte = ctype.to_bytes(1, "big")
-        with memoryview(data) as view:  # slices without copying; released so a bytearray can grow
-            for start in range(0, max(n, 1), MAX_PLAINTEXT):
-                with view[start : start + MAX_PLAINTEXT] as chunk:
-                    if write is not None:
-                        out.append(write.seal(ctype, chunk))
-                    else:
-                        out.append(type_byte + _LEGACY_VERSION + len(chunk).to_bytes(2, "big"))
-                        out.append(bytes(chunk))
-        return b"".join(out)
+        if write is None:
+            out = bytearray(queued)
+            type_byte = ctype.to_bytes(1, "big")
+            for start in starts:
+                chunk = data[start : start + MAX_PLAINTEXT]
+                out += type_byte + _LEGACY_VERSION + len(chunk).to_bytes(2, "big")
+                out += chunk
+            queued.clear()
+            return out
+        size = len(queued) + sealed_size(0) * len(starts) + n
+        if into is None:
+            out = bytearray(size)
+        else:
+            out = into
+            if len(out) > size:
+                del out[size:]
+            elif len(out) < size:
+                out += bytes(size - len(out))
+        pos = len(queued)
+        out[:pos] = queued
+        queued.clear()
+        # Views slice without copying; released on the way out so that the buffers may grow again.
+        with memoryview(data) as src, memoryview(out) as dst:
+            for start in starts:
+                with src[start : start + MAX_PLAINTEXT] as chunk, dst[pos:] as room:
+                    pos += write.seal_into(room, ctype, chunk)
+        return out
 
     def send_handshake(self, data: BytesLike) -> bytes:
         """Frame handshake messages into records of at most 2^14 bytes (encrypted iff a write key is set)."""
-        return self._drain() + self._records(ContentType.handshake, data, allow_empty=False)
+        return bytes(self._records(ContentType.handshake, data, allow_empty=False))
 
-    def send_application_data(self, data: BytesLike) -> bytes:
-        """Frame and protect application data; empty data gives one empty record (a keepalive)."""
+    def send_application_data(self, data: BytesLike, into: bytearray | None = None) -> bytearray:
+        """Frame and protect application data; empty data gives one empty record (a keepalive).
+
+        The bulk path: the records are sealed straight into the buffer returned, a new one or
+        ``into`` (resized to fit): a caller that writes out each result before it seals the next
+        can pass the previous one back and keep allocating nothing.
+        """
         if self.write is None:
             raise InternalError("application data without a write key")
-        return self._drain() + self._records(ContentType.application_data, data, allow_empty=True)
+        return self._records(ContentType.application_data, data, allow_empty=True, into=into)
 
     def send_alert(self, description: int, level: int = 2) -> bytes:
         alert = bytes((level, description))
-        return self._drain() + self._records(ContentType.alert, alert, allow_empty=False)
+        return bytes(self._records(ContentType.alert, alert, allow_empty=False))
 
     def send_ccs(self) -> bytes:
         """The middlebox-compatibility CCS (§D.4): always plaintext."""

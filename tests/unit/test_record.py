@@ -912,3 +912,21 @@ def test_max_ciphertext_constant() -> None:
     assert (MAX_PLAINTEXT, MAX_CIPHERTEXT) == (16384, 16640)
     assert [int(t) for t in ContentType] == [0, 20, 21, 22, 23]
     assert [int(HandshakeType.key_update), int(HandshakeType.message_hash)] == [24, 254]
+
+
+# -- the buffers of the bulk path ---------------------------
+
+
+def test_send_application_data_into_a_buffer_it_resizes() -> None:
+    server, client = pair()
+    twin, _ = pair()
+    reference = twin.write
+    buf = bytearray(b"stale" * 10000)
+    for size in (100_000, 10, 40_000, 0):
+        data = bytes([size % 251]) * size
+        out = server.send_application_data(data, into=buf)
+        assert out is buf
+        assert reference is not None
+        starts = range(0, max(size, 1), MAX_PLAINTEXT)
+        assert out == b"".join(reference.seal(23, data[i : i + MAX_PLAINTEXT]) for i in starts)
+        assert b"".join(ev.data for ev in events(client, bytes(out)) if isinstance(ev, ApplicationData)) == data

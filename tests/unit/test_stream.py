@@ -243,6 +243,26 @@ def test_receive_some_max_bytes_splits_a_record() -> None:
     run(main)
 
 
+def test_bulk_send_all_in_full_batches() -> None:
+    """Several full batches in one send_all and across send_all calls, byte exact and in order."""
+    payload = os.urandom(3 * 32 * 16384 + 5)
+
+    async def main() -> None:
+        c = Conn()
+        async with trio.open_nursery() as n:
+
+            async def read() -> None:
+                assert await c.client.recv_exactly(2 * len(payload)) == payload + payload
+
+            n.start_soon(read)
+            await c.stream.send_all(payload)
+            await c.stream.send_all(memoryview(payload))
+        assert c.stream.records_out == 2 * (3 * 32 + 1)
+        await c.stream.aclose()
+
+    run(main)
+
+
 def test_half_close_send_eof_then_keep_receiving() -> None:
     async def main() -> None:
         c = Conn()
