@@ -23,15 +23,16 @@ from typing import Any, Literal
 
 import trio
 
-from appd.stream import RecordStream
+from appd.stream import BULK_RECEIVE, RecordStream
 from shared.errors import ConfigError
 from shared.keyschedule import CipherSuite
 from shared.record import MAX_PLAINTEXT
 
 __all__ = ["Backend", "parse_backend", "proxy_v2_header", "serve"]
 
-# Bulk costs per read and write in Python, so both are large: one backend read is sealed as one
-# transport write of 32 full records.
+# Bulk costs per read and write in Python, so both are large. One backend read is sealed as one
+# transport write of 32 full records; the other way, one receive_some(BULK_RECEIVE) takes all the
+# records a transport read completed.
 BACKEND_READ_SIZE = 32 * MAX_PLAINTEXT
 CONNECT_TIMEOUT = 10.0
 LINGER = 1.0  # after our close_notify, how long we keep reading so the peer sees our answer, not a reset
@@ -443,7 +444,7 @@ async def _proxy(stream: RecordStream, backend: Backend, *, peer: str, local: st
             nonlocal client_error, backend_error
             while True:
                 try:
-                    data = await stream.receive_some()
+                    data = await stream.receive_some(BULK_RECEIVE)
                 except trio.BrokenResourceError as exc:
                     client_error = exc
                     cancel.cancel()

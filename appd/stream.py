@@ -26,12 +26,15 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from shared.errors import AlertDescription, AlertLevel, LocalAlert, PeerAlert, UnexpectedMessage
-from shared.record import MAX_PLAINTEXT, ApplicationData, CloseNotify, KeyUpdated, RecordLayer
+from shared.record import MAX_CIPHERTEXT, MAX_PLAINTEXT, ApplicationData, CloseNotify, KeyUpdated, RecordLayer
 from shared.state import TLS13, TrafficState
 
-__all__ = ["CLOSE_TIMEOUT", "RECEIVE_SIZE", "IdleTimeout", "RecordStream", "TruncatedError"]
+__all__ = ["BULK_RECEIVE", "CLOSE_TIMEOUT", "RECEIVE_SIZE", "IdleTimeout", "RecordStream", "TruncatedError"]
 
-RECEIVE_SIZE = 65536  # transport read size: several full records per system call
+RECEIVE_SIZE = 524288  # transport read size: many full records per system call (and per receive_some)
+# A receive_some(max_bytes) at least this large returns all the whole records one transport read
+# completed (the read, plus the part of a record left over from the one before) in one piece.
+BULK_RECEIVE = RECEIVE_SIZE + MAX_CIPHERTEXT
 CLOSE_TIMEOUT = 1.0  # the most a closing alert may wait for a stuck transport (aclose, fatal alerts)
 _BATCH = 32 * MAX_PLAINTEXT  # plaintext sealed per transport write: bounds memory on a large send_all
 
@@ -98,9 +101,13 @@ class RecordStream(trio.abc.HalfCloseableStream):
     wiped in the object passed in (one-time import, no second copy lying around). ``initial`` is what
     followed the client Finished on the wire; it is parsed before anything is read from the transport.
 
-    ``receive_some`` returns at most one record's plaintext per call (less if ``max_bytes`` asks), so
-    an echo can answer record for record. ``send_eof`` sends close_notify and keeps the read side open
-    (TLS 1.3 half-close); it does not shut down the transport's write side.
+    ``receive_some()`` returns at most one record's plaintext per call, so an echo can answer record
+    for record. ``receive_some(max_bytes)`` returns up to ``max_bytes``: one record's plaintext cut
+    short, or the plaintext of as many whole records as were already read and fit, in one buffer (a
+    bulk reader pays per transport read, not per record). The result may be a bytearray.
+
+    ``send_eof`` sends close_notify and keeps the read side open (TLS 1.3 half-close); it does not
+    shut down the transport's write side.
 
     ``key_update_after`` is the most records one write key protects, the KeyUpdate that retires it
     included (the AEAD usage limit, RFC 8446 §5.5). The ``max_*`` limits go to the record layer: runs
@@ -151,7 +158,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self._send_lock = trio.Lock()
         self._send_guard = _OneTaskAtATime("send_all/send_eof")
         self._receive_guard = _OneTaskAtATime("receive_some")
-        self._pending = b""  # the rest of a record a small max_bytes left behind
+        self._pending: bytes | bytearray = b""  # the rest of a record a small max_bytes left behind
         self._pending_off = 0
         self._batch_buffer: bytearray | None = None  # see _seal
         self.eof_received = False  # the peer's close_notify
@@ -272,7 +279,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
 
     # -- receiving ------------------------------------------------------------------------------
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Decrypted application data; b"" once the peer sent close_notify."""
         with self._receive_guard:
             if max_bytes is not None:
@@ -285,13 +292,13 @@ class RecordStream(trio.abc.HalfCloseableStream):
                 return await self._receive(max_bytes)
         raise AssertionError("unreachable")  # pragma: no cover (mypy cannot see through _boundary)
 
-    async def _receive(self, max_bytes: int | None) -> bytes:
+    async def _receive(self, max_bytes: int | None) -> bytes | bytearray:
         while True:
             if self._pending_off < len(self._pending):
                 return self._take(max_bytes)
             if self.eof_received:
                 return b""
-            event = self._layer.next_event()
+            event = self._layer.next_event(max_data=max_bytes or 0)
             if event is None:
                 data = await self._read_transport()
                 self._check_state()  # closed or broken by another task while we waited
@@ -299,7 +306,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
                     raise _Truncated
                 self._layer.receive_data(data)
             elif isinstance(event, ApplicationData):
-                self.records_in += 1
+                self.records_in += event.records
                 self.bytes_in += len(event.data)
                 self._pending, self._pending_off = event.data, 0
             elif isinstance(event, CloseNotify):
@@ -314,14 +321,14 @@ class RecordStream(trio.abc.HalfCloseableStream):
             else:  # application_mode never yields a handshake message; refuse rather than ignore
                 raise UnexpectedMessage(f"{type(event).__name__} after the handshake")
 
-    def _take(self, max_bytes: int | None) -> bytes:
-        start = self._pending_off
-        end = len(self._pending) if max_bytes is None else min(len(self._pending), start + max_bytes)
-        self._pending_off = end
-        data = self._pending[start:end]  # a full slice of bytes is the same object: no copy
-        if end == len(self._pending):
+    def _take(self, max_bytes: int | None) -> bytes | bytearray:
+        pending, start = self._pending, self._pending_off
+        end = len(pending) if max_bytes is None else min(len(pending), start + max_bytes)
+        if end == len(pending):
             self._pending, self._pending_off = b"", 0
-        return data
+            return pending if start == 0 else pending[start:]  # the whole event: handed over, no copy
+        self._pending_off = end
+        return pending[start:end]
 
     async def _read_transport(self) -> bytes | bytearray:
         if self.idle_timeout is None:

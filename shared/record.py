@@ -12,7 +12,7 @@ the following records opened under the new key.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from cryptography.exceptions import InvalidTag
@@ -24,6 +24,7 @@ from shared.errors import (
     DecodeError,
     IllegalParameter,
     InternalError,
+    LocalAlert,
     PeerAlert,
     RecordOverflow,
     UnexpectedMessage,
@@ -65,6 +66,8 @@ _HEADER_LEN = 5
 _LEGACY_VERSION = b"\x03\x03"
 _CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
 _KNOWN_TYPES = frozenset((20, 21, 22, 23))
+_APPLICATION_DATA = 23  # ContentType.application_data, as a plain int for the per-record loops
+_KEEP_BUFFER = 2 * (_HEADER_LEN + MAX_CIPHERTEXT)  # a receive buffer up to this size is kept when drained
 
 
 def whole_records(buf: bytes | bytearray) -> int:
@@ -163,20 +166,34 @@ class Protection:
         The sequence number only advances on success, so a failed trial decryption (skipped early
         data) leaves the state untouched.
         """
+        inner = bytearray(max(0, len(ciphertext) - _TAG_LEN))
+        with memoryview(inner) as view:
+            content_type, length = self.open_into(header, ciphertext, view)
+            return content_type, bytes(view[:length])
+
+    def open_into(self, header: BytesLike, ciphertext: BytesLike, out: memoryview) -> tuple[int, int]:
+        """Deprotect one record into ``out``; return (inner content type, length of the content).
+
+        ``out`` must be exactly ``len(ciphertext) - 16`` bytes: the content lands at its front, the
+        type byte and any padding after it. On failure ``out`` may hold unauthenticated bytes, which
+        the caller must drop. The sequence number advances as in :meth:`open`.
+        """
         aead, nonce = self._next_nonce()
         if len(ciphertext) < _TAG_LEN:
             raise BadRecordMac("protected record shorter than its tag")
         try:
-            inner = aead.decrypt(nonce, ciphertext, header)
+            aead.decrypt_into(nonce, ciphertext, header, out)
         except InvalidTag:
             raise BadRecordMac("record authentication failed") from None
         self.seq += 1
-        if len(inner) > _MAX_INNER:
+        n = len(out)
+        if n > _MAX_INNER:
             raise RecordOverflow("inner plaintext longer than 2^14+1 bytes")
-        stripped = inner.rstrip(b"\x00")
-        if not stripped:
+        if n and not out[n - 1]:  # padding (§5.4): rare, so a copy to strip it is fine
+            n = len(out.tobytes().rstrip(b"\x00"))
+        if not n:
             raise UnexpectedMessage("protected record without a content type")
-        return stripped[-1], stripped[:-1]
+        return out[n - 1], n - 1
 
     def next_generation(self) -> Protection:
         """The protection for application_traffic_secret_N+1 (KeyUpdate, §7.2); seq restarts at 0."""
@@ -204,7 +221,10 @@ class HandshakeMessage:
 
 @dataclass(frozen=True, slots=True)
 class ApplicationData:
-    data: bytes
+    """Decrypted application data: one record's, or a run of records' (``next_event(max_data)``)."""
+
+    data: bytes | bytearray
+    records: int = field(default=1, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,8 +273,9 @@ class RecordLayer:
         self.application_mode = False
         self.ccs_allowed = False
         self.closed = False
-        self._buf = bytearray()  # raw received bytes; records start at _off
+        self._buf = bytearray()  # raw received bytes: the unparsed ones are _buf[_off:_end]
         self._off = 0
+        self._end = 0
         self._hs = bytearray()  # handshake bytes not yet returned as messages; start at _hs_off
         self._hs_off = 0
         self._out = bytearray()  # bytes we queued ourselves (KeyUpdate answers)
@@ -264,6 +285,8 @@ class RecordLayer:
         self._handshake_records = 0  # every record taken before application_mode
         self._skip = _SKIP_NONE
         self._skip_budget = 0
+        self._held: tuple[int, bytes] | None = None  # a record a run of application data stopped at
+        self._deferred: LocalAlert | None = None  # an error a run found after some data
 
     def __repr__(self) -> str:
         return (
@@ -307,12 +330,34 @@ class RecordLayer:
     # -- receiving ------------------------------------------------------------------------------
 
     def receive_data(self, data: BytesLike) -> None:
+        """Buffer ``data``; it is parsed lazily by :meth:`next_event`.
+
+        The buffer is one bytearray that keeps its size while it is in use: new bytes are copied in
+        after the unparsed ones, which are first moved to the front when the end is reached. At bulk
+        sizes, a new buffer per read (or a bytearray cut at the front and grown again) has the
+        allocator map fresh pages for every read, which costs more than decrypting them.
+        """
         if self.closed or not data:
             return
-        if self._off:
-            del self._buf[: self._off]
-            self._off = 0
-        self._buf += data
+        n = len(data)
+        buf, off, end = self._buf, self._off, self._end
+        if off == end:
+            off = end = 0
+        if end + n > len(buf):
+            if off:  # what is left is usually a part of one record
+                buf[: end - off] = buf[off:end]
+                off, end = 0, end - off
+            if end + n > len(buf):
+                buf += bytes(end + n - len(buf))
+        with memoryview(buf) as view:  # bytearray slice assignment would copy bytes into a temporary
+            view[end : end + n] = data
+        self._off, self._end = off, end + n
+
+    def _release_drained(self) -> None:
+        """Everything is parsed: drop a buffer a bulk transfer grew, rather than keep it while idle."""
+        if self._off == self._end and len(self._buf) > _KEEP_BUFFER:
+            self._buf = bytearray()
+            self._off = self._end = 0
 
     def has_pending_handshake(self) -> bool:
         return self._hs_off < len(self._hs)
@@ -321,28 +366,106 @@ class RecordLayer:
         """Hand over raw bytes not yet parsed (the records after the client Finished)."""
         if self.has_pending_handshake():
             raise UnexpectedMessage("handshake data follows the last handshake message")
-        out = bytes(self._buf[self._off :])
-        self._buf.clear()
-        self._off = 0
+        out = bytes(self._buf[self._off : self._end])
+        self._buf = bytearray()
+        self._off = self._end = 0
         return out
 
-    def next_event(self) -> Event | None:
+    def next_event(self, max_data: int = 0) -> Event | None:
         """The next event, or None when more data is needed (or after close_notify).
 
         Records that yield nothing (a dropped CCS, an empty record, a skipped early-data record, an
         ignored user_canceled) are consumed without returning, so None always means "feed me".
+
+        With ``max_data``, the application data of consecutive records already buffered comes back
+        as one event of at most ``max_data`` bytes (the first record is always taken whole), so a
+        bulk reader pays per transport read, not per record. The run is decrypted straight into the
+        event's buffer. It stops before a record that would not fit and after one that is not
+        application data; that record is dispatched by the next call. An error after some data is
+        raised by the next call too: the data before it is delivered, as record by record.
         """
         while not self.closed:
             msg = self._next_handshake_message()
             if msg is not None:
                 return msg
-            record = self._next_record()
-            if record is None:
-                return None
+            if self._deferred is not None:
+                error, self._deferred = self._deferred, None
+                raise error
+            record = self._held
+            if record is not None:
+                self._held = None
+            elif max_data and (end := self._run_end(max_data)):
+                data = self._open_run(end)
+                if data is not None:
+                    return data
+                continue
+            else:
+                record = self._next_record()
+                if record is None:
+                    self._release_drained()
+                    return None
             event = self._dispatch(*record)
             if event is not None:
                 return event
         return None
+
+    def _run_end(self, max_data: int) -> int:
+        """Where the run of whole application_data records at the front of the buffer ends; 0: none.
+
+        Only in the steady state (application mode, a read key, nothing skipped, no handshake
+        fragment): anything else, and any record the run cannot take, goes the general way.
+        """
+        if not self.application_mode or self.read is None or self._skip != _SKIP_NONE:
+            return 0
+        if self.has_pending_handshake():
+            return 0
+        buf, start = self._buf, self._off
+        pos, room = start, max_data
+        while self._end - pos >= _HEADER_LEN:
+            length = (buf[pos + 3] << 8) | buf[pos + 4]
+            end = pos + _HEADER_LEN + length
+            if buf[pos] != _APPLICATION_DATA or not _TAG_LEN < length <= MAX_CIPHERTEXT or self._end < end:
+                break
+            if pos != start and length - _TAG_LEN > room:
+                break
+            room -= length - _TAG_LEN
+            pos = end
+        return 0 if pos == start else pos
+
+    def _open_run(self, end: int) -> ApplicationData | None:
+        """Decrypt the records up to ``end`` into one buffer; None if none of them held data."""
+        read = self.read
+        assert read is not None
+        buf, pos = self._buf, self._off
+        out = bytearray(end - pos)  # roomier than the plaintext: every record has a header and a tag
+        filled = records = 0
+        with memoryview(buf) as src, memoryview(out) as dst:
+            while pos < end:
+                body = pos + _HEADER_LEN
+                record_end = body + ((buf[pos + 3] << 8) | buf[pos + 4])
+                # Each record's inner plaintext lands right after the content before it: its type
+                # byte and padding are overwritten by the next one.
+                slot = filled + record_end - body - _TAG_LEN
+                try:
+                    with src[pos:body] as header, src[body:record_end] as ciphertext, dst[filled:slot] as inner:
+                        ctype, n = read.open_into(header, ciphertext, inner)
+                    self._off = pos = record_end
+                    if ctype != _APPLICATION_DATA:
+                        self._held = (ctype, bytes(dst[filled : filled + n]))
+                        break
+                    if not n:
+                        self._count_empty()
+                        continue
+                except LocalAlert as exc:
+                    if not filled:
+                        raise
+                    self._deferred = exc
+                    break
+                self._empty_run = self._key_update_run = self._warning_run = 0
+                filled += n
+                records += 1
+        del out[filled:]
+        return ApplicationData(out, records) if filled else None
 
     def _next_handshake_message(self) -> Event | None:
         hs, off = self._hs, self._hs_off
@@ -394,7 +517,7 @@ class RecordLayer:
         CCS or skipped early data); a protected record can never decode to type 0.
         """
         buf, off = self._buf, self._off
-        if len(buf) - off < _HEADER_LEN:
+        if self._end - off < _HEADER_LEN:
             return None
         outer = buf[off]
         length = (buf[off + 3] << 8) | buf[off + 4]
@@ -413,7 +536,7 @@ class RecordLayer:
             if outer == ContentType.application_data and not self.application_mode:
                 raise UnexpectedMessage("application data during the handshake")
         end = off + _HEADER_LEN + length
-        if len(buf) < end:
+        if self._end < end:
             return None
         self._off = end
         if not self.application_mode:
@@ -498,8 +621,8 @@ class RecordLayer:
         # TLS 1.3 (§6): the level is implied by the description, so it is ignored here.
         if description == AlertDescription.close_notify:
             self.closed = True
-            self._buf.clear()
-            self._off = 0
+            self._buf = bytearray()
+            self._off = self._end = 0
             return CloseNotify()
         if description == AlertDescription.user_canceled:
             self._warning_run += 1

@@ -914,7 +914,158 @@ def test_max_ciphertext_constant() -> None:
     assert [int(HandshakeType.key_update), int(HandshakeType.message_hash)] == [24, 254]
 
 
-# -- the buffers of the bulk path ---------------------------
+# -- runs of application data (next_event(max_data)) and the buffers of the bulk path ---------------------------
+
+
+def run_events(layer: RecordLayer, data: bytes = b"", max_data: int = 1 << 20) -> list[Event]:
+    layer.receive_data(data)
+    out = []
+    while (ev := layer.next_event(max_data)) is not None:
+        out.append(ev)
+    return out
+
+
+def test_run_joins_whole_records_into_one_event() -> None:
+    p = sender()
+    parts = [b"a" * 10, bytes(MAX_PLAINTEXT), b"c" * 300]
+    wire = b"".join(p.seal(23, part) for part in parts)
+    [run] = run_events(reader(app=True), wire)
+    assert run == ApplicationData(b"".join(parts))
+    assert isinstance(run, ApplicationData) and run.records == 3
+    assert events(reader(app=True), wire) == [ApplicationData(part) for part in parts]  # no max_data: one each
+
+
+def test_run_takes_the_first_record_whole_and_stops_before_one_that_does_not_fit() -> None:
+    p = sender()
+    wire = b"".join(p.seal(23, bytes([i]) * 10) for i in range(3))
+    # A record counts with its type byte: two fit in 22 bytes, the third starts the next run.
+    assert run_events(reader(app=True), wire, max_data=22) == [
+        ApplicationData(bytes(10) + b"\x01" * 10),
+        ApplicationData(b"\x02" * 10),
+    ]
+    assert run_events(reader(app=True), wire, max_data=1) == [
+        ApplicationData(bytes([i]) * 10) for i in range(3)
+    ]
+
+
+def test_run_leaves_a_partial_record_for_later() -> None:
+    p = sender()
+    wire = p.seal(23, b"first") + p.seal(23, b"second")
+    layer = reader(app=True)
+    assert run_events(layer, wire[:-3]) == [ApplicationData(b"first")]
+    assert run_events(layer, wire[-3:]) == [ApplicationData(b"second")]
+
+
+def test_run_strips_padding_of_every_record() -> None:
+    p = sender()
+    wire = p.seal(23, b"one\x00", padding=7) + p.seal(23, b"two") + p.seal(23, b"three", padding=1000)
+    assert run_events(reader(app=True), wire) == [ApplicationData(b"one\x00twothree")]
+
+
+def test_run_stops_at_a_key_update_and_goes_on_under_the_new_key() -> None:
+    server, client = pair()
+    wire = client.send_application_data(b"before") + client.send_key_update(request_peer=True)
+    wire += client.send_application_data(b"after") + client.send_application_data(b"!")
+    assert run_events(server, wire) == [ApplicationData(b"before"), KeyUpdated(True), ApplicationData(b"after!")]
+    assert events(client, server.data_to_send() + server.send_application_data(b"ok")) == [
+        KeyUpdated(False),
+        ApplicationData(b"ok"),
+    ]
+
+
+def test_run_stops_at_close_notify() -> None:
+    server, client = pair()
+    wire = client.send_application_data(b"a") + client.send_application_data(b"b") + client.send_alert(0, 1)
+    wire += client.send_application_data(b"ignored")
+    assert run_events(server, wire) == [ApplicationData(b"ab"), CloseNotify()]
+
+
+def test_run_passes_a_warning_alert_between_records() -> None:
+    server, client = pair()
+    wire = client.send_application_data(b"a") + client.send_alert(90, 1) + client.send_application_data(b"b")
+    assert run_events(server, wire) == [ApplicationData(b"a"), ApplicationData(b"b")]
+
+
+@pytest.mark.parametrize("bad", ["tag", "overflow", "no_type"])
+def test_run_delivers_the_data_before_an_error_then_raises(bad: str) -> None:
+    p = sender()
+    wire = p.seal(23, b"good") + p.seal(23, b"also good")
+    if bad == "tag":
+        broken = bytearray(p.seal(23, b"bad"))
+        broken[-1] ^= 1
+        wire += bytes(broken)
+    elif bad == "overflow":
+        wire += raw_protected(C_SECRET, b"x\x17" + bytes(MAX_PLAINTEXT), seq=2)
+    else:
+        wire += raw_protected(C_SECRET, bytes(20), seq=2)
+    layer = reader(app=True)
+    layer.receive_data(wire)
+    assert layer.next_event(1 << 20) == ApplicationData(b"goodalso good")
+    expected = {"tag": errors.BadRecordMac, "overflow": errors.RecordOverflow, "no_type": errors.UnexpectedMessage}
+    with pytest.raises(expected[bad]):
+        layer.next_event(1 << 20)
+
+
+def test_run_with_an_error_first_raises_at_once() -> None:
+    broken = bytearray(sender().seal(23, b"bad"))
+    broken[-1] ^= 1
+    with pytest.raises(errors.BadRecordMac):
+        run_events(reader(app=True), bytes(broken))
+
+
+def test_run_counts_empty_records() -> None:
+    p = sender()
+    layer = reader(app=True)
+    wire = p.seal(23, b"a") + b"".join(p.seal(23, b"") for _ in range(32)) + p.seal(23, b"b")
+    assert run_events(layer, wire) == [ApplicationData(b"ab")]  # 32 in a row is the limit, data resets it
+    layer.receive_data(b"".join(p.seal(23, b"") for _ in range(33)) + p.seal(23, b"never"))
+    with pytest.raises(errors.UnexpectedMessage):  # 33 in a row, no data before them in this run
+        layer.next_event(1 << 20)
+    p = sender()
+    layer = reader(app=True)
+    layer.receive_data(p.seal(23, b"a") + b"".join(p.seal(23, b"") for _ in range(33)))
+    assert layer.next_event(1 << 20) == ApplicationData(b"a")
+    with pytest.raises(errors.UnexpectedMessage):
+        layer.next_event(1 << 20)
+
+
+def test_run_only_in_the_steady_state() -> None:
+    layer = reader()  # handshake phase: application data is refused, run or not
+    with pytest.raises(errors.UnexpectedMessage):
+        run_events(layer, sender().seal(23, b"early"))
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1000, 16389, 16390, 65536, 300000])
+def test_runs_over_any_read_sizes(chunk: int) -> None:
+    """The receive buffer moves and grows under any feed; what comes out is the stream that went in."""
+    p = sender()
+    payload = bytes(range(256)) * 2000
+    sizes = [1, MAX_PLAINTEXT, 700, MAX_PLAINTEXT - 1, 0, 5000] * 6
+    wire, off = b"", 0
+    for size in sizes:
+        wire += p.seal(23, payload[off : off + size])
+        off += size
+    layer = reader(app=True)
+    got, records = bytearray(), 0
+    for start in range(0, len(wire), chunk):
+        for ev in run_events(layer, wire[start : start + chunk], max_data=100000):
+            assert isinstance(ev, ApplicationData)
+            got += ev.data
+            records += ev.records
+    assert got == payload[:off]
+    assert records == sum(1 for size in sizes if size)
+
+
+def test_seal_into_and_open_into() -> None:
+    a, b, opener = sender(), sender(), sender()
+    out = bytearray(100)
+    with memoryview(out) as view:
+        n = a.seal_into(view, 23, b"hello", padding=3)
+        assert bytes(out[:n]) == b.seal(23, b"hello", padding=3)
+        inner = bytearray(n - 5 - 16)
+        with memoryview(inner) as into:
+            assert opener.open_into(view[:5], view[5:n], into) == (23, 5)
+        assert inner == b"hello\x17" + bytes(3)
 
 
 def test_send_application_data_into_a_buffer_it_resizes() -> None:

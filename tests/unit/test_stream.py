@@ -243,6 +243,46 @@ def test_receive_some_max_bytes_splits_a_record() -> None:
     run(main)
 
 
+def test_receive_some_max_bytes_joins_the_records_already_read() -> None:
+    async def main() -> None:
+        c = Conn()
+        for part in (b"one", b"two", b"three"):
+            await c.client.send(part)  # a record each
+        assert await c.stream.receive_some(1 << 20) == b"onetwothree"
+        assert (c.stream.records_in, c.stream.bytes_in) == (3, 11)
+        for part in (b"four", b"five"):
+            await c.client.send(part)
+        assert await c.stream.receive_some() == b"four"  # without max_bytes: one record per call
+        assert await c.stream.receive_some(3) == b"fiv"
+        assert await c.stream.receive_some(100) == b"e"
+        assert c.stream.records_in == 5
+        await c.stream.aclose()
+
+    run(main)
+
+
+def test_cancelled_calls_change_nothing() -> None:
+    """Cancellation is seen before anything is sealed or decrypted, buffered input or not."""
+
+    async def main() -> None:
+        c = Conn()
+        await c.client.send(b"ab")
+        await c.client.send(b"cd")
+        assert await c.stream.receive_some() == b"ab"  # "cd" is buffered, still sealed
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await c.stream.receive_some()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await c.stream.send_all(b"never")
+        assert await c.stream.receive_some() == b"cd"
+        await c.stream.send_all(b"after")
+        assert await c.client.recv() == b"after"
+        await c.stream.aclose()
+
+    run(main)
+
+
 def test_bulk_send_all_in_full_batches() -> None:
     """Several full batches in one send_all and across send_all calls, byte exact and in order."""
     payload = os.urandom(3 * 32 * 16384 + 5)
