@@ -290,21 +290,10 @@ def phase_handshake(work: Workdir, plan: Plan, results: dict[str, Any], latency:
                     p.wait()
 
 
-def x25519_floor(n: int) -> float:
-    """The resumed handshake's public-key work alone: one ephemeral X25519 key and one exchange."""
-    from cryptography.hazmat.primitives.asymmetric import x25519
-
-    peer = x25519.X25519PrivateKey.generate().public_key()
-    t0 = time.thread_time()
-    for _ in range(n):
-        eph = x25519.X25519PrivateKey.generate()
-        eph.exchange(peer)
-        eph.public_key().public_bytes_raw()
-    return (time.thread_time() - t0) / n
-
-
 def phase_resumed(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
-    res = results.setdefault("resumed", {"floor_us": x25519_floor(plan.micro_n) * 1e6})
+    from tests.bench import engine
+
+    res = results.setdefault("resumed", {"floor_us": engine.crypto_floor(None, plan.micro_n) * 1e6})
     with started(work, ALL, "ecdsa", tickets=2) as group:
         res.update(interleaved(plan, group, lambda srv: handshakes(work, srv, plan, "resume"), "resumed handshakes"))
 
