@@ -25,6 +25,14 @@ def check_local_alert(exc: LocalAlert) -> None:
         raise Finding(f"internal_error: {exc.reason}") from exc
 
 
+def check_alert_queued(exc: LocalAlert, out: bytes) -> None:
+    """A LocalAlert must be a parser's verdict (not a wrapped crash) and leave its alert record last in ``out``."""
+    check_local_alert(exc)
+    types = record_types(out)
+    if not types or types[-1] not in (21, 23):
+        raise Finding(f"{exc!r} raised without its alert queued") from exc
+
+
 def record_types(out: bytes) -> list[int]:
     """Content types of whole records in ``out``; Finding if ``out`` is not whole records."""
     pos, types = 0, []

@@ -22,7 +22,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["shared", "secured"]):
-    from fuzz.base import Finding, check_local_alert, record_types
+    from fuzz.base import Finding, check_alert_queued, record_types
     from fuzz.common import CONFIG_NAMES, new_server
     from secured.handshake import ServerHandshake, State
     from shared.errors import Alert, InternalError, LocalAlert
@@ -35,10 +35,7 @@ def drive(hs: ServerHandshake, chunks: list[bytes]) -> None:
             hs.receive_data(chunk)
             record_types(hs.data_to_send())
     except LocalAlert as exc:
-        check_local_alert(exc)
-        types = record_types(hs.data_to_send())
-        if not types or types[-1] not in (21, 23):
-            raise Finding(f"{exc!r} raised without its alert queued") from exc
+        check_alert_queued(exc, hs.data_to_send())
         if hs.state is not State.CLOSED:
             raise Finding("engine still open after an alert") from exc
         return

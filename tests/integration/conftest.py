@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,19 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is not installed; CI must install it (make sysdeps)")
         pytest.skip(f"{name} not installed")
     return path
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """SIGTERM every process still running (in the order given), then wait for each; SIGKILL what hangs."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass
@@ -90,15 +103,7 @@ class Server:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        for proc in (self.appd, self.secured):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (self.appd, self.secured):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes((self.appd, self.secured))
 
 
 def start_pair(tmp: Path, args: list[str], *, secured_args: list[str] = (), appd_args: list[str] = ()) -> Server:

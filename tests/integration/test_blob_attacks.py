@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import select
-import signal
 import socket
 import ssl
 import subprocess
@@ -36,7 +35,7 @@ from shared.errors import Alert, AlertDescription, BlobError
 from shared.record import ContentType, Protection
 from shared.state import TrafficState
 from tests.inmemory import client_context, server_config
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, stop_processes
 
 # Given the state, the connection id and the channel's sealer, produce the blob to put in ``done``.
 Tamper = Callable[[TrafficState, int, BlobSealer], bytes]
@@ -182,13 +181,7 @@ class Appd:
         return found
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_processes([self.proc])
 
 
 def start_appd(log: Path, fake: FakeSecured, channel_args: list[str], pass_fds: tuple[int, ...] = ()) -> Appd:

@@ -30,7 +30,7 @@ import pytest
 
 from shared.errors import AlertDescription as AD
 from shared.record import Protection
-from tests.integration.conftest import ROOT, Pki, Server, start_pair
+from tests.integration.conftest import ROOT, Pki, Server, start_pair, stop_processes
 from tests.tlsclient import Client, record
 
 INTERNAL_ERROR = bytes([21, 3, 3, 0, 2, 2, AD.internal_error])
@@ -495,16 +495,7 @@ class SharedSecured:
     appds: list[Appd] = field(default_factory=list)
 
     def stop(self) -> None:
-        procs = [a.proc for a in self.appds] + [self.secured]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes([a.proc for a in self.appds] + [self.secured])
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, Pki, Server, require_binary
+from tests.integration.conftest import ROOT, Pki, Server, require_binary, stop_processes
 
 UNITS = ROOT / "systemd"
 UNIT_FILES = sorted(p.name for p in UNITS.iterdir() if p.suffix in (".service", ".socket", ".target"))
@@ -281,15 +281,7 @@ def test_socket_activation_both_daemons(pki: Pki, notify_socket: NotifySocket) -
                 print(f"--- {name}.log\n" + (d / f"{name}.log").read_text(errors="replace"))
             raise
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_processes(procs)
     if not mdwe:
         pytest.skip("served over activated sockets, but the kernel lacks PR_SET_MDWE: no-W+X not exercised")
 
