@@ -196,24 +196,19 @@ class SecuredLink:
             return Step(msg.data + msg.alert, 0, failure="blob_" + exc.reason)
         return Step(msg.data, msg.consumed, state=state)
 
-    async def _send(self, msg: ch.Message | None = None, *, open_peer: str | None = None,
-                    opening: HandshakeChannel | None = None) -> int:
-        """Send ``msg``, or an ``open`` for ``opening`` (its id is chosen under the lock, so
-        connections accepted at the same moment never share one). Returns the connection id."""
+    async def _send(self, msg: ch.Message | Callable[[ch.ChannelState], ch.Message]) -> None:
+        """Send ``msg``. A callable builds the message under the send lock from the channel's state: an
+        ``open`` takes its connection id there, so connections accepted at the same moment never share one."""
         async with self._send_lock:
             sock, state = self._sock, self._state
             if sock is None or state is None:
                 raise SecuredUnavailable("no channel to secured")
-            if msg is None:
-                msg = ch.Open(state.next_conn_id(), (open_peer or "")[: ch.MAX_PEER])
-                if opening is not None:
-                    # Known before the send: secured may refuse it (busy) before the send returns.
-                    opening.conn = msg.conn
-                    self._active[msg.conn] = opening
+            if callable(msg):
+                msg = msg(state)
             elif isinstance(msg, ch.Hs | ch.Abort) and not state.is_open(msg.conn):
                 # secured retired this connection (fail: timeout, busy) while we waited for the lock;
                 # its answer is already with the waiter, so there is nothing left to say.
-                return msg.conn
+                return
             try:
                 # Shielded: once ChannelState has counted a message, the message must leave. A deadline
                 # firing between the two (or while the socket is full) would leave secured one id behind.
@@ -229,7 +224,6 @@ class SecuredLink:
                 raise SecuredUnavailable(f"channel broken ({exc.reason})") from None
             except OSError as exc:
                 raise SecuredUnavailable(f"channel send failed: {exc.strerror}") from None
-            return getattr(msg, "conn", 0)
 
     @asynccontextmanager
     async def handshake(self, peer: str) -> AsyncIterator[HandshakeChannel]:
@@ -237,39 +231,38 @@ class SecuredLink:
 
         A connection that arrives while the channel is being (re)made waits for it a little (appd's
         start, secured's restart) rather than failing at once; past that it is ``SecuredUnavailable``.
+        Nothing is sent before the first :meth:`HandshakeChannel.step`, whose ``open`` carries the
+        client's first records.
         """
         if self._state is None:
             with trio.move_on_after(self.channel_wait):
                 await self.up.wait()
-        state = self._state
-        hc = HandshakeChannel(self, 0)
-        try:
-            conn = await self._send(open_peer=peer, opening=hc)
-        except BaseException:
-            if self._active.get(hc.conn) is hc:
-                del self._active[hc.conn]
-            raise
+        hc = HandshakeChannel(self, peer)
         try:
             yield hc
         finally:
+            conn, state = hc.conn, hc.channel
             # After a lost channel, the next one numbers connections from 1 again: touch only our own entries.
             if self._active.get(conn) is hc:
                 del self._active[conn]
-            if self._state is state and self._orphans.pop(conn, None) is not None:
-                hc.finished = True
-            if not hc.finished and state is not None and self._state is state and state.is_open(conn):
-                self._waiters.pop(conn, None)
-                with trio.CancelScope(shield=True):
-                    try:
-                        await self._send(ch.Abort(conn))
-                    except SecuredUnavailable:
-                        pass
+            if state is not None and self._state is state:
+                if self._orphans.pop(conn, None) is not None:
+                    hc.finished = True
+                if not hc.finished and state.is_open(conn):
+                    self._waiters.pop(conn, None)
+                    with trio.CancelScope(shield=True):
+                        try:
+                            await self._send(ch.Abort(conn))
+                        except SecuredUnavailable:
+                            pass
 
 
 class HandshakeChannel:
-    def __init__(self, link: SecuredLink, conn: int) -> None:
+    def __init__(self, link: SecuredLink, peer: str) -> None:
         self.link = link
-        self.conn = conn
+        self.peer = peer
+        self.conn = 0  # the id its open got; 0 until then
+        self.channel: ch.ChannelState | None = None  # the channel its open went out on
         self.finished = False
         self.lost = False  # the channel this handshake began on is gone
         self._waiting: trio.CancelScope | None = None
@@ -293,8 +286,9 @@ class HandshakeChannel:
             self._waiting.cancel()
 
     async def step(self, data: bytes) -> Step:
-        """Relay ``data`` and wait for secured's answer (``b""`` only collects one it already gave)."""
-        orphan = self.link._orphans.pop(self.conn, None)
+        """Relay ``data`` (in ``open`` the first time) and wait for secured's answer (``b""`` only
+        collects one it already gave)."""
+        orphan = self.link._orphans.pop(self.conn, None) if self.conn else None
         if orphan is not None:  # secured already gave up on this connection
             self.finished = True
             return orphan
@@ -302,8 +296,11 @@ class HandshakeChannel:
             self.finished = True
             raise SecuredUnavailable("channel to secured lost during the handshake")
         waiter = _Waiter()
-        self.link._waiters[self.conn] = waiter
-        await self.link._send(ch.Hs(self.conn, data, 0))
+        if self.conn:
+            self.link._waiters[self.conn] = waiter
+            await self.link._send(ch.Hs(self.conn, data, 0))
+        else:
+            await self.link._send(lambda state: self._open(state, data, waiter))
         await waiter.event.wait()
         if waiter.lost or waiter.step is None:
             self.finished = True
@@ -311,3 +308,11 @@ class HandshakeChannel:
         if waiter.step.state is not None or waiter.step.failure is not None:
             self.finished = True
         return waiter.step
+
+    def _open(self, state: ch.ChannelState, data: bytes, waiter: _Waiter) -> ch.Open:
+        """Our ``open``, under the link's send lock. Registered before it leaves: secured may answer
+        (or refuse it, busy) before the send returns."""
+        self.conn, self.channel = state.next_conn_id(), state
+        self.link._active[self.conn] = self
+        self.link._waiters[self.conn] = waiter
+        return ch.Open(self.conn, self.peer[: ch.MAX_PEER], data)

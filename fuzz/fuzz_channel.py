@@ -37,14 +37,15 @@ def datagrams(data: bytes) -> list[bytes]:
 
 def ready_state(role: C.Role) -> C.ChannelState:
     state = C.ChannelState(role)
-    state.send(C.Hello(versions=[1], public_key=PK, role=role))
-    state.receive(C.Hello(versions=[1], public_key=PK, role=state.peer_role))
-    if role == "secured":  # appd opens connections 1 and 2 before the fuzzed part
-        state.receive(C.Open(conn=1, peer="192.0.2.1:1"))
-        state.receive(C.Open(conn=2, peer="192.0.2.1:2"))
+    state.send(C.Hello(versions=[C.CHANNEL_VERSION], public_key=PK, role=role))
+    state.receive(C.Hello(versions=[C.CHANNEL_VERSION], public_key=PK, role=state.peer_role))
+    first = b"\x16\x03\x01\x00\x00"
+    if role == "secured":  # appd opened 1 (answered: appd's turn) and 2 (secured's turn) before the fuzzed part
+        state.receive(C.Open(conn=1, peer="192.0.2.1:1", data=first))
+        state.send(C.Hs(conn=1, data=b"", consumed=len(first)))
+        state.receive(C.Open(conn=2, peer="192.0.2.1:2", data=first))
     else:
-        state.send(C.Open(conn=1, peer="192.0.2.1:1"))
-        state.send(C.Hs(conn=1, data=b"\x16\x03\x01\x00\x00", consumed=0))
+        state.send(C.Open(conn=1, peer="192.0.2.1:1", data=first))
     return state
 
 

@@ -261,8 +261,8 @@ def channel_seeds(recorded: list[Session], states: list[TrafficState]) -> list[b
     flights, replies = s.recorder.flights, [r for r in s.recorder.replies if r]
     ch, fin = flights[0], flights[-1] if len(flights) > 1 else b""
     msgs = [
-        C.Open(conn=1, peer="127.0.0.1:50000"),
-        C.Open(conn=2, peer="[2001:db8::1]:443"),
+        C.Open(conn=1, peer="127.0.0.1:50000", data=ch),
+        C.Open(conn=2, peer="[2001:db8::1]:443", data=ch),
         C.Hs(conn=1, data=ch),
         C.Hs(conn=1, data=replies[0] if replies else b"", consumed=len(ch)),
         C.Done(conn=1, data=replies[-1] if replies else b"", consumed=len(fin), blob=sealed(states[0]),
@@ -277,11 +277,11 @@ def channel_seeds(recorded: list[Session], states: list[TrafficState]) -> list[b
         return b"".join(u16(len(p)) + p for p in parts)
 
     seeds = [bytes([0]) + d for d in [appd_hello, secured_hello, *encoded]]
-    # appd receives (after its open 1 and hs 1): secured's hs, done / fail.
+    # appd receives (after its open 1): secured's hs, done / fail.
     seeds.append(bytes([1]) + seq([encoded[3], encoded[4]]))
     seeds.append(bytes([1]) + seq([encoded[5], encoded[7]]))
-    # secured receives (after opens 1 and 2): hs, abort, a third open.
-    seeds.append(bytes([2]) + seq([encoded[2], encoded[6], C.Open(conn=3, peer="x").encode()]))
+    # secured receives (after open 1, answered, and open 2): hs, abort, a third open.
+    seeds.append(bytes([2]) + seq([encoded[2], encoded[6], C.Open(conn=3, peer="x", data=ch).encode()]))
     seeds.append(bytes([3]) + secured_hello)
     seeds.append(bytes([3]) + appd_hello)
     return seeds

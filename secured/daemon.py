@@ -260,6 +260,7 @@ class _Channel:
             engine = ServerHandshake(self.owner.config)
             self.pending[msg.conn] = _Pending(engine, time.monotonic(), msg.peer)
             self.owner.stats.in_flight += 1
+            await self._step(msg.conn, msg.data)
         elif isinstance(msg, ch.Hs):
             await self._step(msg.conn, msg.data)
         elif isinstance(msg, ch.Abort):

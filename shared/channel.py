@@ -26,7 +26,7 @@ from shared.errors import ChannelError
 
 MAX_MESSAGE = 192 * 1024  # below Linux's default SEQPACKET limit (wmem_default, ~208 KiB)
 """Hard cap on one datagram, checked before parsing. A TLS flight plus a blob fits with room to spare."""
-CHANNEL_VERSION = 1
+CHANNEL_VERSION = 2  # 2: ``open`` carries the client's first records (one datagram less per handshake)
 SUPPORTED_VERSIONS: tuple[int, ...] = (CHANNEL_VERSION,)
 PUBLIC_KEY_LEN = 32
 MAX_VERSIONS = 16
@@ -60,10 +60,12 @@ class Hello:
 
 @dataclass(frozen=True)
 class Open:
-    """appd -> secured: a new connection ``conn`` (ids 1, 2, 3, ... per channel) from ``peer``."""
+    """appd -> secured: a new connection ``conn`` (ids 1, 2, 3, ... per channel) from ``peer``, with the
+    client's first whole records: it is the connection's first ``hs`` too, so secured answers it."""
 
     conn: int
     peer: str
+    data: bytes = field(repr=False)
     TYPE: ClassVar[str] = "open"
 
     def encode(self) -> bytes:
@@ -193,6 +195,7 @@ _SCHEMA: dict[str, tuple[type[Message], tuple[_Field, ...]]] = {
                 lambda v: isinstance(v, str),
                 lambda v: len(v) <= MAX_PEER and v.isprintable(),
             ),
+            _Field("data", "d", lambda v: isinstance(v, bytes), lambda v: len(v) > 0),
         ),
     ),
     "hs": (Hs, (_CONN, _DATA, _CONSUMED)),
@@ -370,8 +373,8 @@ class HelloExchange:
 class Turn(enum.Enum):
     """Whose move it is on an open connection. The handshake strictly alternates."""
 
-    APPD = "appd"  # after open, and after each secured hs: appd sends the next client bytes
-    SECURED = "secured"  # after each appd hs: secured answers with hs, done or fail
+    APPD = "appd"  # after each secured hs: appd sends the next client bytes
+    SECURED = "secured"  # after open and after each appd hs: secured answers with hs, done or fail
 
 
 # Which role may send each message type.
@@ -470,7 +473,7 @@ class ChannelState:
             if msg.conn != self._max_conn + 1:
                 raise ChannelError("bad_conn_id", f"open {msg.conn}, expected {self._max_conn + 1}")
             self._max_conn = msg.conn
-            self._conns[msg.conn] = _Conn(Turn.APPD)
+            self._conns[msg.conn] = _Conn(Turn.SECURED, pending=len(msg.data))
             return True
         conn = self._conns.get(msg.conn)
         if conn is None:

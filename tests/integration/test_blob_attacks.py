@@ -112,11 +112,11 @@ class FakeSecured:
                 continue
             if isinstance(msg, ch.Error):
                 return
-            if isinstance(msg, ch.Open):
+            if isinstance(msg, ch.Open):  # a new connection, with its first records
                 engines[msg.conn] = ServerHandshake(self.config)
-            elif isinstance(msg, ch.Abort):
+            if isinstance(msg, ch.Abort):
                 engines.pop(msg.conn).abort()
-            elif isinstance(msg, ch.Hs):
+            elif isinstance(msg, ch.Open | ch.Hs):
                 engine = engines[msg.conn]
                 try:
                     engine.receive_data(msg.data)

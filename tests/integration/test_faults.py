@@ -372,7 +372,7 @@ if os.getuid() != uid:  # started as root: the interpreter's files may be out of
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     exchange = ch.HelloExchange("appd")
     exchange.finish(ch.make_hello(X25519PrivateKey.generate(), "secured").encode())
-    for msg in (ch.Hs(1, Client().client_hello_record(), 0), ch.Open(1, "x"), ch.Done(1, b"", 0, bytes(64), b"")):
+    for msg in (ch.Hs(1, Client().client_hello_record(), 0), ch.Open(1, "x", b"x"), ch.Done(1, b"", 0, bytes(64), b"")):
         ch.decode(msg.encode())
     ch.decode(ch.Error("warm_up").encode())
     random.Random(0).randbytes(8)
@@ -411,7 +411,8 @@ def scenario(name):
         elif name == "hs-never-opened":
             datagram = ch.Hs(1, Client().client_hello_record(), 0).encode()
         elif name == "done-from-appd":
-            sock.send(ch.Open(1, "hostile").encode())
+            sock.send(ch.Open(1, "hostile", Client().client_hello_record()).encode())
+            recv(sock)  # secured's flight
             datagram = ch.Done(1, b"", 0, bytes(64), b"").encode()
         else:
             raise SystemExit(f"unknown scenario {name}")

@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from appd.link import SecuredLink
 from shared import channel as ch
 
+CLIENT_HELLO = b"\x16\x03\x01\x00\x00"
+
 
 def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
     """secured times a connection out while appd's next hs waits to be sent: the step gets the fail, the
@@ -36,12 +38,21 @@ def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
             await theirs.recv(ch.MAX_MESSAGE + 1)  # appd's hello
             with trio.fail_after(5):
                 async with link.handshake("peer") as hs:
-                    opened = ch.decode(await theirs.recv(ch.MAX_MESSAGE + 1))
-                    assert isinstance(opened, ch.Open)
                     result = {}
 
+                    async def first() -> None:
+                        result["first"] = await hs.step(CLIENT_HELLO)
+
+                    nursery.start_soon(first)
+                    opened = ch.decode(await theirs.recv(ch.MAX_MESSAGE + 1))
+                    assert isinstance(opened, ch.Open) and opened.data == CLIENT_HELLO
+                    await theirs.send(ch.Hs(opened.conn, b"flight", len(CLIENT_HELLO)).encode())
+                    while "first" not in result:
+                        await trio.sleep(0.01)
+                    assert result["first"].data == b"flight"
+
                     async def step() -> None:
-                        result["step"] = await hs.step(b"\x16\x03\x01\x00\x00")
+                        result["step"] = await hs.step(b"\x16\x03\x03\x00\x00")
 
                     async with link._send_lock:  # hold the lock: the step registers, then waits here
                         nursery.start_soon(step)
@@ -54,9 +65,10 @@ def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
                     assert result["step"].failure == "timeout"
                 assert link.is_up
                 async with link.handshake("next") as hs2:
+                    nursery.start_soon(hs2.step, CLIENT_HELLO)
                     nxt = ch.decode(await theirs.recv(ch.MAX_MESSAGE + 1))
-                    assert isinstance(nxt, ch.Open) and nxt.conn == opened.conn + 1
-                    del hs2
+                    assert isinstance(nxt, ch.Open) and nxt.conn == opened.conn + 1 and nxt.peer == "next"
+                    await theirs.send(ch.Fail(nxt.conn, b"", "busy").encode())
             nursery.cancel_scope.cancel()
 
     trio.run(main)

@@ -74,8 +74,7 @@ def test_out_of_order_after_hello_and_inflight_failed_cleanly() -> None:
 
     async def body(sock: trio.socket.SocketType) -> None:
         await _hello(sock)
-        await sock.send(ch.Open(1, "peer").encode())
-        await sock.send(ch.Hs(1, Client().client_hello_record(), 0).encode())
+        await sock.send(ch.Open(1, "peer", Client().client_hello_record()).encode())
         assert isinstance(await _recv(sock), ch.Hs)  # ServerHello + flight
         await sock.send(ch.Hs(9, b"x", 0).encode())  # never opened
         err = await _recv(sock)
@@ -101,11 +100,13 @@ def test_busy_beyond_the_per_channel_bound() -> None:
     async def body(sock: trio.socket.SocketType) -> None:
         state = await _hello(sock)
         for conn in (1, 2):
-            msg = ch.Open(conn, "peer")
+            msg = ch.Open(conn, "peer", Client().client_hello_record())
             state.send(msg)
             await sock.send(msg.encode())
-        fail = await _recv(sock)
+        flight, fail = await _recv(sock), await _recv(sock)
+        assert isinstance(flight, ch.Hs) and flight.conn == 1  # the first is served
         assert isinstance(fail, ch.Fail) and fail.conn == 2 and fail.reason == "busy"
+        assert fail.data == bytes([21, 3, 3, 0, 2, 2, 80])  # a plaintext internal_error for its client
 
     _run(body, _secured(max_handshakes=1))
 
@@ -113,8 +114,9 @@ def test_busy_beyond_the_per_channel_bound() -> None:
 def test_stalled_handshake_fails_at_the_deadline() -> None:
     async def body(sock: trio.socket.SocketType) -> None:
         await _hello(sock)
-        await sock.send(ch.Open(1, "slow").encode())
+        await sock.send(ch.Open(1, "slow", Client().client_hello_record()).encode())
         start = trio.current_time()
+        assert isinstance(await _recv(sock), ch.Hs)  # our flight; the client never answers it
         fail = await _recv(sock)
         assert isinstance(fail, ch.Fail) and fail.reason == "timeout"
         assert 0.3 <= trio.current_time() - start < 1.5
@@ -126,8 +128,7 @@ def test_done_carries_blob_and_sealed_fallback_alert() -> None:
     async def body(sock: trio.socket.SocketType) -> None:
         await _hello(sock)
         c = Client()
-        await sock.send(ch.Open(1, "peer").encode())
-        await sock.send(ch.Hs(1, c.client_hello_record(), 0).encode())
+        await sock.send(ch.Open(1, "peer", c.client_hello_record()).encode())
         flight = await _recv(sock)
         assert isinstance(flight, ch.Hs)
         c.read_server(flight.data)

@@ -19,8 +19,8 @@ PK = bytes(range(32))
 EXAMPLES: list[C.Message] = [
     C.Hello(versions=[1], public_key=PK, role="appd"),
     C.Hello(versions=[1, 2, 7], public_key=PK, role="secured"),
-    C.Open(conn=1, peer="[2001:db8::1]:443"),
-    C.Open(conn=2, peer=""),
+    C.Open(conn=1, peer="[2001:db8::1]:443", data=b"\x16\x03\x01\x00\x05hello"),
+    C.Open(conn=2, peer="", data=b"x"),
     C.Hs(conn=1, data=b"\x16\x03\x01\x00\x05hello", consumed=0),
     C.Hs(conn=2**64 - 1, data=b"", consumed=10),
     C.Done(conn=3, data=b"tickets", consumed=5, blob=b"\xa4sealed"),
@@ -107,7 +107,9 @@ def test_a_flight_and_a_full_blob_fit() -> None:
         (wire({"t": "fail", "c": 1, "d": b"", "why": "Has Spaces"}), "bad_value"),
         (wire({"t": "fail", "c": 1, "d": b"", "why": ""}), "bad_value"),
         (wire({"t": "error", "why": "x" * 65}), "bad_value"),
-        (wire({"t": "open", "c": 1, "peer": "a\nb"}), "bad_value"),
+        (wire({"t": "open", "c": 1, "peer": "a\nb", "d": b"x"}), "bad_value"),
+        (wire({"t": "open", "c": 1, "peer": "", "d": b""}), "bad_value"),  # open carries the first records
+        (wire({"t": "open", "c": 1, "peer": ""}), "missing_field"),
         (wire({"t": "done", "c": 1, "d": b"", "u": 0, "b": b"", "a": b""}), "bad_value"),
     ],
 )
@@ -171,7 +173,7 @@ def test_both_sides_derive_the_same_keys() -> None:
     at_secured = C.ChannelKeys.derive(s_priv, s_hello, a_hello)
     assert at_appd.blob_key == at_secured.blob_key and len(at_appd.blob_key) == 32
     assert at_appd.channel_id == at_secured.channel_id and len(at_appd.channel_id) == 16
-    assert at_appd.version == 1
+    assert at_appd.version == C.CHANNEL_VERSION == 2
     assert at_appd.blob_key.hex() not in repr(at_appd)
     state = TrafficState(0x1301, bytearray(b"r" * 32), bytearray(b"w" * 32))
     got = at_appd.opener().open(at_secured.sealer().seal(state, 9), 9)
@@ -201,6 +203,15 @@ def test_version_negotiation() -> None:
     assert ei.value.reason == "no_common_version"
 
 
+def test_version_1_peer_is_refused() -> None:
+    """Version 1 sent ``open`` without data: a daemon of that release and one of this must not pair."""
+    a_priv, _, s_priv, s_hello = hellos()
+    old_appd = C.make_hello(a_priv, "appd", versions=(1,)).encode()
+    with pytest.raises(ChannelError) as ei:
+        C.ChannelKeys.derive(s_priv, s_hello, old_appd)
+    assert ei.value.reason == "no_common_version"
+
+
 def test_derive_refusals() -> None:
     a_priv, a_hello, _s_priv, s_hello = hellos()
     cases = [
@@ -226,7 +237,7 @@ def test_derive_refusals() -> None:
 def test_low_order_public_key_refused(public_key: bytes) -> None:
     a_priv = X25519PrivateKey.generate()
     a_hello = C.make_hello(a_priv, "appd").encode()
-    evil = C.Hello(versions=[1], public_key=public_key, role="secured").encode()
+    evil = C.Hello(versions=[C.CHANNEL_VERSION], public_key=public_key, role="secured").encode()
     with pytest.raises(ChannelError) as ei:
         C.ChannelKeys.derive(a_priv, a_hello, evil)
     assert ei.value.reason == "bad_public_key"
@@ -279,8 +290,7 @@ def test_full_handshake_flow() -> None:
     appd, secured = ready_pair()
     c = appd.next_conn_id()
     assert c == 1
-    assert deliver(appd, secured, C.Open(conn=c, peer="192.0.2.1:5000"))
-    assert deliver(appd, secured, C.Hs(conn=c, data=b"x" * 100))
+    assert deliver(appd, secured, C.Open(conn=c, peer="192.0.2.1:5000", data=b"x" * 100))
     assert deliver(secured, appd, C.Hs(conn=c, data=b"sh", consumed=100))
     assert deliver(appd, secured, C.Hs(conn=c, data=b"y" * 80))
     assert deliver(secured, appd, C.Done(conn=c, data=b"t", consumed=60, blob=b"b"))
@@ -291,8 +301,7 @@ def test_full_handshake_flow() -> None:
 def test_multiplexed_connections() -> None:
     appd, secured = ready_pair()
     for c in (1, 2, 3):
-        deliver(appd, secured, C.Open(conn=c, peer=""))
-        deliver(appd, secured, C.Hs(conn=c, data=b"ch"))
+        deliver(appd, secured, C.Open(conn=c, peer="", data=b"ch"))
     deliver(secured, appd, C.Fail(conn=2, data=b"alert", reason="bad_certificate"))
     deliver(secured, appd, C.Hs(conn=3, data=b"", consumed=2))
     deliver(appd, secured, C.Abort(conn=3))
@@ -302,12 +311,12 @@ def test_multiplexed_connections() -> None:
 
 def test_hello_rules() -> None:
     appd = C.ChannelState("appd")
-    assert violation(appd, C.Open(conn=1, peer=""), incoming=False) == "hello_expected"
+    assert violation(appd, C.Open(conn=1, peer="", data=b"x"), incoming=False) == "hello_expected"
     assert violation(appd, C.Hello(versions=[1], public_key=PK, role="appd")) == "role_mismatch"
     assert violation(appd, C.Hello(versions=[1], public_key=PK, role="secured"), incoming=False) == "role_mismatch"
     appd.send(C.Hello(versions=[1], public_key=PK, role="appd"))
     assert violation(appd, C.Hello(versions=[1], public_key=PK, role="appd"), incoming=False) == "duplicate_hello"
-    assert violation(appd, C.Open(conn=1, peer=""), incoming=False) == "hello_expected"  # not received yet
+    assert violation(appd, C.Open(conn=1, peer="", data=b"x"), incoming=False) == "hello_expected"  # not received yet
     appd.receive(C.Hello(versions=[1], public_key=PK, role="secured"))
     assert violation(appd, C.Hello(versions=[1], public_key=PK, role="secured")) == "duplicate_hello"
     secured = C.ChannelState("secured")
@@ -317,49 +326,50 @@ def test_hello_rules() -> None:
 
 def test_conn_ids_are_consecutive() -> None:
     appd, secured = ready_pair()
-    assert violation(secured, C.Open(conn=2, peer="")) == "bad_conn_id"
-    deliver(appd, secured, C.Open(conn=1, peer=""))
-    assert violation(secured, C.Open(conn=1, peer="")) == "bad_conn_id"  # reuse
+    assert violation(secured, C.Open(conn=2, peer="", data=b"x")) == "bad_conn_id"
+    deliver(appd, secured, C.Open(conn=1, peer="", data=b"x"))
+    assert violation(secured, C.Open(conn=1, peer="", data=b"x")) == "bad_conn_id"  # reuse
     deliver(appd, secured, C.Abort(conn=1))
-    assert violation(secured, C.Open(conn=1, peer="")) == "bad_conn_id"  # reuse after retirement
+    assert violation(secured, C.Open(conn=1, peer="", data=b"x")) == "bad_conn_id"  # reuse after retirement
 
 
 def test_direction_rules() -> None:
     appd, secured = ready_pair()
-    deliver(appd, secured, C.Open(conn=1, peer=""))
-    deliver(appd, secured, C.Hs(conn=1, data=b"x"))
+    deliver(appd, secured, C.Open(conn=1, peer="", data=b"x"))
     assert violation(secured, C.Done(conn=1, data=b"", consumed=0, blob=b"b")) == "wrong_direction"
     assert violation(secured, C.Fail(conn=1, data=b"", reason="x")) == "wrong_direction"
-    assert violation(appd, C.Open(conn=2, peer="")) == "wrong_direction"
+    assert violation(appd, C.Open(conn=2, peer="", data=b"x")) == "wrong_direction"
     assert violation(appd, C.Abort(conn=1)) == "wrong_direction"
     assert violation(secured, C.Abort(conn=1), incoming=False) == "wrong_direction"
 
 
 def test_turn_rules() -> None:
     appd, secured = ready_pair()
-    deliver(appd, secured, C.Open(conn=1, peer=""))
-    assert violation(appd, C.Hs(conn=1, data=b"", consumed=0)) == "wrong_turn"  # secured speaks first
-    assert violation(appd, C.Done(conn=1, data=b"", consumed=0, blob=b"b")) == "wrong_turn"
-    deliver(appd, secured, C.Hs(conn=1, data=b"x"))
+    deliver(appd, secured, C.Open(conn=1, peer="", data=b"x"))  # open is appd's first hs: secured answers
     assert violation(secured, C.Hs(conn=1, data=b"x")) == "wrong_turn"  # appd twice in a row
     assert violation(appd, C.Hs(conn=1, data=b"x"), incoming=False) == "wrong_turn"
+    deliver(secured, appd, C.Hs(conn=1, data=b"sh", consumed=1))
+    assert violation(appd, C.Hs(conn=1, data=b"", consumed=0)) == "wrong_turn"  # secured twice in a row
+    assert violation(appd, C.Done(conn=1, data=b"", consumed=0, blob=b"b")) == "wrong_turn"
+    assert violation(secured, C.Hs(conn=1, data=b"x"), incoming=False) == "wrong_turn"
 
 
 def test_consumed_rules() -> None:
     appd, secured = ready_pair()
-    deliver(appd, secured, C.Open(conn=1, peer=""))
-    assert violation(secured, C.Hs(conn=1, data=b"x", consumed=1)) == "bad_consumed"
-    deliver(appd, secured, C.Hs(conn=1, data=b"abc"))
+    deliver(appd, secured, C.Open(conn=1, peer="", data=b"abc"))
     assert violation(appd, C.Hs(conn=1, data=b"", consumed=4)) == "bad_consumed"
     assert violation(appd, C.Done(conn=1, data=b"", consumed=4, blob=b"b")) == "bad_consumed"
-    assert deliver(secured, appd, C.Done(conn=1, data=b"", consumed=3, blob=b"b"))
+    deliver(secured, appd, C.Hs(conn=1, data=b"sh", consumed=3))
+    assert violation(secured, C.Hs(conn=1, data=b"x", consumed=1)) == "bad_consumed"  # appd's carry 0
+    deliver(appd, secured, C.Hs(conn=1, data=b"de"))
+    assert violation(appd, C.Done(conn=1, data=b"", consumed=3, blob=b"b")) == "bad_consumed"  # of the last 2
+    assert deliver(secured, appd, C.Done(conn=1, data=b"", consumed=2, blob=b"b"))
 
 
 def test_unknown_and_retired_conns() -> None:
     appd, secured = ready_pair()
     assert violation(secured, C.Hs(conn=1, data=b"")) == "unknown_conn"  # never opened
-    deliver(appd, secured, C.Open(conn=1, peer=""))
-    deliver(appd, secured, C.Hs(conn=1, data=b"x"))
+    deliver(appd, secured, C.Open(conn=1, peer="", data=b"x"))
     deliver(secured, appd, C.Fail(conn=1, data=b"", reason="timeout"))
     # the sender's own checker is strict about retired ids ...
     assert violation(secured, C.Hs(conn=1, data=b""), incoming=False) == "unknown_conn"
@@ -371,8 +381,7 @@ def test_unknown_and_retired_conns() -> None:
 
 def test_crossing_abort_and_reply() -> None:
     appd, secured = ready_pair()
-    deliver(appd, secured, C.Open(conn=1, peer=""))
-    deliver(appd, secured, C.Hs(conn=1, data=b"x"))
+    deliver(appd, secured, C.Open(conn=1, peer="", data=b"x"))
     # appd aborts while secured's done is already on its way
     appd.send(C.Abort(conn=1))
     done = C.Done(conn=1, data=b"", consumed=1, blob=b"b")
@@ -383,8 +392,7 @@ def test_crossing_abort_and_reply() -> None:
 
 def test_crossing_hs_and_unsolicited_fail() -> None:
     appd, secured = ready_pair()
-    deliver(appd, secured, C.Open(conn=1, peer=""))
-    deliver(appd, secured, C.Hs(conn=1, data=b"x"))
+    deliver(appd, secured, C.Open(conn=1, peer="", data=b"x"))
     deliver(secured, appd, C.Hs(conn=1, data=b"", consumed=1))
     hs = C.Hs(conn=1, data=b"more")
     appd.send(hs)
@@ -398,8 +406,8 @@ def test_error_closes_the_channel() -> None:
     appd, secured = ready_pair()
     deliver(secured, appd, C.Error(reason="shutting_down"))
     assert appd.closed and secured.closed and not appd.ready
-    assert violation(appd, C.Open(conn=1, peer=""), incoming=False) == "closed"
-    assert violation(secured, C.Open(conn=1, peer="")) == "closed"
+    assert violation(appd, C.Open(conn=1, peer="", data=b"x"), incoming=False) == "closed"
+    assert violation(secured, C.Open(conn=1, peer="", data=b"x")) == "closed"
     fresh = C.ChannelState("secured")
     assert fresh.receive(C.Error(reason="bad_peer")) is True  # allowed before hello too
 
