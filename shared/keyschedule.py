@@ -7,6 +7,7 @@ secret. HMAC comes from the stdlib (``hmac.digest`` runs in C), which is all HKD
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -36,12 +37,18 @@ SUITES: dict[int, SuiteParams] = {
 }
 
 
+@functools.cache
 def hash_len(hash_name: str) -> int:
     return hashlib.new(hash_name).digest_size
 
 
 def transcript_hash(hash_name: str, data: bytes) -> bytes:
     return hashlib.new(hash_name, data).digest()
+
+
+@functools.cache
+def _empty_hash(hash_name: str) -> bytes:
+    return transcript_hash(hash_name, b"")
 
 
 def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
@@ -52,6 +59,8 @@ def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
 
 
 def hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
+    if length <= hash_len(hash_name):  # every TLS 1.3 use: one block, one HMAC
+        return hmac.digest(prk, info + b"\x01", hash_name)[:length]
     out = b""
     block = b""
     counter = 1
@@ -62,10 +71,16 @@ def hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
     return out[:length]
 
 
+@functools.lru_cache(maxsize=128)
+def _label_head(label: bytes, length: int) -> bytes:
+    """HkdfLabel up to the context: the labels are a handful of constants, so this is built once each."""
+    full = b"tls13 " + label
+    return length.to_bytes(2, "big") + bytes([len(full)]) + full
+
+
 def hkdf_label(label: bytes, context: bytes, length: int) -> bytes:
     """The HkdfLabel structure of §7.1 (label gets the "tls13 " prefix)."""
-    full = b"tls13 " + label
-    return length.to_bytes(2, "big") + bytes([len(full)]) + full + bytes([len(context)]) + context
+    return _label_head(label, length) + bytes([len(context)]) + context
 
 
 def hkdf_expand_label(hash_name: str, secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
@@ -75,6 +90,13 @@ def hkdf_expand_label(hash_name: str, secret: bytes, label: bytes, context: byte
 def derive_secret(hash_name: str, secret: bytes, label: bytes, transcript_digest: bytes) -> bytes:
     """Derive-Secret(Secret, Label, Messages), given the transcript's hash already computed."""
     return hkdf_expand_label(hash_name, secret, label, transcript_digest, hash_len(hash_name))
+
+
+@functools.cache
+def _no_psk_secrets(hash_name: str) -> tuple[bytes, bytes]:
+    """(early_secret, its "derived" secret) without a PSK: constants of the hash, computed once."""
+    early = hkdf_extract(hash_name, b"", bytes(hash_len(hash_name)))
+    return early, derive_secret(hash_name, early, b"derived", _empty_hash(hash_name))
 
 
 def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
@@ -113,8 +135,13 @@ class KeySchedule:
     def __init__(self, hash_name: str, psk: bytes | None = None) -> None:
         self.hash_name = hash_name
         self.hash_len = hash_len(hash_name)
-        self._empty_hash = transcript_hash(hash_name, b"")
-        self.early_secret = hkdf_extract(hash_name, b"", psk if psk is not None else bytes(self.hash_len))
+        self._empty_hash = _empty_hash(hash_name)
+        # The early secret's "derived" secret, when it is a constant (no PSK); else derived on use.
+        self._early_derived: bytes | None = None
+        if psk is None:
+            self.early_secret, self._early_derived = _no_psk_secrets(hash_name)
+        else:
+            self.early_secret = hkdf_extract(hash_name, b"", psk)
         self.handshake_secret = b""
         self.master_secret = b""
 
@@ -129,7 +156,7 @@ class KeySchedule:
         return derive_secret(self.hash_name, self.early_secret, b"c e traffic", ch_digest)
 
     def derive_handshake(self, ecdhe: bytes | None) -> None:
-        derived = derive_secret(self.hash_name, self.early_secret, b"derived", self._empty_hash)
+        derived = self._early_derived or derive_secret(self.hash_name, self.early_secret, b"derived", self._empty_hash)
         self.handshake_secret = hkdf_extract(self.hash_name, derived, ecdhe if ecdhe else bytes(self.hash_len))
 
     def handshake_traffic_secrets(self, ch_sh_digest: bytes) -> tuple[bytes, bytes]:
