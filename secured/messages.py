@@ -8,6 +8,7 @@ checks that need configuration (which suites, groups, schemes we take) live in t
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.errors import DecodeError, IllegalParameter
@@ -52,6 +53,8 @@ class PskMode(enum.IntEnum):
     psk_ke = 0
     psk_dhe_ke = 1
 
+
+_PRE_SHARED_KEY = int(ExtensionType.pre_shared_key)
 
 TLS13 = 0x0304
 TLS12 = 0x0303
@@ -165,39 +168,79 @@ def _parse_psk(r: Reader) -> PreSharedKeyOffer:
     return PreSharedKeyOffer(identities, binders, binders_len)
 
 
+def _ext_supported_versions(ch: ClientHello, r: Reader) -> None:
+    ch.supported_versions = r.u16_list(1, "supported_versions")
+    r.expect_end()
+
+
+def _ext_supported_groups(ch: ClientHello, r: Reader) -> None:
+    ch.supported_groups = r.u16_list(2, "supported_groups")
+    r.expect_end()
+
+
+def _ext_signature_algorithms(ch: ClientHello, r: Reader) -> None:
+    ch.signature_algorithms = r.u16_list(2, "signature_algorithms")
+    r.expect_end()
+
+
+def _ext_signature_algorithms_cert(ch: ClientHello, r: Reader) -> None:
+    ch.signature_algorithms_cert = r.u16_list(2, "signature_algorithms_cert")
+    r.expect_end()
+
+
+def _ext_psk_key_exchange_modes(ch: ClientHello, r: Reader) -> None:
+    modes = r.vector(1, min_len=1)
+    r.expect_end()
+    ch.psk_modes = list(modes)
+
+
+def _ext_early_data(ch: ClientHello, r: Reader) -> None:
+    r.expect_end()
+    ch.early_data = True
+
+
+def _ext_cookie(ch: ClientHello, r: Reader) -> None:
+    ch.cookie = r.vector(2, min_len=1)
+    r.expect_end()
+
+
+def _ext_key_share(ch: ClientHello, r: Reader) -> None:
+    ch.key_shares = _parse_key_shares(r)
+
+
+def _ext_server_name(ch: ClientHello, r: Reader) -> None:
+    ch.server_name = _parse_server_name(r)
+
+
+def _ext_alpn(ch: ClientHello, r: Reader) -> None:
+    ch.alpn = _parse_alpn(r)
+
+
+def _ext_pre_shared_key(ch: ClientHello, r: Reader) -> None:
+    ch.pre_shared_key = _parse_psk(r)
+
+
+# The extensions we read; every other one is ignored (§4.1.2: unknown extensions MUST be ignored).
+# A table rather than an if-chain: each comparison with an enum member costs a class attribute lookup.
+_EXTENSION_PARSERS: dict[int, Callable[[ClientHello, Reader], None]] = {
+    ExtensionType.supported_versions: _ext_supported_versions,
+    ExtensionType.supported_groups: _ext_supported_groups,
+    ExtensionType.key_share: _ext_key_share,
+    ExtensionType.signature_algorithms: _ext_signature_algorithms,
+    ExtensionType.signature_algorithms_cert: _ext_signature_algorithms_cert,
+    ExtensionType.server_name: _ext_server_name,
+    ExtensionType.application_layer_protocol_negotiation: _ext_alpn,
+    ExtensionType.psk_key_exchange_modes: _ext_psk_key_exchange_modes,
+    ExtensionType.pre_shared_key: _ext_pre_shared_key,
+    ExtensionType.early_data: _ext_early_data,
+    ExtensionType.cookie: _ext_cookie,
+}
+
+
 def _parse_extension(ch: ClientHello, ext_type: int, data: bytes) -> None:
-    r = Reader(data, f"extension {ext_type}")
-    if ext_type == ExtensionType.supported_versions:
-        ch.supported_versions = r.u16_list(1, "supported_versions")
-        r.expect_end()
-    elif ext_type == ExtensionType.supported_groups:
-        ch.supported_groups = r.u16_list(2, "supported_groups")
-        r.expect_end()
-    elif ext_type == ExtensionType.key_share:
-        ch.key_shares = _parse_key_shares(r)
-    elif ext_type == ExtensionType.signature_algorithms:
-        ch.signature_algorithms = r.u16_list(2, "signature_algorithms")
-        r.expect_end()
-    elif ext_type == ExtensionType.signature_algorithms_cert:
-        ch.signature_algorithms_cert = r.u16_list(2, "signature_algorithms_cert")
-        r.expect_end()
-    elif ext_type == ExtensionType.server_name:
-        ch.server_name = _parse_server_name(r)
-    elif ext_type == ExtensionType.application_layer_protocol_negotiation:
-        ch.alpn = _parse_alpn(r)
-    elif ext_type == ExtensionType.psk_key_exchange_modes:
-        modes = r.vector(1, min_len=1)
-        r.expect_end()
-        ch.psk_modes = list(modes)
-    elif ext_type == ExtensionType.pre_shared_key:
-        ch.pre_shared_key = _parse_psk(r)
-    elif ext_type == ExtensionType.early_data:
-        r.expect_end()
-        ch.early_data = True
-    elif ext_type == ExtensionType.cookie:
-        ch.cookie = r.vector(2, min_len=1)
-        r.expect_end()
-    # Everything else is ignored (§4.1.2: unknown extensions MUST be ignored).
+    parse = _EXTENSION_PARSERS.get(ext_type)
+    if parse is not None:
+        parse(ch, Reader(data, f"extension {ext_type}"))
 
 
 def parse_client_hello(raw: bytes) -> ClientHello:
@@ -219,14 +262,15 @@ def parse_client_hello(raw: bytes) -> ClientHello:
         return ch
     exts = r.block(2, "extensions")
     r.expect_end()
+    extensions = ch.extensions
     while not exts.at_end():
         ext_type = exts.u16()
         data = exts.vector(2)
-        if ext_type in ch.extensions:
+        if ext_type in extensions:
             raise IllegalParameter(f"duplicate extension {ext_type}")
-        if ExtensionType.pre_shared_key in ch.extensions:
+        if _PRE_SHARED_KEY in extensions:
             raise IllegalParameter("pre_shared_key is not the last extension")
-        ch.extensions[ext_type] = data
+        extensions[ext_type] = data
     for ext_type, data in ch.extensions.items():
         _parse_extension(ch, ext_type, data)
     return ch
