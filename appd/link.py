@@ -19,6 +19,7 @@ import trio
 
 from shared import channel as ch
 from shared.blob import BlobOpener
+from shared.dgram import Datagrams
 from shared.errors import BlobError, ChannelError
 from shared.state import TrafficState
 
@@ -79,19 +80,18 @@ class SecuredLink:
         self.channel_wait = channel_wait
         self.log = log
         self._backoff_max = backoff_max
-        self._sock: trio.socket.SocketType | None = None
+        self._dg: Datagrams | None = None
         self._state: ch.ChannelState | None = None
         self._opener: BlobOpener | None = None
         self._waiters: dict[int, _Waiter] = {}
         self._orphans: dict[int, Step] = {}  # an unsolicited fail (timeout, busy) awaiting its connection
         self._active: dict[int, HandshakeChannel] = {}
-        self._send_lock = trio.Lock()
         self.up = trio.Event()
         self.channels_made = 0
 
     @property
     def is_up(self) -> bool:
-        return self._sock is not None
+        return self._dg is not None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a channel up for the life of appd; reports started after the first attempt."""
@@ -109,21 +109,21 @@ class SecuredLink:
                 delay = min(delay * 2, self._backoff_max)
                 continue
             delay = 0.02
-            with sock:
+            with Datagrams.adopt(sock) as dg:
                 try:
-                    await self._hello(sock)
+                    await self._hello(dg)
                     self.channels_made += 1
                     self.log.info("channel up", channel=self.channels_made)
                     self.up.set()
                     if not started:
                         task_status.started()
                         started = True
-                    await self._read_loop(sock)
+                    await self._read_loop(dg)
                     self.log.warning("channel down", reason="secured closed it")
                 except ChannelError as exc:
                     self.log.warning("channel down", reason=exc.reason, detail=str(exc))
                     try:
-                        await sock.send(ch.Error(exc.reason).encode())
+                        await dg.send(ch.Error(exc.reason).encode)
                     except OSError:
                         pass
                 except (OSError, trio.ClosedResourceError) as exc:
@@ -134,16 +134,16 @@ class SecuredLink:
                 task_status.started()
                 started = True
 
-    async def _hello(self, sock: trio.socket.SocketType) -> None:
+    async def _hello(self, dg: Datagrams) -> None:
         exchange = ch.HelloExchange("appd")
-        await sock.send(exchange.datagram)
-        keys = exchange.finish(await sock.recv(ch.MAX_MESSAGE + 1))
+        await dg.send(lambda: exchange.datagram)
+        keys = exchange.finish(await dg.recv(ch.MAX_MESSAGE + 1))
         self._opener = keys.opener()
         self._state = exchange.state
-        self._sock = sock
+        self._dg = dg
 
     def _lose(self) -> None:
-        self._sock = None
+        self._dg = None
         self._state = None
         self._opener = None
         self.up = trio.Event()
@@ -156,11 +156,11 @@ class SecuredLink:
             hc.lost = True
             hc.interrupt()
 
-    async def _read_loop(self, sock: trio.socket.SocketType) -> None:
+    async def _read_loop(self, dg: Datagrams) -> None:
         state = self._state
         assert state is not None
         while True:
-            raw = await sock.recv(ch.MAX_MESSAGE + 1)
+            raw = await dg.recv(ch.MAX_MESSAGE + 1)
             if not raw:
                 return
             msg = ch.decode(raw)
@@ -197,33 +197,34 @@ class SecuredLink:
         return Step(msg.data, msg.consumed, state=state)
 
     async def _send(self, msg: ch.Message | Callable[[ch.ChannelState], ch.Message]) -> None:
-        """Send ``msg``. A callable builds the message under the send lock from the channel's state: an
-        ``open`` takes its connection id there, so connections accepted at the same moment never share one."""
-        async with self._send_lock:
-            sock, state = self._sock, self._state
-            if sock is None or state is None:
-                raise SecuredUnavailable("no channel to secured")
-            if callable(msg):
-                msg = msg(state)
-            elif isinstance(msg, ch.Hs | ch.Abort) and not state.is_open(msg.conn):
-                # secured retired this connection (fail: timeout, busy) while we waited for the lock;
+        """Send ``msg``. A callable builds the message from the channel's state when its turn to leave has
+        come: an ``open`` takes its connection id then, so ids reach secured in order."""
+        dg, state = self._dg, self._state
+        if dg is None or state is None:
+            raise SecuredUnavailable("no channel to secured")
+
+        def make() -> bytes | None:
+            m = msg(state) if callable(msg) else msg
+            if isinstance(m, ch.Hs | ch.Abort) and not state.is_open(m.conn):
+                # secured retired this connection (fail: timeout, busy) while we waited for room;
                 # its answer is already with the waiter, so there is nothing left to say.
-                return
-            try:
-                # Shielded: once ChannelState has counted a message, the message must leave. A deadline
-                # firing between the two (or while the socket is full) would leave secured one id behind.
-                with trio.CancelScope(shield=True):
-                    state.send(msg)
-                    await sock.send(msg.encode())
-            except ChannelError as exc:
-                # Our own bookkeeping is off: the channel cannot be trusted. Shutting it down ends the
-                # read loop normally, which reconnects; closing it under the reader would not.
-                self.log.error("channel protocol error on send", reason=exc.reason, detail=str(exc))
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                raise SecuredUnavailable(f"channel broken ({exc.reason})") from None
-            except OSError as exc:
-                raise SecuredUnavailable(f"channel send failed: {exc.strerror}") from None
+                return None
+            state.send(m)
+            return m.encode()
+
+        try:
+            # Shielded: once ChannelState has counted a message, the message must leave. A deadline
+            # firing while the socket is full would leave secured one id behind.
+            await dg.send(make, shield=True)
+        except ChannelError as exc:
+            # Our own bookkeeping is off: the channel cannot be trusted. Shutting it down ends the
+            # read loop normally, which reconnects; closing it under the reader would not.
+            self.log.error("channel protocol error on send", reason=exc.reason, detail=str(exc))
+            with contextlib.suppress(OSError):
+                dg.sock.shutdown(socket.SHUT_RDWR)
+            raise SecuredUnavailable(f"channel broken ({exc.reason})") from None
+        except OSError as exc:
+            raise SecuredUnavailable(f"channel send failed: {exc.strerror}") from None
 
     @asynccontextmanager
     async def handshake(self, peer: str) -> AsyncIterator[HandshakeChannel]:

@@ -22,6 +22,7 @@ from secured.handshake import ServerConfig, ServerHandshake
 from shared import channel as ch
 from shared import systemd
 from shared.blob import BlobSealer
+from shared.dgram import Datagrams
 from shared.errors import Alert, AlertDescription, BlobError, ChannelError, ConfigError, LocalAlert, PeerAlert
 from shared.record import ContentType, Protection, RecordLayer
 from shared.state import fingerprint
@@ -32,7 +33,7 @@ _PEERCRED = struct.Struct("3i")
 _BUSY_ALERT = RecordLayer().send_alert(AlertDescription.internal_error)
 
 
-def peer_uid(sock: trio.socket.SocketType) -> tuple[int, int]:
+def peer_uid(sock: socket.socket | trio.socket.SocketType) -> tuple[int, int]:
     """(pid, uid) of the process at the other end of a Unix socket."""
     pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
     return pid, uid
@@ -125,9 +126,9 @@ class Secured:
     async def serve_channel(self, sock: trio.socket.SocketType) -> None:
         self._channel_ids += 1
         log = self.log.bind(channel=self._channel_ids)
-        with sock:
+        with Datagrams.adopt(sock) as dg:
             try:
-                pid, uid = peer_uid(sock)
+                pid, uid = peer_uid(dg.sock)
             except OSError as exc:
                 log.warning("channel refused", reason="no peer credentials", error=str(exc))
                 return
@@ -135,7 +136,7 @@ class Secured:
                 log.warning("channel refused", reason="peer uid not allowed", peer_pid=pid, peer_uid=uid)
                 return
             log = log.bind(peer_pid=pid, peer_uid=uid)
-            chan = _Channel(self, sock, log)
+            chan = _Channel(self, dg, log)
             self.stats.channels += 1
             try:
                 await chan.run()
@@ -145,22 +146,23 @@ class Secured:
 
 
 class _Channel:
-    def __init__(self, owner: Secured, sock: trio.socket.SocketType, log: Any) -> None:
+    def __init__(self, owner: Secured, dg: Datagrams, log: Any) -> None:
         self.owner = owner
-        self.sock = sock
+        self.dg = dg
         self.log = log
         self.state = ch.ChannelState("secured")
         self.pending: dict[int, _Pending] = {}
         self.sealer: BlobSealer | None = None
-        self._send_lock = trio.Lock()
 
     async def send(self, msg: ch.Message) -> None:
-        async with self._send_lock:
+        def make() -> bytes:
             self.state.send(msg)
-            await self.sock.send(msg.encode())
+            return msg.encode()
+
+        await self.dg.send(make)
 
     async def recv(self) -> ch.Message | None:
-        datagram = await self.sock.recv(ch.MAX_MESSAGE + 1)
+        datagram = await self.dg.recv(ch.MAX_MESSAGE + 1)
         if not datagram:
             return None
         return ch.decode(datagram)
@@ -200,15 +202,15 @@ class _Channel:
     async def _protocol_error(self, exc: ChannelError) -> str:
         self.log.warning("channel protocol error", reason=exc.reason, detail=str(exc))
         try:
-            await self.sock.send(ch.Error(exc.reason).encode())
+            await self.dg.send(ch.Error(exc.reason).encode)
         except OSError:
             pass
         return exc.reason
 
     async def _hello(self) -> None:
         exchange = ch.HelloExchange("secured")
-        await self.sock.send(exchange.datagram)
-        keys = exchange.finish(await self.sock.recv(ch.MAX_MESSAGE + 1))
+        await self.dg.send(lambda: exchange.datagram)
+        keys = exchange.finish(await self.dg.recv(ch.MAX_MESSAGE + 1))
         self.state = exchange.state
         self.sealer = keys.sealer()
 

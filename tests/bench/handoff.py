@@ -1,9 +1,10 @@
 """Cost of the handoff per connection: channel round trips + seal + import, in µs of CPU.
 
 What privilege separation adds to a handshake, measured in one process so both ends count:
-appd's Open (with the ClientHello) and Hs, answered by Hs and Done, over a real SEQPACKET socketpair (trio on both ends),
-with handshake-sized payloads; secured sealing the blob and the fallback alert; appd opening the
-blob and deriving the record keys. The engine's own handshake CPU (tests/bench/engine.py) is the
+appd's Open (with the ClientHello) and Hs, answered by Hs and Done, over a real SEQPACKET
+socketpair with the daemons' own transport (shared.dgram) and order checker on both ends, with
+handshake-sized payloads; secured sealing the blob and the fallback alert; appd opening the blob
+and deriving the record keys. The engine's own handshake CPU (tests/bench/engine.py) is the
 denominator for the "handoff / handshake" ratio.
 
     .venv/bin/python tests/bench/handoff.py [--n 2000]
@@ -16,23 +17,26 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import trio
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shared import channel as ch
+from shared.blob import BlobSealer
+from shared.dgram import Datagrams
 from shared.record import ContentType, Protection, RecordLayer
 from shared.state import TrafficState
 
 CH, FLIGHT, FIN, TICKETS = os.urandom(517), os.urandom(1400), os.urandom(58), os.urandom(480)
 
 
-def _keys() -> tuple[ch.ChannelKeys, ch.ChannelKeys]:
-    pa, ps = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-    ha, hs = ch.make_hello(pa, "appd").encode(), ch.make_hello(ps, "secured").encode()
-    return ch.ChannelKeys.derive(pa, ha, hs), ch.ChannelKeys.derive(ps, hs, ha)
+async def _hello(dg: Datagrams, role: ch.Role) -> tuple[ch.ChannelState, ch.ChannelKeys]:
+    exchange = ch.HelloExchange(role)
+    await dg.send(lambda: exchange.datagram)
+    keys = exchange.finish(await dg.recv(ch.MAX_MESSAGE + 1))
+    return exchange.state, keys
 
 
 def _state() -> TrafficState:
@@ -42,35 +46,62 @@ def _state() -> TrafficState:
 
 async def run(n: int) -> tuple[float, float, float]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    appd_sock, secured_sock = trio.socket.from_stdlib_socket(a), trio.socket.from_stdlib_socket(b)
-    keys_a, keys_s = _keys()
-    opener, sealer = keys_a.opener(), keys_s.sealer()
+    appd, secured = Datagrams(a), Datagrams(b)
     seal_t = import_t = 0.0
 
-    async def secured() -> None:
+    def sender(dg: Datagrams, state: ch.ChannelState) -> Callable[[ch.Message], Awaitable[None]]:
+        async def send(msg: ch.Message) -> None:  # as the daemons do: counted, encoded, sent in one turn
+            def make() -> bytes:
+                state.send(msg)
+                return msg.encode()
+
+            await dg.send(make)
+
+        return send
+
+    async def receive(dg: Datagrams, state: ch.ChannelState) -> ch.Message:
+        msg = ch.decode(await dg.recv(ch.MAX_MESSAGE + 1))
+        assert state.receive(msg)
+        return msg
+
+    async def serve(state: ch.ChannelState, sealer: BlobSealer) -> None:
         nonlocal seal_t
+        send = sender(secured, state)
         while True:
-            msg = ch.decode(await secured_sock.recv(ch.MAX_MESSAGE + 1))
+            msg = await receive(secured, state)
             assert isinstance(msg, ch.Open | ch.Hs)
             if isinstance(msg, ch.Open):
-                await secured_sock.send(ch.Hs(msg.conn, FLIGHT, len(msg.data)).encode())
+                await send(ch.Hs(msg.conn, FLIGHT, len(msg.data)))
                 continue
             t0 = time.thread_time()
-            state = _state()
-            blob = sealer.seal(state, msg.conn)
-            alert = Protection(state.suite, state.write_secret, state.write_seq).seal(ContentType.alert, b"\x02\x50")
-            state.wipe()
+            tstate = _state()
+            blob = sealer.seal(tstate, msg.conn)
+            alert = Protection(tstate.suite, tstate.write_secret, tstate.write_seq).seal(ContentType.alert, b"\x02\x50")
+            tstate.wipe()
             seal_t += time.thread_time() - t0
-            await secured_sock.send(ch.Done(msg.conn, TICKETS, len(msg.data), blob, alert).encode())
+            await send(ch.Done(msg.conn, TICKETS, len(msg.data), blob, alert))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(secured)
+        results: dict[str, tuple[ch.ChannelState, ch.ChannelKeys]] = {}
+
+        async def hello(dg: Datagrams, role: ch.Role) -> None:
+            results[role] = await _hello(dg, role)
+
+        async with trio.open_nursery() as hellos:
+            hellos.start_soon(hello, appd, "appd")
+            hellos.start_soon(hello, secured, "secured")
+        state_a, keys_a = results["appd"]
+        state_s, keys_s = results["secured"]
+        opener = keys_a.opener()
+        nursery.start_soon(serve, state_s, keys_s.sealer())
+        send = sender(appd, state_a)
         t0 = time.thread_time()
-        for conn in range(1, n + 1):
-            await appd_sock.send(ch.Open(conn, "127.0.0.1:40000", CH).encode())
-            ch.decode(await appd_sock.recv(ch.MAX_MESSAGE + 1))
-            await appd_sock.send(ch.Hs(conn, FIN, 0).encode())
-            done = ch.decode(await appd_sock.recv(ch.MAX_MESSAGE + 1))
+        for _ in range(n):
+            conn = state_a.next_conn_id()
+            await send(ch.Open(conn, "127.0.0.1:40000", CH))
+            assert isinstance(await receive(appd, state_a), ch.Hs)
+            await send(ch.Hs(conn, FIN, 0))
+            done = await receive(appd, state_a)
             assert isinstance(done, ch.Done)
             t1 = time.thread_time()
             state = opener.open(done.blob, conn)

@@ -15,8 +15,9 @@ CLIENT_HELLO = b"\x16\x03\x01\x00\x00"
 
 
 def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
-    """secured times a connection out while appd's next hs waits to be sent: the step gets the fail, the
-    channel stays up, and the next connection works (this used to close the socket under the reader)."""
+    """secured times a connection out while appd's next hs waits to be sent (queued behind a send that
+    waits for room): the step gets the fail, the channel stays up, and the next connection works (this
+    used to close the socket under the reader)."""
 
     async def main() -> None:
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -54,7 +55,8 @@ def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
                     async def step() -> None:
                         result["step"] = await hs.step(b"\x16\x03\x03\x00\x00")
 
-                    async with link._send_lock:  # hold the lock: the step registers, then waits here
+                    assert link._dg is not None
+                    async with link._dg._full:  # as if a send waited for room: the step registers, queues here
                         nursery.start_soon(step)
                         await trio.sleep(0.05)
                         await theirs.send(ch.Fail(opened.conn, b"", "timeout").encode())
