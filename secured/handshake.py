@@ -625,8 +625,10 @@ class ServerHandshake:
         if not hmac.compare_digest(expected, msg.body):
             raise DecryptError("client Finished does not verify")
         self._add(msg.raw)
-        # Key change: the Finished must end its record (§5.1); the layer checks that here.
-        self._rl.set_read_key(suite.suite, secrets.client_ap)
+        # §5.1: the Finished must end its record, as at every key change. No read key is installed
+        # for what follows: those records are appd's (``trailing``), read under the exported secret.
+        if self._rl.has_pending_handshake():
+            raise UnexpectedMessage("handshake data spans a key change")
         self._rl.ccs_allowed = False
         self._send_tickets(suite, secrets)
         write = self._rl.write
