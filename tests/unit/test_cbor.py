@@ -6,6 +6,7 @@ must accept exactly what it accepts (within our subset) and produce the same val
 
 from __future__ import annotations
 
+import enum
 import io
 from typing import Any
 
@@ -170,11 +171,60 @@ def _agrees(data: bytes) -> None:
     assert got == expected
 
 
-def test_encode_refuses_keys_whose_order_cbor2_gets_wrong() -> None:
-    assert cbor.decode(cbor.encode({23: 1, "k" * 23: 2}), 100) == {23: 1, "k" * 23: 2}
-    for key in (24, -1, "k" * 24):
-        with pytest.raises(ValueError, match="outside the keys"):
-            cbor.encode({key: 1})
+def test_encode_sorts_keys_bytewise() -> None:
+    """RFC 8949 §4.2.1 order, where cbor2's length-first order differs: 100 (0x18 0x64) before "" (0x60)."""
+    assert cbor.encode({"": 1, 100: 2}) == b"\xa2\x18\x64\x02\x60\x01"
+    assert cbor.encode({"k" * 24: 1, -1: 2, 24: 3}) == b"\xa3\x18\x18\x03\x20\x02\x78\x18" + b"k" * 24 + b"\x01"
+    for value in ({"": 1, 100: 2}, {"k" * 24: 1, -1: 2, 24: 3}, {2**64 - 1: 0, -(2**64): 1, "a": {"b": 0, 1: 1}}):
+        assert cbor.decode(cbor.encode(value), 1000) == value
+
+
+def test_encode_key_order_is_per_key_type() -> None:
+    """The remembered key order never lets True or 1.0 pass as the integer 1."""
+    assert cbor.encode({1: 0, 2: 0}) == b"\xa2\x01\x00\x02\x00"
+    for key in (True, 1.0, b"k", (1,), None):
+        with pytest.raises(ValueError, match="map key"):
+            cbor.encode({key: 0, 2: 0})
+    with pytest.raises(ValueError, match="map key"):
+        cbor.encode({"a": 0, False: 0})
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**64) - 1, 1.5, object(), {1, 2}, frozenset()])
+def test_encode_refuses_what_is_outside_the_subset(value: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        cbor.encode(value)
+    with pytest.raises((ValueError, TypeError)):
+        cbor.encode({"k": [value]})
+
+
+def test_encode_subclasses_as_their_base_type() -> None:
+    class Suite(enum.IntEnum):
+        AES = 0x1301
+
+    assert cbor.encode({"s": Suite.AES, "l": (1, 2)}) == cbor2.dumps({"s": 0x1301, "l": [1, 2]}, canonical=True)
+
+
+def test_encode_mutable_matches_encode() -> None:
+    value = {0: bytearray(b"secret"), 1: [b"cert"], 2: "x"}
+    out = cbor.encode_mutable(value)
+    assert type(out) is bytearray and out == cbor.encode(value)
+
+
+@SETTINGS
+@given(our_values)
+def test_encode_agrees_with_cbor2(value: object) -> None:
+    """Where both canonical orders agree, our encoder and cbor2's canonical mode emit the same bytes."""
+    assert cbor.encode(value) == cbor2.dumps(value, canonical=True)
+
+
+@SETTINGS
+@given(values)
+def test_encode_is_bytewise_canonical(value: object) -> None:
+    """Any keys: cbor2 (any order) reads back the value, and our decoder accepts it when shallow enough."""
+    data = cbor.encode(value)
+    assert cbor2.loads(data) == value
+    if _depth(value) <= cbor.MAX_DEPTH:
+        assert cbor.decode(data, 1 << 20) == value
 
 
 @SETTINGS
