@@ -11,18 +11,18 @@ wipeable buffer, so the secrets in it come out as buffers that end up in the Tra
 from __future__ import annotations
 
 import hmac
-import io
+import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
-import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared.cbor import CBORFault
 from shared.cbor import decode as cbor_decode
 from shared.cbor import encode as cbor_encode
+from shared.cbor import encode_mutable as cbor_encode_mutable
 from shared.errors import BlobError
 from shared.keyschedule import SUITES
 from shared.state import TLS13, TrafficState, wipe_bytes
@@ -113,26 +113,24 @@ def _text_ok(v: str | None) -> bool:
     return v is None or 1 <= len(v.encode("utf-8")) <= _MAX_TEXT
 
 
-@dataclass(frozen=True)
-class _Inner:
-    """The inner map after the type checks: references only, secrets are not copied here."""
+_INNER_KEY_SET = frozenset(INNER_KEYS)
+_INT_ONLY = frozenset((int,))
+_inner_values = itemgetter(*INNER_KEYS)
+"""The inner map's values in INNER_KEYS order, as a tuple (one C call instead of twelve lookups).
+The keys are 0..11, so ``values[K_SUITE]`` is the suite."""
 
-    version: int
-    suite: int
-    read_secret: bytes | bytearray = field(repr=False)
-    write_secret: bytes | bytearray = field(repr=False)
-    read_seq: int
-    write_seq: int
-    records_protected: int
-    alpn: str | None
-    sni: str | None
-    peer_certs: list[bytes | bytearray] = field(repr=False)
-    psk_resumed: bool
-    created: int
+_WELL_TYPED = frozenset(
+    (int, int, read, write, int, int, int, alpn, sni, list, bool, int)
+    for read, write, alpn, sni in itertools.product((bytes, bytearray), (bytes, bytearray), (str, type(None)),
+                                                    (str, type(None)))
+)
+"""Every row of exact value types a well-formed inner map can have. A row in this set passes all of
+:data:`_INNER_TYPES` except the check on each certificate, made separately. Anything else (a wrong
+type, a subclass, a missing or unknown key) takes the field-by-field path, which finds the reason."""
 
 
-def _parse_inner(m: Mapping[Any, object]) -> _Inner:
-    """Schema check shared by seal (own state) and open (decoded map); raises BlobError(reason)."""
+def _check_fields(m: Mapping[Any, object]) -> None:
+    """Keys and types one field at a time, in the order docs/blob.md gives; raises the first fault."""
     for key in m:
         if not _is_int(key) or key not in INNER_KEYS:
             raise BlobError("unknown_field", f"inner key {repr(key)[:40]}")
@@ -141,29 +139,38 @@ def _parse_inner(m: Mapping[Any, object]) -> _Inner:
             raise BlobError("missing_field", name)
         if not _INNER_TYPES[key](m[key]):
             raise BlobError("wrong_type", f"{name} is {type(m[key]).__name__}")
-    f = _Inner(**{name: m[key] for key, name in INNER_KEYS.items()})  # type: ignore[arg-type]
-    if f.version != TLS13:
-        raise BlobError("bad_tls_version", f"version {f.version:#x}")
-    params = SUITES.get(f.suite)
+
+
+def _parse_inner(m: Mapping[Any, object]) -> tuple[Any, ...]:
+    """Schema check shared by seal (own state) and open (decoded map); raises BlobError(reason).
+
+    Returns the values in INNER_KEYS order: references only, secrets are not copied.
+    """
+    if not (m.keys() == _INNER_KEY_SET and _INT_ONLY.issuperset(map(type, m))):
+        _check_fields(m)  # True == 1 in a set comparison, hence the key types
+    values: tuple[Any, ...] = _inner_values(m)
+    if tuple(map(type, values)) not in _WELL_TYPED or not _is_cert_list(values[K_PEER_CERTS]):
+        _check_fields(m)
+    (version, suite, read_secret, write_secret, read_seq, write_seq, records_protected, alpn, sni, peer_certs,
+     _psk_resumed, created) = values
+    if version != TLS13:
+        raise BlobError("bad_tls_version", f"version {version:#x}")
+    params = SUITES.get(suite)
     if params is None:
-        raise BlobError("unknown_suite", f"suite {f.suite:#x}")
-    for name, secret in (("read_secret", f.read_secret), ("write_secret", f.write_secret)):
+        raise BlobError("unknown_suite", f"suite {suite:#x}")
+    for name, secret in (("read_secret", read_secret), ("write_secret", write_secret)):
         if len(secret) != params.hash_len:
             raise BlobError("bad_secret_length", f"{name} has {len(secret)} bytes, suite needs {params.hash_len}")
-    for name, seq in (
-        ("read_seq", f.read_seq),
-        ("write_seq", f.write_seq),
-        ("records_protected", f.records_protected),
-    ):
+    for name, seq in (("read_seq", read_seq), ("write_seq", write_seq), ("records_protected", records_protected)):
         if not 0 <= seq <= UINT64_MAX:
             raise BlobError("bad_seq", f"{name} out of range")
-    if not 0 <= f.created <= UINT64_MAX:
+    if not 0 <= created <= UINT64_MAX:
         raise BlobError("bad_value", "created out of range")
-    if not _text_ok(f.alpn) or not _text_ok(f.sni):
+    if not _text_ok(alpn) or not _text_ok(sni):
         raise BlobError("bad_value", f"alpn and sni must be 1..{_MAX_TEXT} bytes or null")
-    if not all(1 <= len(cert) <= _MAX_CERT for cert in f.peer_certs):
+    if not all(1 <= len(cert) <= _MAX_CERT for cert in peer_certs):
         raise BlobError("bad_value", "peer certificate length out of range")
-    return f
+    return values
 
 
 def _inner_from_state(state: TrafficState) -> dict[int, object]:
@@ -184,21 +191,21 @@ def _inner_from_state(state: TrafficState) -> dict[int, object]:
     }
 
 
-def _state_from_inner(f: _Inner) -> TrafficState:
+def _state_from_inner(values: tuple[Any, ...]) -> TrafficState:
     # Decoded from a bytearray, the secrets already are fresh bytearrays: the state takes them over.
     return TrafficState(
-        suite=f.suite,
-        read_secret=_own(f.read_secret),
-        write_secret=_own(f.write_secret),
-        read_seq=f.read_seq,
-        write_seq=f.write_seq,
-        records_protected=f.records_protected,
-        alpn=f.alpn,
-        sni=f.sni,
-        peer_certs=[bytes(c) for c in f.peer_certs],
-        psk_resumed=f.psk_resumed,
-        created=f.created,
-        version=f.version,
+        suite=values[K_SUITE],
+        read_secret=_own(values[K_READ_SECRET]),
+        write_secret=_own(values[K_WRITE_SECRET]),
+        read_seq=values[K_READ_SEQ],
+        write_seq=values[K_WRITE_SEQ],
+        records_protected=values[K_RECORDS_PROTECTED],
+        alpn=values[K_ALPN],
+        sni=values[K_SNI],
+        peer_certs=[bytes(c) for c in values[K_PEER_CERTS]],
+        psk_resumed=values[K_PSK_RESUMED],
+        created=values[K_CREATED],
+        version=values[K_VERSION],
     )
 
 
@@ -257,14 +264,11 @@ class BlobSealer:
         if n > UINT64_MAX:
             raise BlobError("counter_exhausted", "open a new channel")
         self._next = n + 1  # burn n before it touches the AEAD: a nonce is never used twice
-        plain = io.BytesIO()
-        cbor2.dump(inner, plain, canonical=True)
-        view = plain.getbuffer()
+        plain = cbor_encode_mutable(inner)  # the one copy of the secrets on our side, wiped below
         try:
-            ct = self._aead.encrypt(blob_nonce(n), view, blob_aad(self.channel_id, n, conn))
+            ct = self._aead.encrypt(blob_nonce(n), plain, blob_aad(self.channel_id, n, conn))
         finally:
-            wipe_bytes(view)
-            view.release()
+            wipe_bytes(plain)
         blob = cbor_encode({"v": BLOB_VERSION, "ch": self.channel_id, "n": n, "ct": ct})
         if len(blob) > MAX_BLOB:
             raise BlobError("oversize", f"sealed blob would be {len(blob)} > {MAX_BLOB} bytes")

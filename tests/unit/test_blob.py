@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 
 import cbor2
@@ -468,3 +469,66 @@ def test_round_trip_property(
         created=created,
     )
     assert same(opener.open(sealer.seal(state, conn), conn), state)
+
+
+# ------------------------------------------------------------------ schema check: fast and field-by-field paths
+
+
+def test_seal_accepts_int_subclasses_like_before() -> None:
+    """An IntEnum suite is not one of the exact types: the field-by-field path still accepts it."""
+
+    class Suite(enum.IntEnum):
+        AES_128_GCM = 0x1301
+
+    sealer, opener = pair()
+    state = make_state(0x1301)
+    state.suite = Suite.AES_128_GCM
+    got = opener.open(sealer.seal(state, 3), 3)
+    assert got.suite == 0x1301 and type(got.suite) is int
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({True: 0x1301}, "unknown_field"),  # equal to key 1 in a set comparison, still not an integer key
+        ({1.0: 0x1301}, "unknown_field"),
+        ({B.K_SUITE: True}, "wrong_type"),
+        ({B.K_PSK_RESUMED: 0}, "wrong_type"),
+        ({B.K_PEER_CERTS: (b"cert",)}, "wrong_type"),
+        ({B.K_PEER_CERTS: [b"cert", "text"]}, "wrong_type"),
+    ],
+)
+def test_parse_inner_finds_the_reason(change: dict[object, object], reason: str) -> None:
+    m = good_inner()
+    for key, value in change.items():
+        if key in (True, 1.0):
+            del m[B.K_SUITE]
+        m[key] = value
+    with pytest.raises(BlobError) as ei:
+        B._parse_inner(m)
+    assert ei.value.reason == reason
+
+
+def test_missing_field_reported_in_key_order() -> None:
+    """A wrong type on an earlier key wins over a missing later one, as the table order says."""
+    m = good_inner(suite="x")
+    del m[B.K_CREATED]
+    with pytest.raises(BlobError) as ei:
+        B._parse_inner(m)
+    assert ei.value.reason == "wrong_type"
+
+
+def test_seal_wipes_its_plaintext(monkeypatch: pytest.MonkeyPatch) -> None:
+    wiped: list[bytearray] = []
+    real = B.wipe_bytes
+
+    def spy(buf: bytearray) -> None:
+        real(buf)
+        wiped.append(buf)
+
+    monkeypatch.setattr(B, "wipe_bytes", spy)
+    state = make_state()
+    sealer, _ = pair()
+    sealer.seal(state, 1)
+    assert len(wiped) == 1 and type(wiped[0]) is bytearray
+    assert wiped[0] == bytearray(len(wiped[0])) and len(wiped[0]) > 2 * len(state.read_secret)
