@@ -91,6 +91,13 @@ _ECDSA: dict[int, tuple[str, hashes.HashAlgorithm]] = {
     S.ecdsa_secp521r1_sha512: ("secp521r1", hashes.SHA512()),
 }
 
+# Our CertificateVerify parameters per scheme. They are immutable, so they are built once rather than
+# per handshake.
+_PSS_SIGN: dict[int, tuple[padding.PSS, hashes.HashAlgorithm]] = {
+    s: (padding.PSS(padding.MGF1(h), h.digest_size), h) for s, h in _RSAE.items()
+}
+_ECDSA_SIGN: dict[int, ec.ECDSA] = {s: ec.ECDSA(h) for s, (_, h) in _ECDSA.items()}
+
 RSA_SCHEMES: tuple[int, ...] = (S.rsa_pss_rsae_sha256, S.rsa_pss_rsae_sha384, S.rsa_pss_rsae_sha512)
 
 CLIENT_VERIFY_SCHEMES: tuple[int, ...] = (
@@ -131,6 +138,25 @@ def _schemes_for(leaf: x509.Certificate, key: PrivateKeyTypes) -> tuple[int, ...
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return (S.ed25519,)
     raise ConfigError(f"unsupported private key type {type(key).__name__} (use RSA, EC P-256 or Ed25519)")
+
+
+def _key_signer(key: ServerKey) -> Signer:
+    """``(scheme, data) -> signature`` for ``key``, its type resolved once: isinstance against
+    cryptography's abstract key classes costs an ABC check on every call. (Each branch rebinds the key
+    so that its closure keeps the narrowed type.)"""
+    if isinstance(key, rsa.RSAPrivateKey):
+        rsa_key = key
+
+        def sign_pss(scheme: int, data: bytes) -> bytes:
+            pss, h = _PSS_SIGN[scheme]
+            return rsa_key.sign(data, pss, h)
+
+        return sign_pss
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        ec_key = key
+        return lambda scheme, data: ec_key.sign(data, _ECDSA_SIGN[scheme])
+    ed_key = key
+    return lambda scheme, data: ed_key.sign(data)
 
 
 def _spki(key: PublicKeyTypes) -> bytes:
@@ -216,6 +242,10 @@ class Credential:
     fingerprint: str
     leaf_sig_scheme: int | None
     signer: Signer | None = field(default=None, repr=False)
+    _sign_with_key: Signer = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._sign_with_key = _key_signer(self.key)
 
     def __repr__(self) -> str:
         schemes = ",".join(S(s).name for s in self.schemes)
@@ -227,13 +257,7 @@ class Credential:
             raise ValueError(f"scheme 0x{scheme:04x} is not usable with credential {self.fingerprint[:16]}")
         if self.signer is not None:
             return self.signer(scheme, data)
-        key = self.key
-        if isinstance(key, rsa.RSAPrivateKey):
-            h = _RSAE[scheme]
-            return key.sign(data, padding.PSS(padding.MGF1(h), h.digest_size), h)
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(data, ec.ECDSA(_ECDSA[scheme][1]))
-        return key.sign(data)
+        return self._sign_with_key(scheme, data)
 
     def matches_name(self, sni: str) -> bool:
         """RFC 6125 matching: exact, or ``*.`` standing for exactly one leftmost label."""
