@@ -16,7 +16,9 @@ from shared.errors import IllegalParameter
 EphemeralKey: TypeAlias = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
 
 SUPPORTED_GROUPS = (NamedGroup.x25519, NamedGroup.secp256r1)
-SHARE_LENGTH = {NamedGroup.x25519: 32, NamedGroup.secp256r1: 65}
+SHARE_LENGTH: dict[int, int] = {NamedGroup.x25519: 32, NamedGroup.secp256r1: 65}
+# Plain ints for the per-handshake comparisons (an enum member lookup is a class attribute lookup).
+_X25519, _P256 = int(NamedGroup.x25519), int(NamedGroup.secp256r1)
 
 
 def generate(group: int) -> EphemeralKey:
@@ -29,12 +31,12 @@ def generate(group: int) -> EphemeralKey:
 
 def public_share(key: EphemeralKey) -> bytes:
     if isinstance(key, x25519.X25519PrivateKey):
-        return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return key.public_key().public_bytes_raw()
     return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
 
 def check_share_length(group: int, share: bytes) -> None:
-    expected = SHARE_LENGTH.get(NamedGroup(group)) if group in SHARE_LENGTH else None
+    expected = SHARE_LENGTH.get(group)
     if expected is not None and len(share) != expected:
         raise IllegalParameter(f"key share for group {group:#06x} has length {len(share)}")
 
@@ -43,9 +45,9 @@ def exchange(group: int, key: EphemeralKey, share: bytes) -> bytes:
     """The shared secret with the client's share; every failure is the client's fault."""
     check_share_length(group, share)
     try:
-        if group == NamedGroup.x25519 and isinstance(key, x25519.X25519PrivateKey):
+        if group == _X25519 and isinstance(key, x25519.X25519PrivateKey):
             secret = key.exchange(x25519.X25519PublicKey.from_public_bytes(share))
-        elif group == NamedGroup.secp256r1 and isinstance(key, ec.EllipticCurvePrivateKey):
+        elif group == _P256 and isinstance(key, ec.EllipticCurvePrivateKey):
             if share[0] != 4:  # TLS 1.3 allows only the uncompressed form
                 raise IllegalParameter("P-256 share is not an uncompressed point")
             peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), share)
@@ -54,6 +56,6 @@ def exchange(group: int, key: EphemeralKey, share: bytes) -> bytes:
             raise IllegalParameter(f"no key exchange for group {group:#06x}")
     except ValueError:
         raise IllegalParameter(f"invalid key share for group {group:#06x}") from None
-    if not any(secret):
+    if secret == bytes(len(secret)):
         raise IllegalParameter("all-zero shared secret")
     return secret
