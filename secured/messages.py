@@ -263,9 +263,7 @@ def parse_client_hello(raw: bytes) -> ClientHello:
     exts = r.block(2, "extensions")
     r.expect_end()
     extensions = ch.extensions
-    while not exts.at_end():
-        ext_type = exts.u16()
-        data = exts.vector(2)
+    for ext_type, data in exts.typed_vectors():
         if ext_type in extensions:
             raise IllegalParameter(f"duplicate extension {ext_type}")
         if _PRE_SHARED_KEY in extensions:

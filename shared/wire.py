@@ -7,6 +7,8 @@ exactly" is enforced by calling :meth:`Reader.expect_end` once per block.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from shared.errors import DecodeError, LocalAlert
 
 
@@ -89,6 +91,23 @@ class Reader:
             raise DecodeError(f"empty or short block in {what or self._what}")
         pos = self._take(n)
         return Reader(self._data, what or self._what, pos, pos + n)
+
+    def typed_vectors(self) -> Iterator[tuple[int, bytes]]:
+        """Read ``(uint16 type, opaque data<0..2^16-1>)`` entries to the end (extension lists).
+
+        One loop with the bound checks of ``u16()`` then ``vector(2)``, each entry yielded whole;
+        a ClientHello walks a dozen of them.
+        """
+        data, end = self._data, self._end
+        while self._pos < end:
+            pos = self._pos
+            if end - pos < 4:
+                raise self._truncated()
+            n = data[pos + 2] << 8 | data[pos + 3]
+            if end - pos - 4 < n:
+                raise self._truncated()
+            self._pos = pos + 4 + n
+            yield data[pos] << 8 | data[pos + 1], bytes(data[pos + 4 : pos + 4 + n])
 
     def u16_list(self, length_size: int, what: str, min_len: int = 2) -> list[int]:
         """A vector of uint16 (cipher suites, groups, schemes): even, non-empty length."""

@@ -52,7 +52,13 @@ def _hello_with(ext_type: int, data: bytes) -> bytes:
     return hello.encode()
 
 
+def _hello_with_extensions_block(block: bytes) -> bytes:
+    return m.handshake(1, Hello(omit_extensions_block=True).encode()[4:] + vector(2, block))
+
+
 REFUSALS = [
+    ("extension header cut short", _hello_with_extensions_block(u16(43) + b"\x00"), "truncated extensions"),
+    ("extension longer than its block", _hello_with_extensions_block(u16(43) + u16(3) + b"\x02\x03"), "truncated extensions"),
     ("cut in the random", Hello().encode()[:20], "truncated ClientHello"),
     ("odd supported_groups", _hello_with(10, u16(3) + b"\x00\x1d\x00"), "bad length of supported_groups"),
     ("supported_groups past its end", _hello_with(10, u16(4) + b"\x00\x1d"), "truncated extension 10"),
