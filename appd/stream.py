@@ -163,6 +163,9 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self._batch_buffer: bytearray | None = None  # see _seal
         self.eof_received = False  # the peer's close_notify
         self.eof_sent = False  # our close_notify
+        # The transport ended without the peer's close_notify (most HTTP clients just hang up): the
+        # per-connection summary says so, rather than a log line of its own for every such connection.
+        self.eof_without_close_notify = False
         self.last_activity = trio.current_time()
 
         # AlertDescription members (an int for a code outside the registry); None if no alert.
@@ -244,7 +247,8 @@ class RecordStream(trio.abc.HalfCloseableStream):
             raise trio.BrokenResourceError(f"peer sent {exc.description.name} alert") from exc
         except _Truncated:
             self._break("truncated")
-            self._log.info("tls transport eof without close_notify")
+            self.eof_without_close_notify = True
+            self._log.debug("tls transport eof without close_notify")
             raise TruncatedError("transport closed without close_notify (truncation)") from None
         except _Idle:
             self._break("idle_timeout")
