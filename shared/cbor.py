@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 MAX_DEPTH = 4
 """Deepest nesting any of our messages needs (inner map -> peer_certs array -> byte string is 2)."""
@@ -193,118 +193,169 @@ def encode_mutable(value: object) -> bytearray:
 # --------------------------------------------------------------------------------------------------
 
 
+_KEY_MAJORS = frozenset((0, 1, 3))  # integers and text
+_Frame = tuple[Any, int, bool, object, Any]  # an outer open container, see decode()
+
+_KEY_SPAN = tuple(1 if h < 0x18 else h - 0x5F if 0x60 <= h < 0x78 else 0 for h in range(256))
+"""For a head byte, the length of the whole key it starts when the head alone says so (integers
+0..23, text under 24 bytes), else 0."""
+_known_keys: dict[bytes, object] = {}
+"""Map keys already decoded, by their encoding: the channel's and the blob's keys repeat in every
+message. Only complete encodings that decoded and whose length the head gives are stored."""
+_MAX_KNOWN_KEYS = 256
+
+
 def decode(data: bytes | bytearray, max_size: int) -> object:
     """Decode one strictly deterministic CBOR item; raise :class:`CBORFault` for anything else.
 
     Byte strings come back as the input's type: decode a ``bytearray`` to get secrets in buffers
     the caller can wipe.
+
+    One pass, one loop iteration per item, no recursion. The container being filled lives in
+    locals (``container``, how many entries are ``left``, ``is_map``; for a map, the pending ``key``
+    and the encoding of the previous one, ``prev_key``); the containers around it wait on ``stack``.
+    The checks and their order are those of a recursive descent: the size cap first; for each item,
+    a map key's type, then the item count and truncation, then the head; nesting depth when a
+    container opens; a map's key order right after each key.
     """
     if len(data) > max_size:
         raise CBORFault("oversize", f"{len(data)} > {max_size} bytes")
-    decoder = _Decoder(data)
-    value, end = decoder.item(0, 0)
-    if end != len(data):
-        raise CBORFault("trailing_bytes", f"{len(data) - end} bytes after the item")
-    return value
-
-
-_KEY_MAJORS = frozenset((0, 1, 3))  # integers and text
-
-
-class _Decoder:
-    __slots__ = ("buf", "items", "size")
-
-    def __init__(self, buf: bytes | bytearray) -> None:
-        self.buf = buf
-        self.size = len(buf)
-        self.items = 0
-
-    def item(self, pos: int, depth: int) -> tuple[object, int]:
-        """The item at ``pos`` and the offset just after it."""
-        items = self.items + 1
-        if items > MAX_ITEMS:
-            raise CBORFault("malformed", "too many items")
-        self.items = items
-        if depth > MAX_DEPTH:
-            raise CBORFault("malformed", "nested too deep")
-        if pos >= self.size:
-            raise CBORFault("malformed", "truncated")
-        buf = self.buf
+    buf = data
+    size = len(buf)
+    pos = 0
+    items = 0
+    stack: list[_Frame] = []
+    container: Any = None  # None: the item being read is the top-level one
+    left = 0
+    is_map = want_key = False  # want_key: the next item is a key of ``container``
+    key: object = None
+    prev_key: bytes | bytearray = b""
+    key_start = 0
+    value: Any = None
+    known_keys: dict[Any, object] | None = _known_keys if type(buf) is bytes else None  # bytearrays: unhashable
+    while True:
+        if want_key:
+            key_start = pos
+            if known_keys is not None and items < MAX_ITEMS and pos < size:  # a key seen before: no decoding
+                encoded = buf[pos : pos + _KEY_SPAN[buf[pos]]]
+                value = known_keys.get(encoded)
+                if value is not None:
+                    if encoded <= prev_key:
+                        raise _key_order_fault(encoded, prev_key)
+                    items += 1
+                    pos += len(encoded)
+                    key, prev_key, want_key = value, encoded, False
+                    continue
+            if pos < size and buf[pos] >> 5 not in _KEY_MAJORS:
+                raise CBORFault("malformed", "map keys must be integers or text")
+        items += 1
+        if items > MAX_ITEMS or pos >= size:
+            raise CBORFault("malformed", "too many items" if items > MAX_ITEMS else "truncated")
         head = buf[pos]
         major, arg = head >> 5, head & 0x1F
         pos += 1
-        if arg >= 24:  # the argument follows the head, or this is a refused form
-            arg, pos = self._long_argument(major, arg, pos)
-        # Most frequent first: byte strings, unsigned integers, text.
-        if major == 2 or major == 3:
-            end = pos + arg
-            if end > self.size:
+        if arg >= 24:  # a 1, 2, 4 or 8 byte argument follows the head, or this is a refused form
+            if arg > 27 or major > 5:
+                _refuse_head(major, arg)
+            width = 1 << (arg - 24)
+            if width > size - pos:
                 raise CBORFault("malformed", "truncated")
-            if major == 2:
-                return buf[pos:end], end
+            minimum = _MIN_FOR_AI[arg - 24]
+            arg = buf[pos] if width == 1 else int.from_bytes(buf[pos : pos + width], "big")
+            if arg < minimum:
+                raise CBORFault("non_canonical", "argument not in its shortest form")
+            pos += width
+
+        # Most frequent first: byte strings, unsigned integers, text.
+        if major == 2:
+            value = buf[pos : pos + arg]
+            pos += arg
+            if pos > size:
+                raise CBORFault("malformed", "truncated")
+        elif major == 0:
+            value = arg
+        elif major == 3:
+            end = pos + arg
+            if end > size:
+                raise CBORFault("malformed", "truncated")
             try:
-                return str(buf[pos:end], "utf-8"), end
+                value = buf[pos:end].decode("utf-8")
             except UnicodeDecodeError:
                 raise CBORFault("malformed", "text string is not valid UTF-8") from None
-        if major == 0:
-            return arg, pos
-        if major == 5:
-            return self._map(pos, arg, depth)
-        if major == 4:
-            if arg > self.size - pos:  # every item takes at least one byte
+            pos = end
+        elif major == 4 or major == 5:
+            if arg > (size - pos if major == 4 else (size - pos) // 2):  # each item takes at least a byte
                 raise CBORFault("malformed", "truncated")
-            item = self.item
-            out: list[object] = []
-            for _ in range(arg):
-                value, pos = item(pos, depth + 1)
-                out.append(value)
-            return out, pos
-        if major == 1:
-            return -1 - arg, pos
-        if major == 6:
+            if not arg:
+                value = [] if major == 4 else {}
+            else:  # open it: its entries come next, one level deeper
+                if len(stack) >= MAX_DEPTH:  # its first entry would be too deep
+                    raise _too_deep_fault(buf, pos, major == 5, items)
+                stack.append((container, left, is_map, key, prev_key))
+                container, left, is_map = ([] if major == 4 else {}), arg, major == 5
+                want_key, prev_key = is_map, b""
+                continue
+        elif major == 1:
+            value = -1 - arg
+        elif major == 6:
             raise CBORFault("tag", "semantic tags are not allowed")
-        if arg in _SIMPLE:  # major 7
-            return _SIMPLE[arg], pos
+        elif arg in _SIMPLE:  # major 7
+            value = _SIMPLE[arg]
+        else:
+            raise CBORFault("malformed", "floats and simple values other than false/true/null")
+
+        # The item is complete: it goes into the open container, which may complete in turn.
+        while True:
+            if container is None:
+                if pos != size:
+                    raise CBORFault("trailing_bytes", f"{size - pos} bytes after the item")
+                return value
+            if want_key:  # keys strictly increase as encoded bytes, so none repeats
+                encoded = buf[key_start:pos]
+                if encoded <= prev_key:
+                    raise _key_order_fault(encoded, prev_key)
+                key, prev_key, want_key = value, encoded, False
+                if known_keys is not None and len(known_keys) < _MAX_KNOWN_KEYS and len(encoded) == _KEY_SPAN[head]:
+                    known_keys[encoded] = key
+                break  # its value is next
+            if is_map:
+                container[key] = value
+            else:
+                container.append(value)
+            left -= 1
+            if left:
+                want_key = is_map
+                break
+            value = container
+            container, left, is_map, key, prev_key = stack.pop()
+            want_key = False  # a container is never a key
+
+
+def _too_deep_fault(buf: bytes | bytearray, pos: int, is_map: bool, items: int) -> CBORFault:
+    """What the first entry of a container opened at the deepest level is refused for: its checks
+    before the depth one come first (all of them ``malformed``, only the detail differs)."""
+    if is_map and pos < len(buf) and buf[pos] >> 5 not in _KEY_MAJORS:
+        return CBORFault("malformed", "map keys must be integers or text")
+    if items + 1 > MAX_ITEMS:
+        return CBORFault("malformed", "too many items")
+    return CBORFault("malformed", "nested too deep")
+
+
+def _key_order_fault(encoded: bytes | bytearray, prev_key: bytes | bytearray) -> CBORFault:
+    """Map keys must strictly increase as encoded bytes (§4.2.1), which also rules out repeats."""
+    if encoded == prev_key:
+        return CBORFault("duplicate_key", "a map key appears twice")
+    return CBORFault("non_canonical", "map keys not in bytewise order")
+
+
+def _refuse_head(major: int, ai: int) -> NoReturn:
+    """The refusal for a head whose argument is not 1, 2, 4 or 8 bytes, or that starts a tag or float."""
+    if major == 6:
+        raise CBORFault("tag", "semantic tags are not allowed")
+    if ai < 28:  # major 7
         raise CBORFault("malformed", "floats and simple values other than false/true/null")
-
-    def _long_argument(self, major: int, ai: int, pos: int) -> tuple[int, int]:
-        """Additional information 24..31: a 1..8 byte argument after the head, or a refusal."""
-        if major == 6:
-            raise CBORFault("tag", "semantic tags are not allowed")
-        if ai < 28:
-            if major == 7:
-                raise CBORFault("malformed", "floats and simple values other than false/true/null")
-            width = 1 << (ai - 24)
-            if width > self.size - pos:
-                raise CBORFault("malformed", "truncated")
-            arg = int.from_bytes(self.buf[pos : pos + width], "big")
-            if arg < _MIN_FOR_AI[ai - 24]:
-                raise CBORFault("non_canonical", "argument not in its shortest form")
-            return arg, pos + width
-        if ai == 31:
-            if major == 7:
-                raise CBORFault("malformed", "break outside an indefinite-length item")
-            raise CBORFault("indefinite_length", "indefinite-length items are not allowed")
-        raise CBORFault("malformed", "reserved additional information")
-
-    def _map(self, pos: int, count: int, depth: int) -> tuple[dict[object, object], int]:
-        """Keys are integers or text, strictly increasing as encoded bytes (so never repeated)."""
-        buf, size, item = self.buf, self.size, self.item
-        if count > (size - pos) // 2:
-            raise CBORFault("malformed", "truncated")
-        depth += 1
-        out: dict[object, object] = {}
-        prev: bytes | bytearray = b""
-        for _ in range(count):
-            start = pos
-            if pos < size and buf[pos] >> 5 not in _KEY_MAJORS:
-                raise CBORFault("malformed", "map keys must be integers or text")
-            key, pos = item(pos, depth)
-            encoded = buf[start:pos]
-            if encoded <= prev:
-                if encoded == prev:
-                    raise CBORFault("duplicate_key", "a map key appears twice")
-                raise CBORFault("non_canonical", "map keys not in bytewise order")
-            prev = encoded
-            out[key], pos = item(pos, depth)
-        return out, pos
+    if ai == 31:
+        if major == 7:
+            raise CBORFault("malformed", "break outside an indefinite-length item")
+        raise CBORFault("indefinite_length", "indefinite-length items are not allowed")
+    raise CBORFault("malformed", "reserved additional information")

@@ -169,6 +169,14 @@ def _agrees(data: bytes) -> None:
     if _orders_differ(expected) or _orders_differ(got):
         return  # the two canonical orders disagree here by definition; encode() never emits such keys
     assert got == expected
+    assert _outcome(bytearray(data)) == _outcome(data)  # no key cache for bytearrays: same answers
+
+
+def _outcome(data: bytes | bytearray) -> object:
+    try:
+        return cbor.decode(data, 1 << 20)
+    except cbor.CBORFault as exc:
+        return exc.reason
 
 
 def test_encode_sorts_keys_bytewise() -> None:
@@ -253,3 +261,36 @@ def test_depth_limit_counts_items_not_brackets() -> None:
     assert cbor.decode(cbor.encode([[[[[]]]]]), 100) == [[[[[]]]]]  # the empty list sits at depth 4
     with pytest.raises(cbor.CBORFault, match="nested too deep"):
         cbor.decode(cbor.encode([[[[[0]]]]]), 100)  # the 0 would sit at depth 5
+
+
+# ------------------------------------------------------------------ keys decoded before (bytes input only)
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_known_keys_keep_every_refusal(kind: type) -> None:
+    def dec(data: bytes) -> object:
+        return cbor.decode(kind(data), 100)
+
+    assert dec(b"\xa2\x61a\x01\x61b\x02") == dec(b"\xa2\x61a\x01\x61b\x02") == {"a": 1, "b": 2}
+    for data, reason in [
+        (b"\xa2\x61a\x01\x61a\x02", "duplicate_key"),
+        (b"\xa2\x61b\x01\x61a\x02", "non_canonical"),
+        (b"\xa1\x61", "malformed"),  # truncated key
+        (b"\xa1\x61a", "malformed"),  # key without its value
+        (b"\xa2\x61a\x01\x61", "malformed"),
+        (b"\xa1\x41a\x01", "malformed"),  # byte-string key with the same bytes after the head
+        (b"\xa2\x01\x00\x01\x00", "duplicate_key"),
+    ]:
+        with pytest.raises(cbor.CBORFault) as ei:
+            dec(data)
+        assert ei.value.reason == reason, data
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_item_limit_counts_known_keys(kind: type) -> None:
+    """[{0..510: 0}] is 1 + 1 + 2 * 511 = 1024 items, the most allowed; one more pair is too many."""
+    fits = cbor.encode([{k: 0 for k in range(511)}])
+    assert cbor.decode(kind(fits), 1 << 16) == [{k: 0 for k in range(511)}]
+    too_many = cbor.encode([{k: 0 for k in range(512)}])
+    with pytest.raises(cbor.CBORFault, match="too many items"):
+        cbor.decode(kind(too_many), 1 << 16)
