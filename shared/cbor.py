@@ -65,7 +65,8 @@ def _head(major: int, arg: int) -> bytes:
 
 
 def _put_bytes(value: bytes | bytearray, parts: list[bytes | bytearray]) -> None:
-    parts += (_head(2, len(value)), value)
+    parts.append(_head(2, len(value)))
+    parts.append(value)
 
 
 def _put_int(value: int, parts: list[bytes | bytearray]) -> None:
@@ -77,7 +78,8 @@ def _put_int(value: int, parts: list[bytes | bytearray]) -> None:
 
 def _put_text(value: str, parts: list[bytes | bytearray]) -> None:
     data = value.encode("utf-8")
-    parts += (_head(3, len(data)), data)
+    parts.append(_head(3, len(data)))
+    parts.append(data)
 
 
 def _put_array(value: list[object] | tuple[object, ...], parts: list[bytes | bytearray]) -> None:
