@@ -266,6 +266,28 @@ def test_protection_argument_checks() -> None:
         Protection(AES128, C_SECRET, seq=2**64)
 
 
+@pytest.mark.parametrize("suite", ALL_SUITES)
+@pytest.mark.parametrize("size", [0, 1, MAX_PLAINTEXT, MAX_PLAINTEXT + 1, 3 * MAX_PLAINTEXT - 7])
+def test_seal_run_is_one_seal_per_piece(suite: int, size: int) -> None:
+    c, _ = secrets_for(suite)
+    data = bytes(i % 251 for i in range(size))
+    one, run = Protection(suite, c, seq=5), Protection(suite, c, seq=5)
+    expected = b"".join(one.seal(22, data[i : i + MAX_PLAINTEXT]) for i in range(0, max(size, 1), MAX_PLAINTEXT))
+    out = bytearray(len(expected) + 3)
+    with memoryview(out) as view:
+        assert run.seal_run_into(view, 22, memoryview(data)) == len(expected)
+    assert out[: len(expected)] == expected
+    assert run.seq == one.seq
+
+
+def test_seal_run_refuses_to_wrap_before_sealing_anything() -> None:
+    p = Protection(AES128, C_SECRET, seq=2**64 - 1)
+    out = bytearray(2 * (5 + MAX_PLAINTEXT + 17))
+    with memoryview(out) as view, pytest.raises(errors.InternalError):
+        p.seal_run_into(view, 23, bytes(MAX_PLAINTEXT + 1))
+    assert p.seq == 2**64 - 1 and not any(out)
+
+
 def test_protection_refuses_wrapping_sequence() -> None:
     p = Protection(AES128, C_SECRET, seq=2**64 - 1)
     p.seal(23, b"last")
