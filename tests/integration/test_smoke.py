@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 from collections.abc import Callable
 
 import pytest
@@ -49,16 +50,25 @@ def test_one_summary_line_per_connection_failed_handshakes_included(pair: Callab
         tls.sendall(b"counted")
         assert tls.recv(100) == b"counted"
         tls.unwrap()  # our close_notify: a clean close
+    # A client that just hangs up is served too, and its line says how it ended.
+    with socket.create_connection((server.host, server.port)) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"gone")
+        assert tls.recv(100) == b"gone"
     bad = ssl.create_default_context(cafile=str(pki.ca_file))
     bad.set_alpn_protocols(["http/1.1"])
     with socket.create_connection((server.host, server.port)) as raw, \
             pytest.raises(ssl.SSLError, match="no application protocol"):
         bad.wrap_socket(raw, server_hostname="localhost")
     server.wait_log("appd", "handshake failed")
+    deadline = time.monotonic() + 5
+    while server.log_text("appd").count('"event": "connection"') < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     lines = [json.loads(line) for line in server.log_text("appd").splitlines() if '"connection"' in line]
     lines = [e for e in lines if e.get("event") == "connection"]
-    assert len(lines) == 2, lines
-    good, failed = sorted(lines, key=lambda e: e["conn"])
+    assert len(lines) == 3, lines
+    good, hung_up, failed = sorted(lines, key=lambda e: e["conn"])
+    assert "without close_notify" in hung_up["outcome"] and hung_up["bytes_in"] == len(b"gone"), hung_up
     keys = {"conn", "peer", "outcome", "handshake_ms", "duration_ms", "suite", "sni", "alpn", "resumed", "bytes_in",
             "bytes_out"}
     assert keys <= good.keys() and keys <= failed.keys(), (good, failed)
