@@ -163,6 +163,7 @@ def _layout(keys: tuple[object, ...]) -> _Layout:
 
 
 def _key(key: object) -> bytes:
+    """A map key's encoding, which decides its place in the map; ValueError for a key we never emit."""
     if type(key) is int and 0 <= key < 24:  # the blob's inner map: a key that is its own head
         return _ONE_BYTE[key]
     if isinstance(key, str):
@@ -203,7 +204,9 @@ _KEY_SPAN = tuple(1 if h < 0x18 else h - 0x5F if 0x60 <= h < 0x78 else 0 for h i
 0..23, text under 24 bytes), else 0."""
 _known_keys: dict[bytes, object] = {}
 """Map keys already decoded, by their encoding: the channel's and the blob's keys repeat in every
-message. Only complete encodings that decoded and whose length the head gives are stored."""
+message. Only complete encodings that decoded and whose length the head gives are stored, and an
+encoding has one key, so a hit answers exactly what decoding would. Filled once up to the bound: a
+peer sending junk keys can only make later lookups miss."""
 _MAX_KNOWN_KEYS = 256
 
 
