@@ -37,6 +37,26 @@ RECEIVE_SIZE = 524288  # transport read size: many full records per system call 
 BULK_RECEIVE = RECEIVE_SIZE + MAX_CIPHERTEXT
 CLOSE_TIMEOUT = 1.0  # the most a closing alert may wait for a stuck transport (aclose, fatal alerts)
 _BATCH = 32 * MAX_PLAINTEXT  # plaintext sealed per transport write: bounds memory on a large send_all
+_SPARE_BATCHES = 4  # sealed-batch buffers kept between writes, per trio run (process), not per stream
+# Full batches are sealed into a buffer taken from here and given back once written. A fresh 512 KiB
+# buffer per batch costs more than sealing it (the allocator hands out fresh pages, which are zeroed),
+# and a buffer kept by the stream would stay with it while it idles; a few per process serve every
+# bulk sender in turn. Per run, so that trio runs in other threads never share one.
+_spare_batches: trio.lowlevel.RunVar[list[bytearray] | None] = trio.lowlevel.RunVar("spare_batches", default=None)
+
+
+def _take_spare() -> bytearray | None:
+    """A spare batch buffer to seal into, if this run has one (see ``_SPARE_BATCHES``)."""
+    spares = _spare_batches.get()
+    return spares.pop() if spares else None
+
+
+def _give_spare(buffer: bytearray) -> None:
+    spares = _spare_batches.get()
+    if spares is None:
+        _spare_batches.set([buffer])
+    elif len(spares) < _SPARE_BATCHES:
+        spares.append(buffer)
 
 
 class TruncatedError(trio.BrokenResourceError):
@@ -160,7 +180,6 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self._receive_guard = _OneTaskAtATime("receive_some")
         self._pending: bytes | bytearray = b""  # the rest of a record a small max_bytes left behind
         self._pending_off = 0
-        self._batch_buffer: bytearray | None = None  # see _seal
         self.eof_received = False  # the peer's close_notify
         self.eof_sent = False  # our close_notify
         # The transport ended without the peer's close_notify (most HTTP clients just hang up): the
@@ -374,8 +393,11 @@ class RecordStream(trio.abc.HalfCloseableStream):
             raise
         self.last_activity = trio.current_time()
 
-    def _seal(self, data: memoryview) -> bytes | bytearray:
-        """Protect ``data``, putting a KeyUpdate in before the write key reaches its usage limit."""
+    def _seal(self, data: memoryview, into: bytearray | None = None) -> bytes | bytearray:
+        """Protect ``data``, putting a KeyUpdate in before the write key reaches its usage limit.
+
+        ``into``, when given, is a buffer to seal into if ``data`` goes out in one piece.
+        """
         layer = self._layer
         parts: list[bytes | bytearray] = []
         off = 0
@@ -388,13 +410,8 @@ class RecordStream(trio.abc.HalfCloseableStream):
                 self._log.debug("tls key update sent", reason="usage_limit")
                 continue
             n = min(len(data) - off, room * MAX_PLAINTEXT)
-            # A full batch reuses the previous full batch's buffer, which the transport is done with
-            # (sealing and writing both happen under the send lock). A fresh 512 KiB buffer per batch
-            # costs more than sealing it: the allocator maps new pages for each and unmaps them again.
-            full = n == _BATCH
             with data[off : off + n] as chunk:
-                sealed = layer.send_application_data(chunk, into=self._batch_buffer if full else None)
-            self._batch_buffer = sealed if full else None  # kept only while a bulk sender needs it
+                sealed = layer.send_application_data(chunk, into=into if n == len(data) else None)
             parts.append(sealed)
             self.records_out += -(-n // MAX_PLAINTEXT)
             self.bytes_out += n
@@ -415,8 +432,11 @@ class RecordStream(trio.abc.HalfCloseableStream):
                     for start in range(0, len(view), _BATCH):
                         self._check_state()
                         with view[start : start + _BATCH] as batch:
-                            out = self._seal(batch)
+                            full = len(batch) == _BATCH
+                            out = self._seal(batch, _take_spare() if full else None)
                         await self._write(out)
+                        if full and isinstance(out, bytearray):  # not after a KeyUpdate joined it to a copy
+                            _give_spare(out)  # written: the transport is done with it (dropped if the write failed)
                 await self._drain_queued()
 
     async def wait_send_all_might_not_block(self) -> None:

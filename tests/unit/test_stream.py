@@ -303,6 +303,43 @@ def test_bulk_send_all_in_full_batches() -> None:
     run(main)
 
 
+def _buffer_bytes(obj: object, seen: set[int] | None = None) -> int:
+    """Bytes of the buffers reachable from a stream through its own objects (stream, layer, keys)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return len(obj)
+    if isinstance(obj, tuple | list):
+        return sum(_buffer_bytes(item, seen) for item in obj)
+    if type(obj).__module__.split(".")[0] not in ("appd", "shared"):
+        return 0  # the transport, the logger, trio's lock: not the stream's buffers
+    names = list(getattr(obj, "__dict__", {})) + [n for k in type(obj).__mro__ for n in getattr(k, "__slots__", ())]
+    return sum(_buffer_bytes(getattr(obj, name, None), seen) for name in names)
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_idle_stream_holds_no_batch_buffer(batches: int) -> None:
+    """A send that ends on an exactly full batch leaves no 512 KiB buffer behind on the idle stream."""
+    payload = os.urandom(batches * 32 * 16384)
+
+    async def main() -> None:
+        c = Conn()
+        async with trio.open_nursery() as n:
+
+            async def read() -> None:
+                assert await c.client.recv_exactly(2 * len(payload)) == payload + payload
+
+            n.start_soon(read)
+            await c.stream.send_all(payload)
+            await c.stream.send_all(payload)  # back to back, as a proxy forwarding full backend reads
+        assert _buffer_bytes(c.stream) < 32 * 1024
+        await c.stream.aclose()
+
+    run(main)
+
+
 def test_half_close_send_eof_then_keep_receiving() -> None:
     async def main() -> None:
         c = Conn()
