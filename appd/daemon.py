@@ -110,7 +110,10 @@ class Appd:
 
     async def _accept_loop(self, listener: trio.SocketListener, conns: trio.Nursery) -> None:
         while True:
-            await self._slots.acquire()
+            try:
+                self._slots.acquire_nowait()  # the common case: a free slot, and no trip through the scheduler
+            except trio.WouldBlock:
+                await self._slots.acquire()  # max_connections reached: wait for one to end
             try:
                 stream = await listener.accept()
             except OSError as exc:
