@@ -93,6 +93,18 @@ def sealed_size(length: int, padding: int = 0) -> int:
     return _HEADER_LEN + length + 1 + padding + _TAG_LEN
 
 
+def _content_end(inner: bytes | memoryview) -> int:
+    """Where a deprotected record's content ends, its type byte included (§5.4: padding stripped)."""
+    n = len(inner)
+    if n > _MAX_INNER:
+        raise RecordOverflow("inner plaintext longer than 2^14+1 bytes")
+    if n and not inner[n - 1]:  # padding: rare, so a copy to strip it is fine
+        n = len(bytes(inner).rstrip(b"\x00"))
+    if not n:
+        raise UnexpectedMessage("protected record without a content type")
+    return n
+
+
 class Protection:
     """One direction's AEAD state: the traffic secret, the AEAD object and the sequence number.
 
@@ -132,12 +144,32 @@ class Protection:
             raise InternalError("sequence number exhausted")
         return aead, (self._iv ^ self.seq).to_bytes(12, "big")
 
+    @staticmethod
+    def _header_and_inner(content_type: int, data: BytesLike, padding: int) -> tuple[bytes, bytes]:
+        """The record header and the inner plaintext (content, type byte, zero padding) of one record.
+
+        The AEAD takes its input in one piece, and must not read where it writes: the inner plaintext
+        is a joined copy.
+        """
+        inner_len = len(data) + 1 + padding
+        if padding < 0:
+            raise ValueError("negative padding")
+        if inner_len > _MAX_INNER:
+            raise ValueError("record content plus padding exceeds 2^14 bytes")
+        header = b"\x17\x03\x03" + (inner_len + _TAG_LEN).to_bytes(2, "big")
+        return header, b"".join((data, content_type.to_bytes(1, "big"), bytes(padding)))
+
     def seal(self, content_type: int, data: BytesLike, padding: int = 0) -> bytes:
-        """Protect one record and return it with its header (outer type application_data)."""
-        out = bytearray(sealed_size(len(data), padding))
-        with memoryview(out) as view:
-            self.seal_into(view, content_type, data, padding)
-        return bytes(out)
+        """Protect one record and return it with its header (outer type application_data).
+
+        For a handshake message, an alert or a small write: the AEAD's own output and one join
+        cost less than preparing a buffer to seal into.
+        """
+        header, inner = self._header_and_inner(content_type, data, padding)
+        aead, nonce = self._next_nonce()
+        record = header + aead.encrypt(nonce, inner, header)
+        self.seq += 1
+        return record
 
     def seal_into(self, out: memoryview, content_type: int, data: BytesLike, padding: int = 0) -> int:
         """Protect one record into the front of ``out``; return its length, header included.
@@ -145,16 +177,9 @@ class Protection:
         ``out`` needs :func:`sealed_size` bytes. The AEAD writes the ciphertext straight into it, so a
         caller that seals many records into one buffer pays no further copy.
         """
-        inner_len = len(data) + 1 + padding
-        if padding < 0:
-            raise ValueError("negative padding")
-        if inner_len > _MAX_INNER:
-            raise ValueError("record content plus padding exceeds 2^14 bytes")
+        header, inner = self._header_and_inner(content_type, data, padding)
         aead, nonce = self._next_nonce()
-        header = b"\x17\x03\x03" + (inner_len + _TAG_LEN).to_bytes(2, "big")
-        # The AEAD takes its input in one piece, and must not read where it writes: join a copy.
-        inner = b"".join((data, content_type.to_bytes(1, "big"), bytes(padding)))
-        end = _HEADER_LEN + inner_len + _TAG_LEN
+        end = _HEADER_LEN + len(inner) + _TAG_LEN
         aead.encrypt_into(nonce, inner, header, out[_HEADER_LEN:end])
         out[:_HEADER_LEN] = header
         self.seq += 1
@@ -199,10 +224,16 @@ class Protection:
         The sequence number only advances on success, so a failed trial decryption (skipped early
         data) leaves the state untouched.
         """
-        inner = bytearray(max(0, len(ciphertext) - _TAG_LEN))
-        with memoryview(inner) as view:
-            content_type, length = self.open_into(header, ciphertext, view)
-            return content_type, bytes(view[:length])
+        aead, nonce = self._next_nonce()
+        if len(ciphertext) < _TAG_LEN:
+            raise BadRecordMac("protected record shorter than its tag")
+        try:
+            inner = aead.decrypt(nonce, ciphertext, header)
+        except InvalidTag:
+            raise BadRecordMac("record authentication failed") from None
+        self.seq += 1
+        n = _content_end(inner)
+        return inner[n - 1], inner[: n - 1]
 
     def open_into(self, header: BytesLike, ciphertext: BytesLike, out: memoryview) -> tuple[int, int]:
         """Deprotect one record into ``out``; return (inner content type, length of the content).
@@ -219,13 +250,7 @@ class Protection:
         except InvalidTag:
             raise BadRecordMac("record authentication failed") from None
         self.seq += 1
-        n = len(out)
-        if n > _MAX_INNER:
-            raise RecordOverflow("inner plaintext longer than 2^14+1 bytes")
-        if n and not out[n - 1]:  # padding (§5.4): rare, so a copy to strip it is fine
-            n = len(out.tobytes().rstrip(b"\x00"))
-        if not n:
-            raise UnexpectedMessage("protected record without a content type")
+        n = _content_end(out)
         return out[n - 1], n - 1
 
     def next_generation(self) -> Protection:
@@ -716,23 +741,39 @@ class RecordLayer:
             write.seal_run_into(room, ctype, data)
         return out
 
+    def _seal_one(self, write: Protection, ctype: int, data: BytesLike) -> bytes:
+        """The queued bytes, then ``data`` (at most 2^14 bytes) as one protected record.
+
+        Most records are one of these (a handshake flight, an alert, a short write), and for them
+        the AEAD's own output costs less than a buffer prepared to seal into.
+        """
+        record = write.seal(ctype, data)
+        return self._drain() + record if self._out else record
+
     def send_handshake(self, data: BytesLike) -> bytes:
         """Frame handshake messages into records of at most 2^14 bytes (encrypted iff a write key is set)."""
+        if self.write is not None and 0 < len(data) <= MAX_PLAINTEXT:
+            return self._seal_one(self.write, ContentType.handshake, data)
         return bytes(self._records(ContentType.handshake, data, allow_empty=False))
 
-    def send_application_data(self, data: BytesLike, into: bytearray | None = None) -> bytearray:
+    def send_application_data(self, data: BytesLike, into: bytearray | None = None) -> bytes | bytearray:
         """Frame and protect application data; empty data gives one empty record (a keepalive).
 
         The bulk path: the records are sealed straight into the buffer returned, a new one or
         ``into`` (resized to fit): a caller that writes out each result before it seals the next
-        can pass the previous one back and keep allocating nothing.
+        can pass the previous one back and keep allocating nothing. Without ``into``, data that
+        fits one record comes back as bytes.
         """
         if self.write is None:
             raise InternalError("application data without a write key")
+        if into is None and len(data) <= MAX_PLAINTEXT:
+            return self._seal_one(self.write, ContentType.application_data, data)
         return self._records(ContentType.application_data, data, allow_empty=True, into=into)
 
     def send_alert(self, description: int, level: int = 2) -> bytes:
         alert = bytes((level, description))
+        if self.write is not None:
+            return self._seal_one(self.write, ContentType.alert, alert)
         return bytes(self._records(ContentType.alert, alert, allow_empty=False))
 
     def send_ccs(self) -> bytes:

@@ -1103,3 +1103,33 @@ def test_send_application_data_into_a_buffer_it_resizes() -> None:
         starts = range(0, max(size, 1), MAX_PLAINTEXT)
         assert out == b"".join(reference.seal(23, data[i : i + MAX_PLAINTEXT]) for i in starts)
         assert b"".join(ev.data for ev in events(client, bytes(out)) if isinstance(ev, ApplicationData)) == data
+
+
+@pytest.mark.parametrize("suite", ALL_SUITES)
+@pytest.mark.parametrize(("size", "padding"), [(0, 0), (5, 0), (5, 7), (MAX_PLAINTEXT, 0), (MAX_PLAINTEXT - 9, 9)])
+def test_seal_and_seal_into_give_the_same_record(suite: int, size: int, padding: int) -> None:
+    """The one-record path (AEAD output joined) and the buffer path write the same bytes."""
+    a, b, opener = sender(suite), sender(suite), sender(suite)
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    out = bytearray(size + padding + 22)
+    with memoryview(out) as view:
+        n = a.seal_into(view, 22, data, padding)
+    record = b.seal(22, data, padding)
+    assert record == out[:n] and a.seq == b.seq == 1
+    assert opener.open(record[:5], record[5:]) == (22, data)
+
+
+def test_one_record_sends_match_the_buffer_path() -> None:
+    """send_handshake/send_alert/send_application_data of one record: same bytes, queued KeyUpdate first."""
+    server, client = pair()
+    twin, _ = pair()
+    assert twin.write is not None
+    for data in (b"", b"ping\n", bytes(MAX_PLAINTEXT)):
+        assert server.send_application_data(data) == twin.send_application_data(data, into=bytearray())
+    assert server.send_handshake(b"\x04\x00\x00\x01\x00") == twin.write.seal(22, b"\x04\x00\x00\x01\x00")
+    assert server.send_alert(0, 1) == twin.write.seal(21, b"\x01\x00")
+
+    server, client = pair()
+    assert events(server, client.send_key_update(True)) == [KeyUpdated(True)]
+    wire = server.send_application_data(b"after")  # the queued KeyUpdate answer, then the data
+    assert events(client, bytes(wire)) == [KeyUpdated(False), ApplicationData(b"after")]
