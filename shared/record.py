@@ -66,7 +66,8 @@ _HEADER_LEN = 5
 _LEGACY_VERSION = b"\x03\x03"
 _CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
 _KNOWN_TYPES = frozenset((20, 21, 22, 23))
-_APPLICATION_DATA = 23  # ContentType.application_data, as a plain int for the per-record loops
+# The content types as plain ints for the per-record code: an IntEnum member costs a lookup each time.
+_INVALID, _CCS, _ALERT, _HANDSHAKE, _APPLICATION_DATA = 0, 20, 21, 22, 23
 _KEEP_BUFFER = 2 * (_HEADER_LEN + MAX_CIPHERTEXT)  # a receive buffer up to this size is kept when drained
 
 
@@ -583,15 +584,15 @@ class RecordLayer:
             raise UnexpectedMessage(f"unknown record content type {outer}")
         if length > MAX_CIPHERTEXT:
             raise RecordOverflow("record longer than 2^14+256 bytes")
-        protected = outer == ContentType.application_data and (
+        protected = outer == _APPLICATION_DATA and (
             self.read is not None or self._skip != _SKIP_NONE
         )
         if not protected:
             if length > MAX_PLAINTEXT:
                 raise RecordOverflow("plaintext record longer than 2^14 bytes")
-            if outer == ContentType.handshake and self.read is not None:
+            if outer == _HANDSHAKE and self.read is not None:
                 raise UnexpectedMessage("plaintext handshake record after keys were set")
-            if outer == ContentType.application_data and not self.application_mode:
+            if outer == _APPLICATION_DATA and not self.application_mode:
                 raise UnexpectedMessage("application data during the handshake")
         end = off + _HEADER_LEN + length
         if self._end < end:
@@ -606,13 +607,13 @@ class RecordLayer:
                 raise UnexpectedMessage("too many records before the handshake completed")
         if not protected:
             content = bytes(buf[off + _HEADER_LEN : end])
-            if outer == ContentType.change_cipher_spec:
+            if outer == _CCS:
                 # §5: the compatibility CCS is dropped, but only in its one legal form and window.
                 if not (self.ccs_allowed and content == b"\x01"):
                     raise UnexpectedMessage("unexpected change_cipher_spec record")
                 self._count_empty()
-                return ContentType.invalid, b""
-            if outer == ContentType.handshake and self._skip == _SKIP_OUTER_APP:
+                return _INVALID, b""
+            if outer == _HANDSHAKE and self._skip == _SKIP_OUTER_APP:
                 self._skip = _SKIP_NONE
             return outer, content
         header = bytes(buf[off : off + _HEADER_LEN])
@@ -638,7 +639,7 @@ class RecordLayer:
             raise UnexpectedMessage("too much early data to skip")
         if not payload_len:  # non-empty ones are bounded by the budget; many small writes are legal
             self._count_empty()
-        return ContentType.invalid, b""
+        return _INVALID, b""
 
     def _count_empty(self) -> None:
         self._empty_run += 1
@@ -646,9 +647,9 @@ class RecordLayer:
             raise UnexpectedMessage("too many records without content")
 
     def _dispatch(self, ctype: int, content: bytes) -> Event | None:
-        if self.has_pending_handshake() and ctype != ContentType.handshake:
+        if self.has_pending_handshake() and ctype != _HANDSHAKE:
             raise UnexpectedMessage("record interleaved with a fragmented handshake message")
-        if ctype == ContentType.application_data:
+        if ctype == _APPLICATION_DATA:
             if not self.application_mode:
                 raise UnexpectedMessage("application data during the handshake")
             if not content:
@@ -656,7 +657,7 @@ class RecordLayer:
                 return None
             self._empty_run = self._key_update_run = self._warning_run = 0
             return ApplicationData(content)
-        if ctype == ContentType.handshake:
+        if ctype == _HANDSHAKE:
             if not content:
                 raise UnexpectedMessage("empty handshake record")
             self._empty_run = self._warning_run = 0
@@ -665,9 +666,9 @@ class RecordLayer:
                 self._hs_off = 0
             self._hs += content
             return None
-        if ctype == ContentType.alert:
+        if ctype == _ALERT:
             return self._alert(content)
-        if ctype == ContentType.invalid:  # a skipped record or a dropped CCS, already counted
+        if ctype == _INVALID:  # a skipped record or a dropped CCS, already counted
             return None
         # A protected CCS, type 0 or an unknown inner type (a plaintext CCS never gets here).
         raise UnexpectedMessage(f"record content type {ctype} not acceptable here")
