@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import structlog
 import trio
 
+from appd.__main__ import tune_allocator
 from appd.apps import Backend, serve
 from appd.stream import RecordStream
 from shared.errors import AlertDescription, AlertLevel
@@ -113,7 +114,9 @@ def main() -> None:
     ap.add_argument("--close-notify", action="store_true", help="the client sends close_notify before hanging up")
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the run")
     args = ap.parse_args()
-    # As the daemons run (shared/log.py): JSON lines at info, so debug calls are filtered out.
+    # As appd runs: its allocator setting (else every 512 KiB transport read maps and unmaps memory)
+    # and its logging (shared/log.py: JSON lines at info, so debug calls are filtered out).
+    tune_allocator()
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
