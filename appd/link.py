@@ -122,10 +122,7 @@ class SecuredLink:
                     self.log.warning("channel down", reason="secured closed it")
                 except ChannelError as exc:
                     self.log.warning("channel down", reason=exc.reason, detail=str(exc))
-                    try:
-                        await dg.send(ch.Error(exc.reason).encode)
-                    except OSError:
-                        pass
+                    dg.send_nowait(ch.Error(exc.reason).encode())
                 except (OSError, trio.ClosedResourceError) as exc:
                     self.log.warning("channel down", reason="socket error", error=str(exc))
                 finally:
@@ -204,6 +201,8 @@ class SecuredLink:
             raise SecuredUnavailable("no channel to secured")
 
         def make() -> bytes | None:
+            if self._dg is not dg:  # the channel was lost while this waited its turn
+                raise SecuredUnavailable("channel to secured lost")
             m = msg(state) if callable(msg) else msg
             if isinstance(m, ch.Hs | ch.Abort) and not state.is_open(m.conn):
                 # secured retired this connection (fail: timeout, busy) while we waited for room;
@@ -225,6 +224,8 @@ class SecuredLink:
             raise SecuredUnavailable(f"channel broken ({exc.reason})") from None
         except OSError as exc:
             raise SecuredUnavailable(f"channel send failed: {exc.strerror}") from None
+        except trio.ClosedResourceError:  # closed under a send that waited for room
+            raise SecuredUnavailable("channel to secured closed") from None
 
     @asynccontextmanager
     async def handshake(self, peer: str) -> AsyncIterator[HandshakeChannel]:

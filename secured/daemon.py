@@ -159,6 +159,8 @@ class _Channel:
             self.state.send(msg)
             return msg.encode()
 
+        # Not shielded: a send here is only cancelled when the channel is torn down, and its order
+        # checker goes with it, so a counted datagram that never leaves wrongs nobody.
         await self.dg.send(make)
 
     async def recv(self) -> ch.Message | None:
@@ -178,7 +180,7 @@ class _Channel:
                 reason = await self._serve()
                 nursery.cancel_scope.cancel()
         except ChannelError as exc:
-            reason = await self._protocol_error(exc)
+            reason = self._protocol_error(exc)
         except OSError as exc:
             reason = f"socket error: {exc.strerror}"
         except trio.TooSlowError:
@@ -195,16 +197,13 @@ class _Channel:
                 if self.state.receive(msg):
                     await self._handle(msg)
         except ChannelError as exc:
-            return await self._protocol_error(exc)
+            return self._protocol_error(exc)
         except OSError as exc:
             return f"socket error: {exc.strerror}"
 
-    async def _protocol_error(self, exc: ChannelError) -> str:
+    def _protocol_error(self, exc: ChannelError) -> str:
         self.log.warning("channel protocol error", reason=exc.reason, detail=str(exc))
-        try:
-            await self.dg.send(ch.Error(exc.reason).encode)
-        except OSError:
-            pass
+        self.dg.send_nowait(ch.Error(exc.reason).encode())
         return exc.reason
 
     async def _hello(self) -> None:

@@ -54,6 +54,7 @@ class Datagrams:
         checker) is recorded in wire order. With ``shield``, a datagram that has to wait for room still
         leaves if the caller is cancelled meanwhile: once ``make`` has counted it, it must.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()  # no yield unless cancelled: then nothing is counted
         if not self._full.locked():
             data = make()
             if data is None:
@@ -84,8 +85,19 @@ class Datagrams:
         finally:
             self._full.release()
 
+    def send_nowait(self, data: bytes) -> bool:
+        """One try, for a last word before closing (a channel ``error``): never waits behind a sender
+        stuck on a full socket, never raises. True if the datagram left."""
+        try:
+            self.sock.send(data)
+        except OSError:  # BlockingIOError included: a peer that reads nothing gets no last word
+            return False
+        return True
+
     async def recv(self, size: int) -> bytes:
-        """The next datagram, b"" once the peer has closed. A cancellation never loses one."""
+        """The next datagram, b"" once the peer has closed. A cancellation never loses one, and a
+        cancelled caller stops here even while datagrams keep arriving."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
             data = self.sock.recv(size)
         except BlockingIOError:
