@@ -138,7 +138,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
     __slots__ = (
         "_close_reason", "_layer", "_log", "_pending", "_pending_off", "_receive_guard", "_send_guard",
         "_send_lock", "_state", "alert_received", "alert_sent", "alpn", "bytes_in", "bytes_out",
-        "close_timeout", "eof_received", "eof_sent", "eof_without_close_notify", "idle_timeout",
+        "close_timeout", "eof_received", "eof_sent", "idle_timeout",
         "key_update_after", "key_updates_received", "key_updates_sent", "last_activity", "peer_certs",
         "psk_resumed", "records_in", "records_out", "sni", "suite", "transport",
     )
@@ -191,9 +191,6 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self._pending_off = 0
         self.eof_received = False  # the peer's close_notify
         self.eof_sent = False  # our close_notify
-        # The transport ended without the peer's close_notify (most HTTP clients just hang up): the
-        # per-connection summary says so, rather than a log line of its own for every such connection.
-        self.eof_without_close_notify = False
         self.last_activity = trio.current_time()
 
         # AlertDescription members (an int for a code outside the registry); None if no alert.
@@ -274,8 +271,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
             self._log.info("tls alert received", alert=_alert_name(exc.raw_description))
             raise trio.BrokenResourceError(f"peer sent {exc.description.name} alert") from exc
         except _Truncated:
-            self._break("truncated")
-            self.eof_without_close_notify = True
+            self._break("truncated")  # what the summary line reports, rather than a line of its own
             self._log.debug("tls transport eof without close_notify")
             raise TruncatedError("transport closed without close_notify (truncation)") from None
         except _Idle:
