@@ -8,7 +8,7 @@ import structlog
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from appd.link import SecuredLink
+from appd.link import SecuredLink, SecuredUnavailable
 from shared import channel as ch
 
 CLIENT_HELLO = b"\x16\x03\x01\x00\x00"
@@ -72,5 +72,55 @@ def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
                     assert isinstance(nxt, ch.Open) and nxt.conn == opened.conn + 1 and nxt.peer == "next"
                     await theirs.send(ch.Fail(nxt.conn, b"", "busy").encode())
             nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_open_queued_when_the_channel_is_lost_leaves_nothing_behind() -> None:
+    """A connection's open waits its turn (behind a send waiting for room) while secured goes away: the step
+    fails with SecuredUnavailable, and no entry of the lost channel stays in the link's tables, where the
+    next channel's connection with the same id would find it."""
+
+    async def main() -> None:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        theirs = trio.socket.from_stdlib_socket(b)
+        used = False
+
+        async def connect() -> trio.socket.SocketType:
+            nonlocal used
+            if used:
+                raise OSError("once")
+            used = True
+            return trio.socket.from_stdlib_socket(a)
+
+        link = SecuredLink(connect, structlog.get_logger())
+        outcome: list[str] = []
+        async with trio.open_nursery() as nursery:
+            await theirs.send(ch.make_hello(X25519PrivateKey.generate(), "secured").encode())
+            await nursery.start(link.run)
+            await theirs.recv(ch.MAX_MESSAGE + 1)  # appd's hello
+            dg = link._dg
+            assert dg is not None
+
+            async def connection() -> None:
+                async with link.handshake("peer") as hs:
+                    try:
+                        await hs.step(CLIENT_HELLO)
+                        outcome.append("answered")
+                    except SecuredUnavailable:
+                        outcome.append("unavailable")
+
+            with trio.fail_after(5):
+                async with dg._full:  # as if a send waited for room: the open queues behind it
+                    nursery.start_soon(connection)
+                    await trio.sleep(0.05)
+                    theirs.close()  # secured goes away
+                    while link.is_up:
+                        await trio.sleep(0.01)
+                while not outcome:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert outcome == ["unavailable"]
+        assert link._waiters == {} and link._active == {}
 
     trio.run(main)
