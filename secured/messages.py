@@ -168,24 +168,20 @@ def _parse_psk(r: Reader) -> PreSharedKeyOffer:
     return PreSharedKeyOffer(identities, binders, binders_len)
 
 
-def _ext_supported_versions(ch: ClientHello, r: Reader) -> None:
-    ch.supported_versions = r.u16_list(1, "supported_versions")
-    r.expect_end()
+def _u16_list_ext(attr: str, length_bytes: int) -> Callable[[ClientHello, Reader], None]:
+    """A parser for an extension that is one list of uint16 (versions, groups, signature schemes)."""
+
+    def parse(ch: ClientHello, r: Reader) -> None:
+        setattr(ch, attr, r.u16_list(length_bytes, attr))
+        r.expect_end()
+
+    return parse
 
 
-def _ext_supported_groups(ch: ClientHello, r: Reader) -> None:
-    ch.supported_groups = r.u16_list(2, "supported_groups")
-    r.expect_end()
-
-
-def _ext_signature_algorithms(ch: ClientHello, r: Reader) -> None:
-    ch.signature_algorithms = r.u16_list(2, "signature_algorithms")
-    r.expect_end()
-
-
-def _ext_signature_algorithms_cert(ch: ClientHello, r: Reader) -> None:
-    ch.signature_algorithms_cert = r.u16_list(2, "signature_algorithms_cert")
-    r.expect_end()
+_ext_supported_versions = _u16_list_ext("supported_versions", 1)
+_ext_supported_groups = _u16_list_ext("supported_groups", 2)
+_ext_signature_algorithms = _u16_list_ext("signature_algorithms", 2)
+_ext_signature_algorithms_cert = _u16_list_ext("signature_algorithms_cert", 2)
 
 
 def _ext_psk_key_exchange_modes(ch: ClientHello, r: Reader) -> None:

@@ -8,10 +8,23 @@ import structlog
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from appd.link import SecuredLink, SecuredUnavailable
+from appd.link import SecuredLink, SecuredUnavailable, fd_connector
 from shared import channel as ch
 
 CLIENT_HELLO = b"\x16\x03\x01\x00\x00"
+
+
+async def _linked(nursery: trio.Nursery) -> tuple[SecuredLink, trio.socket.SocketType]:
+    """A link running in ``nursery`` on one end of a socketpair, hellos exchanged; the other end is the
+    test's scripted secured (one channel only: the link cannot reconnect)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs = trio.socket.from_stdlib_socket(b)
+    link = SecuredLink(fd_connector(a.fileno()), structlog.get_logger())
+    await theirs.send(ch.make_hello(X25519PrivateKey.generate(), "secured").encode())
+    with a:  # the link works on its own duplicate of this descriptor
+        await nursery.start(link.run)
+    await theirs.recv(ch.MAX_MESSAGE + 1)  # appd's hello
+    return link, theirs
 
 
 def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
@@ -20,23 +33,8 @@ def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
     used to close the socket under the reader)."""
 
     async def main() -> None:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        theirs = trio.socket.from_stdlib_socket(b)
-        used = False
-
-        async def connect() -> trio.socket.SocketType:
-            nonlocal used
-            if used:
-                raise OSError("once")
-            used = True
-            return trio.socket.from_stdlib_socket(a)
-
-        link = SecuredLink(connect, structlog.get_logger())
         async with trio.open_nursery() as nursery:
-            private = X25519PrivateKey.generate()
-            await theirs.send(ch.make_hello(private, "secured").encode())
-            await nursery.start(link.run)
-            await theirs.recv(ch.MAX_MESSAGE + 1)  # appd's hello
+            link, theirs = await _linked(nursery)
             with trio.fail_after(5):
                 async with link.handshake("peer") as hs:
                     result = {}
@@ -82,23 +80,9 @@ def test_open_queued_when_the_channel_is_lost_leaves_nothing_behind() -> None:
     next channel's connection with the same id would find it."""
 
     async def main() -> None:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        theirs = trio.socket.from_stdlib_socket(b)
-        used = False
-
-        async def connect() -> trio.socket.SocketType:
-            nonlocal used
-            if used:
-                raise OSError("once")
-            used = True
-            return trio.socket.from_stdlib_socket(a)
-
-        link = SecuredLink(connect, structlog.get_logger())
         outcome: list[str] = []
         async with trio.open_nursery() as nursery:
-            await theirs.send(ch.make_hello(X25519PrivateKey.generate(), "secured").encode())
-            await nursery.start(link.run)
-            await theirs.recv(ch.MAX_MESSAGE + 1)  # appd's hello
+            link, theirs = await _linked(nursery)
             dg = link._dg
             assert dg is not None
 
