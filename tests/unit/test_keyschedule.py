@@ -51,3 +51,14 @@ def test_sha384_lengths() -> None:
     assert len(sched.early_secret) == 48
     key, iv = ks.traffic_key_iv(p, bytes(48))
     assert len(key) == 32 and len(iv) == 12
+
+
+def test_traffic_key_iv_is_expand_label_for_every_suite() -> None:
+    for params in ks.SUITES.values():
+        assert max(params.key_len, params.iv_len) <= params.hash_len  # one HMAC block each
+        for secret in (bytes(params.hash_len), bytes(range(params.hash_len)), bytes([0xFF]) * params.hash_len):
+            expected = (
+                ks.hkdf_expand_label(params.hash_name, secret, b"key", b"", params.key_len),
+                ks.hkdf_expand_label(params.hash_name, secret, b"iv", b"", params.iv_len),
+            )
+            assert ks.traffic_key_iv(params, secret) == expected
