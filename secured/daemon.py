@@ -24,7 +24,7 @@ from shared import systemd
 from shared.blob import BlobSealer
 from shared.dgram import Datagrams
 from shared.errors import Alert, AlertDescription, BlobError, ChannelError, ConfigError, LocalAlert, PeerAlert
-from shared.record import ContentType, Protection, RecordLayer
+from shared.record import RecordLayer
 from shared.state import fingerprint
 
 _PEERCRED = struct.Struct("3i")
@@ -290,20 +290,18 @@ class _Channel:
             return
         self._finish(conn)
         consumed = len(data) - len(engine.trailing)
-        state = engine.export()
+        # The fallback is the internal_error alert appd writes if it refuses the blob (DESIGN.md §3).
+        state, fallback = engine.export_with_fallback()
         assert self.sealer is not None
-        writer = Protection(state.suite, state.write_secret, state.write_seq)
         try:
             blob = self.sealer.seal(state, conn)
             key_fp = state.fingerprints()
-            fallback = writer.seal(ContentType.alert, bytes([2, AlertDescription.internal_error]))
         except BlobError as exc:
             self._count("export_failed")
             self.log.error("export failed", conn=conn, reason=exc.reason)
             await self.send(ch.Fail(conn, b"", "export_failed"))
             return
         finally:
-            writer.wipe()
             state.wipe()  # our copies go now; the only other copy is the sealed blob
         info = engine.info
         self.owner.stats.handshakes += 1

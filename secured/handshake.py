@@ -2,8 +2,9 @@
 
 ``ServerHandshake`` takes the client's raw bytes (``receive_data``) and produces the bytes to write
 (``data_to_send``). When the client's Finished has been verified it is ``complete``: the caller takes
-the bytes that followed the Finished (``trailing``) and the session's traffic state (``export``),
-after which the engine holds no secret of the connection.
+the bytes that followed the Finished (``trailing``) and the session's traffic state (``export``, or
+``export_with_fallback`` with an alert record sealed under it), after which the engine holds no
+secret of the connection.
 
 Errors follow h2's rule "queue the alert, then raise": on any failure the alert record is already in
 ``data_to_send()`` when the ``LocalAlert`` propagates, and the engine is closed for good.
@@ -47,7 +48,7 @@ from shared.errors import (
     ProtocolVersion,
     UnexpectedMessage,
 )
-from shared.record import CloseNotify, HandshakeMessage, HandshakeType, RecordLayer
+from shared.record import CloseNotify, ContentType, HandshakeMessage, HandshakeType, RecordLayer
 from shared.state import TrafficState
 from shared.wire import vector
 
@@ -246,10 +247,34 @@ class ServerHandshake:
 
     def export(self) -> TrafficState:
         """The record-layer state, once; the engine forgets every secret of this connection."""
+        state = self._take_export()
+        self._wipe()
+        return state
+
+    def export_with_fallback(self) -> tuple[TrafficState, bytes]:
+        """:meth:`export`, plus a fatal internal_error alert record sealed as the next write under it.
+
+        That record is what the client gets if the state is refused where it is imported. The
+        engine's write protection is the exported one at the exported sequence number, so it seals
+        the record before it is wiped: no second key setup. The exported ``write_seq`` stays as it
+        was, since the record is only written if the state is never used.
+        """
+        state = self._take_export()
+        try:
+            write = self._rl.write
+            assert write is not None and write.seq == state.write_seq
+            fallback = write.seal(ContentType.alert, bytes((AlertLevel.fatal, AlertDescription.internal_error)))
+        except BaseException:
+            state.wipe()
+            raise
+        finally:
+            self._wipe()
+        return state, fallback
+
+    def _take_export(self) -> TrafficState:
         if self._export is None:
             raise InternalError("handshake not complete or already exported")
         state, self._export = self._export, None
-        self._wipe()
         return state
 
     def abort(self) -> None:
