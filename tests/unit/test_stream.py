@@ -13,7 +13,9 @@ import contextlib
 import functools
 import hashlib
 import os
+import socket
 import ssl
+import struct
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -147,13 +149,24 @@ class SslClient:
         return status, headers, body
 
 
-class Conn:
-    """A RecordStream (server) and an SslClient over a memory stream pair."""
+def tcp_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Both ends of a loopback TCP connection, as appd's transports are."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return (trio.SocketStream(trio.socket.from_stdlib_socket(server)),
+            trio.SocketStream(trio.socket.from_stdlib_socket(client)))
 
-    def __init__(self, pair: Pair | None = None, **stream_kw: Any) -> None:
+
+class Conn:
+    """A RecordStream (server) and an SslClient over a memory stream pair, or TCP with ``tcp``."""
+
+    def __init__(self, pair: Pair | None = None, *, tcp: bool = False, **stream_kw: Any) -> None:
         self.pair = pair or handshake()
         assert self.pair.state is not None
-        server_end, client_end = trio.testing.memory_stream_pair()
+        server_end: trio.abc.Stream
+        client_end: trio.abc.Stream
+        server_end, client_end = tcp_stream_pair() if tcp else trio.testing.memory_stream_pair()
         self.client_transport = client_end
         self.mirror = mirror_layer(self.pair.state)
         self.stream = RecordStream(server_end, self.pair.state, initial=self.pair.server.trailing, log=LOG, **stream_kw)
@@ -482,6 +495,69 @@ def test_idle_timeout_sends_close_notify() -> None:
         await c.stream.aclose()
 
     run(main, timeout=1000, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_tcp_reads_and_idle_timeout() -> None:
+    """Over TCP, data already waiting is read at once, and a read that waits still times out."""
+    async def main() -> None:
+        c = Conn(tcp=True, idle_timeout=30)
+        await c.client.send(b"waiting")
+        await trio.sleep(0.5)  # on the mock clock: well within the limit
+        assert await c.stream.receive_some() == b"waiting"
+        start = trio.current_time()
+        with pytest.raises(IdleTimeout):
+            await c.stream.receive_some()
+        assert trio.current_time() - start == pytest.approx(30)
+        assert c.stream.outcome == "idle_timeout"
+        assert await c.client.recv() == b""  # close_notify
+        await c.stream.aclose()
+
+    run(main, timeout=1000, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_idle_timeout_wins_over_data_read_late() -> None:
+    """Data that waited past the idle limit unread does not save the connection (as before)."""
+    async def main() -> None:
+        c = Conn(tcp=True, idle_timeout=30)
+        await c.client.send(b"too late")
+        await trio.sleep(31)
+        with pytest.raises(IdleTimeout):
+            await c.stream.receive_some()
+        assert await c.client.recv() == b""
+        await c.stream.aclose()
+
+    run(main, timeout=1000, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize("idle_timeout", [None, 30.0])
+def test_tcp_reset_is_a_transport_error(idle_timeout: float | None) -> None:
+    async def main() -> None:
+        c = Conn(tcp=True, idle_timeout=idle_timeout)
+        await c.client.send(b"bye")
+        sock = c.client_transport.socket  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # RST
+        await trio.sleep(0.05)
+        assert await c.stream.receive_some() == b"bye"
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await c.stream.receive_some()
+        assert not isinstance(info.value, (TruncatedError, IdleTimeout))
+        assert c.stream.outcome == "transport_error"
+        await c.stream.aclose()
+
+    run(main)
+
+
+def test_tcp_transport_closed_under_the_stream() -> None:
+    async def main() -> None:
+        c = Conn(tcp=True, idle_timeout=30)
+        await c.stream.transport.aclose()
+        with pytest.raises(trio.BrokenResourceError):
+            await c.stream.receive_some()
+        assert c.stream.outcome == "transport_closed"
+        await c.stream.aclose()
+
+    run(main)
 
 
 def test_sending_keeps_a_receiver_from_idling() -> None:
