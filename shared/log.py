@@ -21,8 +21,7 @@ def setup(fmt: str = "auto", level: str = "info", *, daemon: str, stream: Any = 
     json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
+        processors=[  # no merge_contextvars: nothing binds context variables (loggers are bound explicitly)
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
