@@ -323,6 +323,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
         raise AssertionError("unreachable")  # pragma: no cover (mypy cannot see through _boundary)
 
     async def _receive(self, max_bytes: int | None) -> bytes | bytearray:
+        first_read = True
         while True:
             if self._pending_off < len(self._pending):
                 return self._take(max_bytes)
@@ -330,6 +331,12 @@ class RecordStream(trio.abc.HalfCloseableStream):
                 return b""
             event = self._layer.next_event(max_data=max_bytes or 0)
             if event is None:
+                if not first_read:
+                    # receive_some yielded once already; each further read in the same call yields too,
+                    # or a peer sending records that carry no data (empty, padded, alerts, KeyUpdates)
+                    # could keep this task, and every other connection with it, off the loop for long
+                    await trio.lowlevel.checkpoint()
+                first_read = False
                 data = await self._read_transport()
                 self._check_state()  # closed or broken by another task while we waited
                 if not data:

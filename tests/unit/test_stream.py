@@ -515,6 +515,39 @@ def test_tcp_reads_and_idle_timeout() -> None:
     run(main, timeout=1000, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+def test_each_further_transport_read_yields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data already waiting is taken without trio's wait machinery, but one receive_some that needs many
+    transport reads still lets the other tasks run between them: a peer must not hold the loop."""
+    monkeypatch.setattr("appd.stream.RECEIVE_SIZE", 64)  # one record now takes many reads
+
+    class Steps(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.count = 0
+            self.task: trio.lowlevel.Task | None = None
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            if task is self.task:
+                self.count += 1
+
+    async def main() -> None:
+        c = Conn(tcp=True, idle_timeout=30)
+        payload = os.urandom(2000)
+        await c.client.send(payload)
+        await trio.sleep(0.1)  # all of it waiting in the socket before the read starts
+        steps = Steps()
+        steps.task = trio.lowlevel.current_task()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            got = await c.stream.receive_some()
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert got == payload
+        assert steps.count > 2000 // 64 // 2  # about one step per read, not one for all of them
+        await c.stream.aclose()
+
+    run(main)
+
+
 def test_idle_timeout_wins_over_data_read_late() -> None:
     """Data that waited past the idle limit unread does not save the connection (as before)."""
     async def main() -> None:
