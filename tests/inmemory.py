@@ -64,6 +64,23 @@ def server_config(kinds: tuple[str, ...] = ("ecdsa",), **kw: object) -> ServerCo
     return ServerConfig(credentials=creds, **kw)  # type: ignore[arg-type]
 
 
+def completed_engine(suite: int, tickets: int) -> tuple[ServerHandshake, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """An engine whose handshake with a real OpenSSL client is complete and not yet exported, the client,
+    and the client's incoming BIO (holding the tickets, if any, not yet read) and outgoing one."""
+    engine = ServerHandshake(server_config(cipher_suites=(suite,), tickets=tickets))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.do_handshake()
+    engine.receive_data(outgoing.read())
+    incoming.write(engine.data_to_send())
+    client.do_handshake()
+    engine.receive_data(outgoing.read())
+    assert engine.complete
+    incoming.write(engine.data_to_send())  # the tickets (if any)
+    return engine, client, incoming, outgoing
+
+
 def client_verifier() -> ClientCertVerifier:
     return ClientCertVerifier(ca_certs=[pki().client_ca])
 

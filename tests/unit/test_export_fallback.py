@@ -13,28 +13,13 @@ import pytest
 from secured.handshake import ServerHandshake
 from shared.errors import InternalError
 from shared.record import ContentType, Protection
-from tests.inmemory import client_context, server_config
-
-
-def _completed(suite: int, tickets: int) -> tuple[ServerHandshake, ssl.SSLObject, ssl.MemoryBIO]:
-    engine = ServerHandshake(server_config(cipher_suites=(suite,), tickets=tickets))
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
-    with pytest.raises(ssl.SSLWantReadError):
-        client.do_handshake()
-    engine.receive_data(outgoing.read())
-    incoming.write(engine.data_to_send())
-    client.do_handshake()
-    engine.receive_data(outgoing.read())
-    assert engine.complete
-    incoming.write(engine.data_to_send())  # the tickets (if any)
-    return engine, client, incoming
+from tests.inmemory import completed_engine, server_config
 
 
 @pytest.mark.parametrize("suite", [0x1301, 0x1302, 0x1303])
 @pytest.mark.parametrize("tickets", [0, 2])
 def test_fallback_is_the_alert_a_fresh_protection_seals(suite: int, tickets: int) -> None:
-    engine, client, incoming = _completed(suite, tickets)
+    engine, client, incoming, _ = completed_engine(suite, tickets)
     state, fallback = engine.export_with_fallback()
     assert state.write_seq == (1 if tickets else 0)  # not advanced by the fallback
     assert fallback == Protection(state.suite, state.write_secret, state.write_seq).seal(ContentType.alert, b"\x02\x50")

@@ -13,11 +13,10 @@ import ssl
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secured.handshake import ServerHandshake
 from shared import channel as ch
 from shared.record import ApplicationData, RecordLayer
 from shared.state import TrafficState
-from tests.inmemory import client_context, server_config
+from tests.inmemory import completed_engine
 
 
 def _layer(state: TrafficState) -> RecordLayer:
@@ -37,17 +36,7 @@ def _channel_keys() -> tuple[ch.ChannelKeys, ch.ChannelKeys]:
 @pytest.mark.parametrize("suite", [0x1301, 0x1302, 0x1303])
 @pytest.mark.parametrize("tickets", [0, 2])
 def test_exported_and_imported_state_seal_identically(suite: int, tickets: int) -> None:
-    engine = ServerHandshake(server_config(cipher_suites=(suite,), tickets=tickets))
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
-    with pytest.raises(ssl.SSLWantReadError):
-        client.do_handshake()
-    engine.receive_data(outgoing.read())
-    incoming.write(engine.data_to_send())
-    client.do_handshake()
-    engine.receive_data(outgoing.read())
-    assert engine.complete
-    incoming.write(engine.data_to_send())  # the tickets (if any)
+    engine, client, incoming, outgoing = completed_engine(suite, tickets)
 
     exported = engine.export()
     assert exported.write_seq == (1 if tickets else 0)

@@ -296,20 +296,25 @@ def test_cancelled_calls_change_nothing() -> None:
     run(main)
 
 
+async def _send_twice(c: Conn, first: bytes, second: bytes | memoryview) -> None:
+    """Two send_all calls while the client reads everything; the bytes must arrive exact and in order."""
+    async with trio.open_nursery() as n:
+
+        async def read() -> None:
+            assert await c.client.recv_exactly(len(first) + len(second)) == first + bytes(second)
+
+        n.start_soon(read)
+        await c.stream.send_all(first)
+        await c.stream.send_all(second)
+
+
 def test_bulk_send_all_in_full_batches() -> None:
     """Several full batches in one send_all and across send_all calls, byte exact and in order."""
     payload = os.urandom(3 * 32 * 16384 + 5)
 
     async def main() -> None:
         c = Conn()
-        async with trio.open_nursery() as n:
-
-            async def read() -> None:
-                assert await c.client.recv_exactly(2 * len(payload)) == payload + payload
-
-            n.start_soon(read)
-            await c.stream.send_all(payload)
-            await c.stream.send_all(memoryview(payload))
+        await _send_twice(c, payload, memoryview(payload))
         assert c.stream.records_out == 2 * (3 * 32 + 1)
         await c.stream.aclose()
 
@@ -339,14 +344,7 @@ def test_idle_stream_holds_no_batch_buffer(batches: int) -> None:
 
     async def main() -> None:
         c = Conn()
-        async with trio.open_nursery() as n:
-
-            async def read() -> None:
-                assert await c.client.recv_exactly(2 * len(payload)) == payload + payload
-
-            n.start_soon(read)
-            await c.stream.send_all(payload)
-            await c.stream.send_all(payload)  # back to back, as a proxy forwarding full backend reads
+        await _send_twice(c, payload, payload)  # back to back, as a proxy forwarding full backend reads
         assert _buffer_bytes(c.stream) < 32 * 1024
         await c.stream.aclose()
 
