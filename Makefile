@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SYSPKGS := openssl gnutls-bin curl systemd
 SYSBINS := openssl gnutls-cli curl systemd-analyze systemd-socket-activate
 
-.PHONY: venv sysdeps test unit integration lint typecheck check run bench bench-engine bench-handoff fuzz clean
+.PHONY: venv sysdeps test unit integration lint typecheck check run bench bench-engine bench-handoff bench-appphase fuzz clean
 
 venv: $(STAMP)
 
@@ -65,6 +65,9 @@ bench-engine: venv
 
 bench-handoff: venv
 	$(PY) tests/bench/handoff.py
+
+bench-appphase: venv
+	$(PY) tests/bench/appphase.py
 
 # Coverage-guided fuzzing (atheris/libFuzzer) of every parser, FUZZ_SECONDS each; seeds come from real
 # handshakes in memory. Findings land in fuzz/findings/<target>/ (see fuzz/README.md).
