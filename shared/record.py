@@ -145,12 +145,11 @@ class Protection:
             raise InternalError("sequence number exhausted")
         return aead, (self._iv ^ self.seq).to_bytes(12, "big")
 
-    @staticmethod
-    def _header_and_inner(content_type: int, data: BytesLike, padding: int) -> tuple[bytes, bytes]:
-        """The record header and the inner plaintext (content, type byte, zero padding) of one record.
+    def seal(self, content_type: int, data: BytesLike, padding: int = 0) -> bytes:
+        """Protect one record and return it with its header (outer type application_data).
 
-        The AEAD takes its input in one piece, and must not read where it writes: the inner plaintext
-        is a joined copy.
+        For a handshake message, an alert or a small write: the AEAD's own output and one join cost
+        less than preparing a buffer to seal into (bulk goes through :meth:`seal_run_into`).
         """
         inner_len = len(data) + 1 + padding
         if padding < 0:
@@ -158,40 +157,19 @@ class Protection:
         if inner_len > _MAX_INNER:
             raise ValueError("record content plus padding exceeds 2^14 bytes")
         header = b"\x17\x03\x03" + (inner_len + _TAG_LEN).to_bytes(2, "big")
-        return header, b"".join((data, content_type.to_bytes(1, "big"), bytes(padding)))
-
-    def seal(self, content_type: int, data: BytesLike, padding: int = 0) -> bytes:
-        """Protect one record and return it with its header (outer type application_data).
-
-        For a handshake message, an alert or a small write: the AEAD's own output and one join
-        cost less than preparing a buffer to seal into.
-        """
-        header, inner = self._header_and_inner(content_type, data, padding)
+        inner = b"".join((data, content_type.to_bytes(1, "big"), bytes(padding)))
         aead, nonce = self._next_nonce()
         record = header + aead.encrypt(nonce, inner, header)
         self.seq += 1
         return record
 
-    def seal_into(self, out: memoryview, content_type: int, data: BytesLike, padding: int = 0) -> int:
-        """Protect one record into the front of ``out``; return its length, header included.
-
-        ``out`` needs :func:`sealed_size` bytes. The AEAD writes the ciphertext straight into it, so a
-        caller that seals many records into one buffer pays no further copy.
-        """
-        header, inner = self._header_and_inner(content_type, data, padding)
-        aead, nonce = self._next_nonce()
-        end = _HEADER_LEN + len(inner) + _TAG_LEN
-        aead.encrypt_into(nonce, inner, header, out[_HEADER_LEN:end])
-        out[:_HEADER_LEN] = header
-        self.seq += 1
-        return end
-
     def seal_run_into(self, out: memoryview, content_type: int, data: BytesLike) -> int:
         """Protect ``data`` as consecutive records of at most 2^14 bytes each (no padding) into ``out``.
 
-        Returns the bytes written. Empty ``data`` gives one empty record. The same records as
-        :meth:`seal_into` called once per 2^14-byte piece, in one loop: at bulk sizes the
-        per-record method call and checks cost as much as the AEAD itself.
+        Returns the bytes written (``out`` needs :func:`sealed_size` per record). Empty ``data`` gives
+        one empty record. The same records as :meth:`seal` called once per 2^14-byte piece, written
+        straight into ``out`` in one loop: at bulk sizes a copy per record, or the per-record method
+        call and checks, cost as much as the AEAD itself.
         """
         aead, _ = self._next_nonce()  # the checks; each record's nonce is computed below
         n = len(data)
