@@ -35,10 +35,10 @@ integration: venv sysdeps
 	$(PY) -m pytest -q tests/integration
 
 lint: venv
-	$(PY) -m ruff check shared secured appd launcher tests
+	$(PY) -m ruff check tls_privsep tests fuzz bench
 
 typecheck: venv
-	$(PY) -m mypy shared secured
+	$(PY) -m mypy -p tls_privsep.shared -p tls_privsep.secured
 
 check: lint typecheck test
 
@@ -46,7 +46,7 @@ check: lint typecheck test
 # As root it creates two system users for the daemons (they refuse to keep root).
 STATE ?= .state
 run: venv
-	@$(PY) -m launcher demo-certs $(STATE) >/dev/null
+	@$(PY) -m tls_privsep.launcher demo-certs $(STATE) >/dev/null
 	@users=""; if [ "$$(id -u)" = 0 ]; then \
 	  for u in tls-secured tls-appd; do id -u $$u >/dev/null 2>&1 || \
 	    useradd --system --no-create-home --shell /usr/sbin/nologin $$u; done; \

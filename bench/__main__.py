@@ -444,10 +444,10 @@ def hold(work: Workdir, server: Server, stages: tuple[int, ...]) -> dict[str, An
     for _ in range(50):  # lazy imports and first allocations happen before the baseline
         hsclient.check(server.port)
     settle(server)
-    appd = server.find("appd")
+    appd = server.find("tls_privsep.appd")
     base = sum(proc.rss_kib(pid) for pid in appd)
     out: dict[str, Any] = {"appd_processes": len(appd), "appd_rss_kib_idle": base, "stages": [],
-                           "secured_rss_kib_idle": sum(proc.rss_kib(pid) for pid in server.find("secured"))}
+                           "secured_rss_kib_idle": sum(proc.rss_kib(pid) for pid in server.find("tls_privsep.secured"))}
     p = _client(work, "bench.hold", "--port", str(server.port), "--stages", ",".join(map(str, stages)))
     try:
         for n in stages:

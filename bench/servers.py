@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import proc
+from tls_privsep.shared import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = "TLS_AES_128_GCM_SHA256"
@@ -153,7 +154,7 @@ def ours(work: Workdir, kind: str, *, tickets: int, backend: str, max_connection
     cfg.write_text(OURS_TOML.format(max_connections=max_connections))
     rundir = work.path / f"run-{port}"
     cert, key = work.certs[kind]
-    argv = [sys.executable, "-m", "launcher", "run", "-c", str(cfg), "--listen", f"127.0.0.1:{port}",
+    argv = [*cli.daemon_argv("launcher"), "run", "-c", str(cfg), "--listen", f"127.0.0.1:{port}",
             "--cert", str(cert), "--key", str(key), "--backend", backend, "--tickets", str(tickets),
             "--runtime-dir", str(rundir), "--workers", str(workers)]
     if os.geteuid() == 0:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from shared.errors import AlertDescription, LocalAlert
+from tls_privsep.shared.errors import AlertDescription, LocalAlert
 
 # The blob harness and the seed generator share the channel key, channel id and connection id.
 BLOB_KEY = bytes(range(32))

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
-from secured import messages as m
-from secured.credentials import Credential
-from secured.handshake import ServerConfig, ServerHandshake
-from secured.tickets import TicketKeys
-from shared import keyschedule as ks
-from shared.record import Protection
 from tests import certs
 from tests.inmemory import client_verifier, pki, server_config
 from tests.tlsclient import P256, X25519, Client
+from tls_privsep.secured import messages as m
+from tls_privsep.secured.credentials import Credential
+from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.secured.tickets import TicketKeys
+from tls_privsep.shared import keyschedule as ks
+from tls_privsep.shared.record import Protection
 
 FIXED_TIME = 1_700_000_000.0
 X25519_GROUP, P256_GROUP = 0x001D, 0x0017

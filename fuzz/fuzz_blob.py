@@ -27,10 +27,10 @@ with atheris.instrument_imports(include=["shared", "secured"]):
     from fuzz.base import BLOB_CONN as CONN
     from fuzz.base import BLOB_KEY as KEY
     from fuzz.base import Finding
-    from shared import blob as B
-    from shared import cbor
-    from shared.errors import BlobError
-    from shared.state import TrafficState
+    from tls_privsep.shared import blob as B
+    from tls_privsep.shared import cbor
+    from tls_privsep.shared.errors import BlobError
+    from tls_privsep.shared.state import TrafficState
 
 FIELDS = ("suite", "read_secret", "write_secret", "read_seq", "write_seq", "records_protected", "alpn", "sni",
           "peer_certs", "psk_resumed", "created", "version")

@@ -20,8 +20,8 @@ import atheris
 
 with atheris.instrument_imports(include=["shared", "secured"]):
     from fuzz.base import Finding
-    from shared import channel as C
-    from shared.errors import ChannelError
+    from tls_privsep.shared import channel as C
+    from tls_privsep.shared.errors import ChannelError
 
 PK = bytes(range(32))
 

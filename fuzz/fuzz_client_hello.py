@@ -19,9 +19,9 @@ import atheris
 
 with atheris.instrument_imports(include=["shared", "secured"]):
     from fuzz.base import Finding, check_local_alert
-    from secured import messages as m
-    from shared.errors import LocalAlert
-    from shared.wire import u16, vector
+    from tls_privsep.secured import messages as m
+    from tls_privsep.shared.errors import LocalAlert
+    from tls_privsep.shared.wire import u16, vector
 
 
 def reencode(ch: m.ClientHello) -> bytes:

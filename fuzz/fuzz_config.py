@@ -28,8 +28,8 @@ with atheris.instrument_imports(include=["shared", "tomllib"]):
     import dataclasses
 
     from fuzz.base import Finding
-    from shared import config
-    from shared.errors import ConfigError
+    from tls_privsep.shared import config
+    from tls_privsep.shared.errors import ConfigError
 
 _DIR = Path(tempfile.mkdtemp(prefix="tls-privsep-fuzz-config-"))
 atexit.register(shutil.rmtree, _DIR, True)

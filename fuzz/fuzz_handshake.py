@@ -24,8 +24,8 @@ import atheris
 with atheris.instrument_imports(include=["shared", "secured"]):
     from fuzz.base import Finding, check_alert_queued, record_types
     from fuzz.common import CONFIG_NAMES, new_server
-    from secured.handshake import ServerHandshake, State
-    from shared.errors import Alert, InternalError, LocalAlert
+    from tls_privsep.secured.handshake import ServerHandshake, State
+    from tls_privsep.shared.errors import Alert, InternalError, LocalAlert
 
 
 def drive(hs: ServerHandshake, chunks: list[bytes]) -> None:

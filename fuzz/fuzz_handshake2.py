@@ -25,9 +25,9 @@ import atheris
 with atheris.instrument_imports(include=["shared", "secured"]):
     from fuzz.base import Finding, check_alert_queued, check_local_alert, ops, record_types
     from fuzz.common import CONFIG_NAMES, SecondFlight, first_flight, new_server
-    from secured.handshake import ServerHandshake, State
-    from shared.errors import Alert, LocalAlert
-    from shared.record import RecordLayer
+    from tls_privsep.secured.handshake import ServerHandshake, State
+    from tls_privsep.shared.errors import Alert, LocalAlert
+    from tls_privsep.shared.record import RecordLayer
 
 
 def after_handshake(hs: ServerHandshake) -> None:

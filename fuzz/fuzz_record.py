@@ -20,9 +20,9 @@ import atheris
 
 with atheris.instrument_imports(include=["shared", "secured"]):
     from fuzz.base import Finding, check_local_alert, ops
-    from shared.errors import Alert, LocalAlert
-    from shared.keyschedule import SUITES
-    from shared.record import Event, Protection, RecordLayer
+    from tls_privsep.shared.errors import Alert, LocalAlert
+    from tls_privsep.shared.keyschedule import SUITES
+    from tls_privsep.shared.record import Event, Protection, RecordLayer
 
 SUITE_IDS = sorted(SUITES)
 MODES = ("plaintext", "handshake", "application", "skip_early", "skip_plain", "sealed_app", "sealed_hs")

@@ -26,16 +26,16 @@ import cbor2
 
 from fuzz import common
 from fuzz.base import BLOB_CHANNEL_ID, BLOB_CONN, BLOB_KEY, op
-from secured import messages as m
-from secured.handshake import ServerHandshake
-from shared import blob as B
-from shared import channel as C
-from shared import config
-from shared.record import whole_records
-from shared.state import TrafficState
-from shared.wire import u16, vector
 from tests.inmemory import Pair, client_context
 from tests.tlsclient import Client, Hello, record
+from tls_privsep.secured import messages as m
+from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.shared import blob as B
+from tls_privsep.shared import channel as C
+from tls_privsep.shared import config
+from tls_privsep.shared.record import whole_records
+from tls_privsep.shared.state import TrafficState
+from tls_privsep.shared.wire import u16, vector
 
 TARGETS = ("record", "client_hello", "handshake", "handshake2", "channel", "blob", "config")
 SUITE_IDS = (0x1301, 0x1302, 0x1303)  # fuzz_record's order (sorted)

@@ -16,12 +16,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from secured.credentials import ClientCertVerifier, Credential, CredentialStore
-from secured.handshake import ServerConfig, ServerHandshake
-from secured.tickets import TicketKeys
-from shared.record import ApplicationData, CloseNotify, Event, RecordLayer
-from shared.state import TrafficState
 from tests import certs
+from tls_privsep.secured.credentials import ClientCertVerifier, Credential, CredentialStore
+from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.secured.tickets import TicketKeys
+from tls_privsep.shared.record import ApplicationData, CloseNotify, Event, RecordLayer
+from tls_privsep.shared.state import TrafficState
 
 
 @dataclass

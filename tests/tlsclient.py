@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from secured import messages as m
-from shared import keyschedule as ks
-from shared.record import Protection
-from shared.wire import u8, u16, vector
+from tls_privsep.secured import messages as m
+from tls_privsep.shared import keyschedule as ks
+from tls_privsep.shared.record import Protection
+from tls_privsep.shared.wire import u8, u16, vector
 
 X25519, P256 = 0x001D, 0x0017
 DEFAULT_SIG_ALGS = (0x0403, 0x0804, 0x0805, 0x0806, 0x0807)

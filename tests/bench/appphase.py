@@ -29,12 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import structlog
 import trio
 
-from appd.__main__ import tune_allocator
-from appd.apps import Backend, serve
-from appd.stream import RecordStream
-from shared.errors import AlertDescription, AlertLevel
-from shared.record import ApplicationData, RecordLayer
-from shared.state import TrafficState
+from tls_privsep.appd.__main__ import tune_allocator
+from tls_privsep.appd.apps import Backend, serve
+from tls_privsep.appd.stream import RecordStream
+from tls_privsep.shared.errors import AlertDescription, AlertLevel
+from tls_privsep.shared.record import ApplicationData, RecordLayer
+from tls_privsep.shared.state import TrafficState
 
 PING = b"ping\n"
 PEER = "127.0.0.1:40000"

@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 
-from secured.handshake import ServerHandshake
 from tests.inmemory import client_context, pki, server_config
+from tls_privsep.secured.handshake import ServerHandshake
 
 
 def one_handshake(config: object, ctx: ssl.SSLContext) -> float:

@@ -23,11 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import trio
 
-from shared import channel as ch
-from shared.blob import BlobSealer
-from shared.dgram import Datagrams
-from shared.record import ContentType, Protection, RecordLayer
-from shared.state import TrafficState
+from tls_privsep.shared import channel as ch
+from tls_privsep.shared.blob import BlobSealer
+from tls_privsep.shared.dgram import Datagrams
+from tls_privsep.shared.record import ContentType, Protection, RecordLayer
+from tls_privsep.shared.state import TrafficState
 
 CH, FLIGHT, FIN, TICKETS = os.urandom(517), os.urandom(1400), os.urandom(58), os.urandom(480)
 

@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests import certs
+from tls_privsep.shared import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_BINARIES = ("openssl", "gnutls-cli", "curl")
@@ -117,12 +117,12 @@ def start_pair(tmp: Path, args: list[str], *, secured_args: list[str] = (), appd
     as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
     with open(logs / "secured.log", "wb") as slog, open(logs / "appd.log", "wb") as alog:
         secured = subprocess.Popen(
-            [sys.executable, "-m", "secured", "--ipc-fd", str(a.fileno()), "--log-format", "json", *as_user, *args,
+            [*cli.daemon_argv("secured"), "--ipc-fd", str(a.fileno()), "--log-format", "json", *as_user, *args,
              *secured_args],
             pass_fds=(a.fileno(),), stdout=slog, stderr=slog, env=env,
         )
         appd = subprocess.Popen(
-            [sys.executable, "-m", "appd", "--ipc-fd", str(b.fileno()), "--ready-fd", str(ready_w),
+            [*cli.daemon_argv("appd"), "--ipc-fd", str(b.fileno()), "--ready-fd", str(ready_w),
              "--log-format", "json", *as_user, *listen, *args, *appd_args],
             pass_fds=(b.fileno(), ready_w), stdout=alog, stderr=alog, env=env,
         )

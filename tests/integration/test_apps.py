@@ -14,11 +14,11 @@ import pytest
 import structlog
 import trio
 
-from appd.apps import Backend, serve
-from appd.stream import RecordStream
-from secured.handshake import ServerHandshake
-from shared.errors import Alert
 from tests.inmemory import server_config
+from tls_privsep.appd.apps import Backend, serve
+from tls_privsep.appd.stream import RecordStream
+from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.shared.errors import Alert
 
 pytestmark = [
     pytest.mark.interop,

@@ -17,7 +17,6 @@ import select
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -28,14 +27,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secured.handshake import ServerConfig, ServerHandshake
-from shared import channel as ch
-from shared.blob import MAX_BLOB, BlobOpener, BlobSealer, cbor_decode, cbor_encode
-from shared.errors import Alert, AlertDescription, BlobError
-from shared.record import ContentType, Protection
-from shared.state import TrafficState
 from tests.inmemory import client_context, server_config
 from tests.integration.conftest import ROOT, stop_processes
+from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.shared import channel as ch
+from tls_privsep.shared import cli
+from tls_privsep.shared.blob import MAX_BLOB, BlobOpener, BlobSealer, cbor_decode, cbor_encode
+from tls_privsep.shared.errors import Alert, AlertDescription, BlobError
+from tls_privsep.shared.record import ContentType, Protection
+from tls_privsep.shared.state import TrafficState
 
 # Given the state, the connection id and the channel's sealer, produce the blob to put in ``done``.
 Tamper = Callable[[TrafficState, int, BlobSealer], bytes]
@@ -190,7 +190,7 @@ def start_appd(log: Path, fake: FakeSecured, channel_args: list[str], pass_fds: 
     as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "appd", *channel_args, "--ready-fd", str(ready_w), "--log-format", "json",
+            [*cli.daemon_argv("appd"), *channel_args, "--ready-fd", str(ready_w), "--log-format", "json",
              "--listen", "127.0.0.1:0", "--backend", "echo", *as_user],
             pass_fds=(*pass_fds, ready_w), stdout=out, stderr=out, env={**os.environ, "PYTHONPATH": str(ROOT)},
         )

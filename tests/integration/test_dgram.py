@@ -7,7 +7,7 @@ import socket
 
 import trio
 
-from shared.dgram import Datagrams
+from tls_privsep.shared.dgram import Datagrams
 
 
 def _pair(bufsize: int = 4096) -> tuple[Datagrams, Datagrams]:

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import pytest
 
-from shared import channel as ch
 from tests.integration.conftest import ROOT, Pki, Server
 from tests.integration.test_lifecycle import AS_ROOT, ENV, USERS, alive, cert_args, children, echo, free_port, wait_for
 from tests.integration.test_traffic import MIB, BioClient, PeerClosed, TcpBackend, expected_digest, keystream
 from tests.tlsclient import Client
+from tls_privsep.shared import channel as ch
+from tls_privsep.shared import cli
 
 APPD_CHANNEL_WAIT = 2.0  # appd/link.py: how long a new connection waits for a channel to secured
 
@@ -139,7 +140,7 @@ def launch(pki: Pki, client_ctx: ssl.SSLContext, tmp_path: Path) -> Iterator[Cal
         out, err = tmp_path / f"stdout{len(started)}", tmp_path / f"stderr{len(started)}"
         with open(out, "wb") as o, open(err, "wb") as e:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "launcher", "run", "--listen", f"127.0.0.1:{port}", *cert_args(pki),
+                [*cli.daemon_argv("launcher"), "run", "--listen", f"127.0.0.1:{port}", *cert_args(pki),
                  "--backend", backend, "--runtime-dir", str(base / "run"), "--log-format", "json", *USERS],
                 stdout=o, stderr=e, env=ENV,
             )
@@ -362,7 +363,7 @@ def test_kill_appd_with_handshakes_in_flight(launch: Callable[[str], Launched], 
 # Runs as the appd user (an allowed uid), one scenario per line on stdin, one JSON line per answer on stdout.
 HOSTILE_PEER = r"""
 import json, os, random, socket, sys, time
-from shared import channel as ch
+from tls_privsep.shared import channel as ch
 from tests.tlsclient import Client
 
 path, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -34,9 +34,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from shared.record import Protection
 from tests.integration.conftest import Pki, Server
 from tests.tlsclient import Client
+from tls_privsep.shared.record import Protection
 
 ECDSA_P256_SHA256 = 0x0403
 RSA_PSS_RSAE_SHA256 = 0x0804

@@ -12,7 +12,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import ROOT, Pki, Server
+from tls_privsep.shared import cli
 
 AS_ROOT = os.geteuid() == 0
 USERS = ["--secured-user", "nobody", "--appd-user", "nobody"] if AS_ROOT else []
@@ -29,7 +29,7 @@ EX_CONFIG = 78
 
 
 def launcher(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, env=ENV,
+    return subprocess.run([*cli.daemon_argv("launcher"), *args], capture_output=True, text=True, env=ENV,
                           timeout=60, check=False)
 
 
@@ -65,7 +65,7 @@ def children(pid: int) -> dict[str, int]:
         if ppid != pid or state == "Z":
             continue
         for name in ("secured", "appd"):
-            if name.encode() in cmdline:
+            if f"tls_privsep.{name}".encode() in cmdline:
                 found[name] = int(entry.name)
     return found
 
@@ -118,7 +118,7 @@ def test_run_restarts_killed_daemons_and_stops_on_sigterm(pki: Pki, rundir: Path
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with open(out, "wb") as o, open(err, "wb") as e:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "launcher", "run", "--listen", f"127.0.0.1:{port}", *cert_args(pki),
+            [*cli.daemon_argv("launcher"), "run", "--listen", f"127.0.0.1:{port}", *cert_args(pki),
              "--backend", "echo", "--runtime-dir", str(rundir), "--log-format", "json", *USERS],
             stdout=o, stderr=e, env=ENV,
         )
@@ -180,7 +180,7 @@ def test_ready_line_means_serving(pki: Pki, client_ctx: ssl.SSLContext, tmp_path
         os.chmod(rundir, 0o711)
         with open(tmp_path / f"stderr{attempt}", "wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "launcher", "run", "--listen", "127.0.0.1:0", *cert_args(pki), "--backend",
+                [*cli.daemon_argv("launcher"), "run", "--listen", "127.0.0.1:0", *cert_args(pki), "--backend",
                  "echo", "--runtime-dir", str(rundir / "run"), "--log-format", "json", *USERS],
                 stdout=subprocess.PIPE, stderr=err, env=ENV, text=True,
             )

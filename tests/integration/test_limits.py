@@ -18,7 +18,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,10 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import AlertDescription as AD
-from shared.record import Protection
 from tests.integration.conftest import ROOT, Pki, Server, start_pair, stop_processes
 from tests.tlsclient import Client, record
+from tls_privsep.shared import cli
+from tls_privsep.shared.errors import AlertDescription as AD
+from tls_privsep.shared.record import Protection
 
 INTERNAL_ERROR = bytes([21, 3, 3, 0, 2, 2, AD.internal_error])
 
@@ -502,7 +502,7 @@ class SharedSecured:
 def _spawn(module: str, args: list[str], log: Path, **kw: object) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", module, "--log-format", "json", *AS_USER, *args],
+        return subprocess.Popen([*cli.daemon_argv(module), "--log-format", "json", *AS_USER, *args],
                                 stdout=out, stderr=out, env=env, **kw)  # type: ignore[call-overload]
 
 

@@ -8,8 +8,8 @@ import structlog
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from appd.link import SecuredLink, SecuredUnavailable, fd_connector
-from shared import channel as ch
+from tls_privsep.appd.link import SecuredLink, SecuredUnavailable, fd_connector
+from tls_privsep.shared import channel as ch
 
 CLIENT_HELLO = b"\x16\x03\x01\x00\x00"
 

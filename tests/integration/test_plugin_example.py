@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.pytest_plugin import ServerFactory, StartupError, ThrowawayCA
+from tls_privsep.launcher.pytest_plugin import ServerFactory, StartupError, ThrowawayCA
 
 pytest_plugins = ["pytester"]
 

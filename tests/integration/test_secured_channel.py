@@ -11,10 +11,10 @@ import structlog
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secured.daemon import Limits, Secured
-from shared import channel as ch
 from tests.inmemory import server_config
 from tests.tlsclient import Client
+from tls_privsep.secured.daemon import Limits, Secured
+from tls_privsep.shared import channel as ch
 
 
 def _secured(**limits: Any) -> Secured:
@@ -138,7 +138,7 @@ def test_done_carries_blob_and_sealed_fallback_alert() -> None:
         assert isinstance(done, ch.Done)
         assert done.consumed == len(fin) and done.blob and done.data  # the tickets
         # The fallback alert opens under the client's view of our application key, after the tickets.
-        from shared.record import Protection
+        from tls_privsep.shared.record import Protection
 
         assert c.suite is not None
         prot = Protection(c.suite.suite, c._secrets["s_ap"])

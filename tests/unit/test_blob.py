@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import blob as B
-from shared.errors import BlobError
-from shared.keyschedule import SUITES, traffic_key_iv
-from shared.state import TrafficState
+from tls_privsep.shared import blob as B
+from tls_privsep.shared.errors import BlobError
+from tls_privsep.shared.keyschedule import SUITES, traffic_key_iv
+from tls_privsep.shared.state import TrafficState
 
 KEY = bytes(range(32))
 CH = bytes(range(100, 116))

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import cbor
+from tls_privsep.shared import cbor
 
 SETTINGS = settings(max_examples=300, deadline=None)
 

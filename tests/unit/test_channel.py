@@ -8,10 +8,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import channel as C
-from shared.blob import MAX_BLOB
-from shared.errors import ChannelError
-from shared.state import TrafficState
+from tls_privsep.shared import channel as C
+from tls_privsep.shared.blob import MAX_BLOB
+from tls_privsep.shared.errors import ChannelError
+from tls_privsep.shared.state import TrafficState
 
 SETTINGS = settings(max_examples=200, deadline=None)
 PK = bytes(range(32))

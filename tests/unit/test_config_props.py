@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared import config
-from shared.errors import ConfigError
+from tls_privsep.shared import config
+from tls_privsep.shared.errors import ConfigError
 
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from secured.credentials import (
+from tests.certs import leaf_key, make_ca, make_leaf, write_pair
+from tls_privsep.secured.credentials import (
     CLIENT_VERIFY_SCHEMES,
     ClientCertVerifier,
     Credential,
@@ -24,8 +25,8 @@ from secured.credentials import (
     SignatureScheme,
     verify_signature,
 )
-from secured.tickets import TicketState
-from shared.errors import (
+from tls_privsep.secured.tickets import TicketState
+from tls_privsep.shared.errors import (
     BadCertificate,
     CertificateExpired,
     CertificateRequired,
@@ -35,7 +36,6 @@ from shared.errors import (
     IllegalParameter,
     UnknownCa,
 )
-from tests.certs import leaf_key, make_ca, make_leaf, write_pair
 
 S = SignatureScheme
 DATA = b" " * 64 + b"TLS 1.3, server CertificateVerify\x00" + bytes(32)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from secured import messages as m
-from secured.handshake import ServerHandshake
-from shared import keyschedule as ks
-from shared.errors import AlertDescription, DecodeError, LocalAlert
-from shared.wire import u16, vector
 from tests.inmemory import server_config
 from tests.tlsclient import Client, Hello
+from tls_privsep.secured import messages as m
+from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.shared import keyschedule as ks
+from tls_privsep.shared.errors import AlertDescription, DecodeError, LocalAlert
+from tls_privsep.shared.wire import u16, vector
 
 
 @pytest.mark.parametrize("hash_name", ["sha256", "sha384"])

@@ -10,10 +10,10 @@ import ssl
 
 import pytest
 
-from secured.handshake import ServerHandshake
-from shared.errors import InternalError
-from shared.record import ContentType, Protection
 from tests.inmemory import completed_engine, server_config
+from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.shared.errors import InternalError
+from tls_privsep.shared.record import ContentType, Protection
 
 
 @pytest.mark.parametrize("suite", [0x1301, 0x1302, 0x1303])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import config
-from shared.errors import ConfigError
+from tls_privsep.shared import config
+from tls_privsep.shared.errors import ConfigError
 
 # shared.config.load: file contents that escaped as RecursionError, ValueError or OverflowError, or
 # gave a ConfigError message over several lines.
@@ -49,7 +49,7 @@ def test_config_path_with_nul_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", ["h:+80", "h:8_0", "h:\u0668\u0660", " h: 80", "[]:80", "::1:80", "h :80", "h:123456"])
 def test_parse_address_refuses_what_int_or_rpartition_would_let_through(text: str) -> None:
     """int() takes '+80', '8_0' and other scripts' digits; rpartition splits an unbracketed IPv6 address."""
-    from shared.config import parse_address
+    from tls_privsep.shared.config import parse_address
 
     with pytest.raises(ConfigError) as exc:
         parse_address(text, "appd.listen")

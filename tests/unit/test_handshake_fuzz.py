@@ -9,13 +9,13 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secured import messages as m
-from secured.handshake import ServerHandshake
-from secured.tickets import TicketKeys
-from shared.errors import Alert, AlertDescription, LocalAlert
-from shared.wire import u16, vector
 from tests.inmemory import server_config
 from tests.tlsclient import Client, Hello, record
+from tls_privsep.secured import messages as m
+from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.secured.tickets import TicketKeys
+from tls_privsep.shared.errors import Alert, AlertDescription, LocalAlert
+from tls_privsep.shared.wire import u16, vector
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _CONFIG = None

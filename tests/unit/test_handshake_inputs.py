@@ -11,17 +11,17 @@ from collections.abc import Callable
 
 import pytest
 
-from secured import messages as m
-from secured.handshake import ServerConfig, ServerHandshake
-from secured.tickets import TicketKeys, TicketState
-from shared import keyschedule as ks
-from shared.errors import AlertDescription as AD
-from shared.errors import LocalAlert
-from shared.record import Protection
-from shared.wire import u8, u16, u32, vector
 from tests import certs
 from tests.inmemory import client_verifier, pki, server_config
 from tests.tlsclient import P256, X25519, Client, record, u16s
+from tls_privsep.secured import messages as m
+from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.secured.tickets import TicketKeys, TicketState
+from tls_privsep.shared import keyschedule as ks
+from tls_privsep.shared.errors import AlertDescription as AD
+from tls_privsep.shared.errors import LocalAlert
+from tls_privsep.shared.record import Protection
+from tls_privsep.shared.wire import u8, u16, u32, vector
 
 A = AD
 

@@ -7,10 +7,10 @@ import ssl
 
 import pytest
 
-from secured.handshake import ServerHandshake
-from shared.errors import LocalAlert, PeerAlert
-from shared.record import KeyUpdated
 from tests.inmemory import Pair, client_context, client_verifier, server_config
+from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.shared.errors import LocalAlert, PeerAlert
+from tls_privsep.shared.record import KeyUpdated
 
 SUITES = {"TLS_AES_128_GCM_SHA256": 0x1301, "TLS_AES_256_GCM_SHA384": 0x1302, "TLS_CHACHA20_POLY1305_SHA256": 0x1303}
 GROUPS = {"x25519": 0x001D, "secp256r1": 0x0017}

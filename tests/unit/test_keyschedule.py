@@ -1,7 +1,7 @@
 """Key schedule against every secret, key and IV of RFC 8448 §3 (and the §4 binder)."""
 
-from shared import keyschedule as ks
 from tests.vectors import section
+from tls_privsep.shared import keyschedule as ks
 
 S = ks.SUITES[ks.CipherSuite.TLS_AES_128_GCM_SHA256]
 

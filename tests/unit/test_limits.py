@@ -16,15 +16,15 @@ import structlog
 import trio
 import trio.testing
 
-from appd.stream import RecordStream
-from secured.handshake import ServerHandshake
-from shared import config
-from shared.errors import AlertDescription as AD
-from shared.errors import ConfigError, LocalAlert
-from shared.record import Protection, RecordLayer
-from shared.state import TrafficState
 from tests.inmemory import server_config
 from tests.tlsclient import Client, record
+from tls_privsep.appd.stream import RecordStream
+from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.shared import config
+from tls_privsep.shared.errors import AlertDescription as AD
+from tls_privsep.shared.errors import ConfigError, LocalAlert
+from tls_privsep.shared.record import Protection, RecordLayer
+from tls_privsep.shared.state import TrafficState
 
 LOG = structlog.get_logger("test")
 PADDING = 21  # the padding extension (RFC 7685): any size we like, ignored by the server
@@ -319,7 +319,7 @@ def test_limits_refused_naming_the_key(section: str, key: str, value: object) ->
 
 
 def test_wired_into_the_engine() -> None:
-    from secured.setup import server_config as from_settings
+    from tls_privsep.secured.setup import server_config as from_settings
 
     creds = server_config(("ecdsa",)).credentials
     settings = config.from_dict({"secured": {"max_handshake_message": 5000, "max_handshake_records": 9}}).secured

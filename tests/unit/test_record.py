@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from shared import errors
-from shared.keyschedule import SUITES, next_traffic_secret, traffic_key_iv
-from shared.record import (
+from tests.vectors import section
+from tls_privsep.shared import errors
+from tls_privsep.shared.keyschedule import SUITES, next_traffic_secret, traffic_key_iv
+from tls_privsep.shared.record import (
     MAX_CIPHERTEXT,
     MAX_PLAINTEXT,
     ApplicationData,
@@ -20,7 +21,6 @@ from shared.record import (
     Protection,
     RecordLayer,
 )
-from tests.vectors import section
 
 ALL_SUITES = [0x1301, 0x1302, 0x1303]
 AES128 = 0x1301

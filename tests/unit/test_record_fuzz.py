@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import errors
-from shared.keyschedule import SUITES
-from shared.record import MAX_PLAINTEXT, ApplicationData, Event, Protection, RecordLayer
+from tls_privsep.shared import errors
+from tls_privsep.shared.keyschedule import SUITES
+from tls_privsep.shared.record import MAX_PLAINTEXT, ApplicationData, Event, Protection, RecordLayer
 
 BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUITE_IDS = sorted(SUITES)
@@ -156,7 +156,7 @@ def test_layer_round_trip_any_size(suite: int, data: bytes) -> None:
 
 
 def test_whole_records_examples() -> None:
-    from shared.record import whole_records
+    from tls_privsep.shared.record import whole_records
 
     rec = b"\x16\x03\x01\x00\x03abc"
     assert whole_records(b"") == 0
@@ -171,7 +171,7 @@ def test_whole_records_examples() -> None:
 @given(st.lists(st.tuples(st.sampled_from([20, 21, 22, 23]), st.binary(max_size=40)), max_size=5),
        st.binary(max_size=12))
 def test_whole_records_stops_at_the_first_partial_record(records: list[tuple[int, bytes]], tail: bytes) -> None:
-    from shared.record import whole_records
+    from tls_privsep.shared.record import whole_records
 
     whole = b"".join(bytes([t, 3, 3]) + len(d).to_bytes(2, "big") + d for t, d in records)
     partial = b"\x17\x03\x03\x00\x20" + tail[:20]  # claims 32 bytes, has at most 20

@@ -18,14 +18,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 
-from secured import messages as m
-from secured.credentials import Credential, CredentialStore
-from secured.handshake import ServerConfig, ServerHandshake
-from secured.tickets import TicketState
-from shared.errors import DecryptError
-from shared.keyschedule import KeySchedule, transcript_hash
-from shared.record import ApplicationData, CloseNotify, ContentType, Protection, RecordLayer
 from tests.vectors import rfc8448, section
+from tls_privsep.secured import messages as m
+from tls_privsep.secured.credentials import Credential, CredentialStore
+from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.secured.tickets import TicketState
+from tls_privsep.shared.errors import DecryptError
+from tls_privsep.shared.keyschedule import KeySchedule, transcript_hash
+from tls_privsep.shared.record import ApplicationData, CloseNotify, ContentType, Protection, RecordLayer
 
 SUITE = 0x1301
 # §3's ticket_age_add: the §4 client's obfuscated age minus this is the 6 ms the trace describes.

@@ -13,10 +13,10 @@ import ssl
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from shared import channel as ch
-from shared.record import ApplicationData, RecordLayer
-from shared.state import TrafficState
 from tests.inmemory import completed_engine
+from tls_privsep.shared import channel as ch
+from tls_privsep.shared.record import ApplicationData, RecordLayer
+from tls_privsep.shared.state import TrafficState
 
 
 def _layer(state: TrafficState) -> RecordLayer:

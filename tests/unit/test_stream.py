@@ -26,13 +26,13 @@ import structlog
 import trio
 import trio.testing
 
-from appd.apps import Backend, parse_backend, proxy_v2_header, serve
-from appd.stream import IdleTimeout, RecordStream, TruncatedError
-from secured.handshake import ServerHandshake
-from shared.errors import AlertDescription, BadRecordMac, ConfigError
-from shared.record import ApplicationData, CloseNotify, KeyUpdated, RecordLayer
-from shared.state import TrafficState
 from tests.inmemory import Pair, client_context, server_config
+from tls_privsep.appd.apps import Backend, parse_backend, proxy_v2_header, serve
+from tls_privsep.appd.stream import IdleTimeout, RecordStream, TruncatedError
+from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.shared.errors import AlertDescription, BadRecordMac, ConfigError
+from tls_privsep.shared.record import ApplicationData, CloseNotify, KeyUpdated, RecordLayer
+from tls_privsep.shared.state import TrafficState
 
 LOG = structlog.get_logger("test")
 PEER = "127.0.0.1:40000"
@@ -516,7 +516,7 @@ def test_tcp_reads_and_idle_timeout() -> None:
 def test_each_further_transport_read_yields(monkeypatch: pytest.MonkeyPatch) -> None:
     """Data already waiting is taken without trio's wait machinery, but one receive_some that needs many
     transport reads still lets the other tasks run between them: a peer must not hold the loop."""
-    monkeypatch.setattr("appd.stream.RECEIVE_SIZE", 64)  # one record now takes many reads
+    monkeypatch.setattr("tls_privsep.appd.stream.RECEIVE_SIZE", 64)  # one record now takes many reads
 
     class Steps(trio.abc.Instrument):
         def __init__(self) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import systemd
+from tls_privsep.shared import systemd
 
 VARIABLES = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
              "CREDENTIALS_DIRECTORY")

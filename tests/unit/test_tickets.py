@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secured import tickets as t
-from secured.tickets import TicketKeys, TicketState
-from shared.errors import ConfigError
+from tls_privsep.secured import tickets as t
+from tls_privsep.secured.tickets import TicketKeys, TicketState
+from tls_privsep.shared.errors import ConfigError
 
 STATE = TicketState(
     psk=bytes(range(32)),

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared import workers
+from tls_privsep.shared import workers
 
 
 @pytest.fixture(autouse=True)

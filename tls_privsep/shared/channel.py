@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared.blob import CHANNEL_ID_LEN, KEY_LEN, UINT64_MAX, BlobOpener, BlobSealer
-from shared.cbor import CBORFault
-from shared.cbor import decode as cbor_decode
-from shared.cbor import encode as cbor_encode
-from shared.errors import ChannelError
+from tls_privsep.shared.blob import CHANNEL_ID_LEN, KEY_LEN, UINT64_MAX, BlobOpener, BlobSealer
+from tls_privsep.shared.cbor import CBORFault
+from tls_privsep.shared.cbor import decode as cbor_decode
+from tls_privsep.shared.cbor import encode as cbor_encode
+from tls_privsep.shared.errors import ChannelError
 
 MAX_MESSAGE = 192 * 1024  # below Linux's default SEQPACKET limit (wmem_default, ~208 KiB)
 """Hard cap on one datagram, checked before parsing. A TLS flight plus a blob fits with room to spare."""

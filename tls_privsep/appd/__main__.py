@@ -13,14 +13,14 @@ from typing import Any
 
 import trio
 
-from appd.apps import parse_backend
-from appd.daemon import Appd, bind_listeners, listener_address_of
-from appd.link import SecuredLink, fd_connector, unix_connector
-from appd.session import Limits
-from shared import cli, hardening, systemd, workers
-from shared import log as logging_setup
-from shared.config import parse_address
-from shared.errors import ConfigError
+from tls_privsep.appd.apps import parse_backend
+from tls_privsep.appd.daemon import Appd, bind_listeners, listener_address_of
+from tls_privsep.appd.link import SecuredLink, fd_connector, unix_connector
+from tls_privsep.appd.session import Limits
+from tls_privsep.shared import cli, hardening, systemd, workers
+from tls_privsep.shared import log as logging_setup
+from tls_privsep.shared.config import parse_address
+from tls_privsep.shared.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:

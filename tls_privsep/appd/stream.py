@@ -27,9 +27,16 @@ import structlog
 import trio
 from structlog.typing import FilteringBoundLogger
 
-from shared.errors import AlertDescription, AlertLevel, LocalAlert, PeerAlert, UnexpectedMessage
-from shared.record import MAX_CIPHERTEXT, MAX_PLAINTEXT, ApplicationData, CloseNotify, KeyUpdated, RecordLayer
-from shared.state import TLS13, TrafficState
+from tls_privsep.shared.errors import AlertDescription, AlertLevel, LocalAlert, PeerAlert, UnexpectedMessage
+from tls_privsep.shared.record import (
+    MAX_CIPHERTEXT,
+    MAX_PLAINTEXT,
+    ApplicationData,
+    CloseNotify,
+    KeyUpdated,
+    RecordLayer,
+)
+from tls_privsep.shared.state import TLS13, TrafficState
 
 __all__ = ["BULK_RECEIVE", "CLOSE_TIMEOUT", "RECEIVE_SIZE", "IdleTimeout", "RecordStream", "TruncatedError"]
 

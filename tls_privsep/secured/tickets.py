@@ -22,8 +22,8 @@ import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.errors import ConfigError
-from shared.state import fingerprint
+from tls_privsep.shared.errors import ConfigError
+from tls_privsep.shared.state import fingerprint
 
 KEY_ID_LEN = 4
 NONCE_LEN = 12

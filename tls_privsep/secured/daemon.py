@@ -18,14 +18,22 @@ from typing import Any
 
 import trio
 
-from secured.handshake import ServerConfig, ServerHandshake
-from shared import channel as ch
-from shared import systemd
-from shared.blob import BlobSealer
-from shared.dgram import Datagrams
-from shared.errors import Alert, AlertDescription, BlobError, ChannelError, ConfigError, LocalAlert, PeerAlert
-from shared.record import RecordLayer
-from shared.state import fingerprint
+from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.shared import channel as ch
+from tls_privsep.shared import systemd
+from tls_privsep.shared.blob import BlobSealer
+from tls_privsep.shared.dgram import Datagrams
+from tls_privsep.shared.errors import (
+    Alert,
+    AlertDescription,
+    BlobError,
+    ChannelError,
+    ConfigError,
+    LocalAlert,
+    PeerAlert,
+)
+from tls_privsep.shared.record import RecordLayer
+from tls_privsep.shared.state import fingerprint
 
 _PEERCRED = struct.Struct("3i")
 # What a client refused for lack of room gets: nothing has been sent to it yet, so a plaintext alert.

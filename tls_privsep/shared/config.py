@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConfigError
+from tls_privsep.shared.errors import ConfigError
 
 SUITE_NAMES = {
     "TLS_AES_128_GCM_SHA256": 0x1301,

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared import cli
-from shared.config import Settings
-from shared.errors import ConfigError
+from tls_privsep.shared import cli
+from tls_privsep.shared.config import Settings
+from tls_privsep.shared.errors import ConfigError
 
 READY_TIMEOUT = 20.0
 RELOAD_TIMEOUT = 15.0
@@ -165,10 +165,10 @@ def _prepare(args: argparse.Namespace) -> tuple[Settings, Path] | None:
 def check(args: argparse.Namespace) -> int:
     if _settings(args) is None:
         return cli.EX_CONFIG
-    result = subprocess.run([sys.executable, "-m", "secured", "--check", *passthrough(args)], check=False)
+    result = subprocess.run([*cli.daemon_argv("secured"), "--check", *passthrough(args)], check=False)
     if result.returncode != 0:
         return result.returncode
-    result = subprocess.run([sys.executable, "-m", "appd", "--check", *passthrough(args)], check=False)
+    result = subprocess.run([*cli.daemon_argv("appd"), "--check", *passthrough(args)], check=False)
     if result.returncode == 0:
         print("tls-privsep: configuration OK")
     return result.returncode
@@ -181,8 +181,8 @@ def run(args: argparse.Namespace) -> int:
     settings, rundir = prepared
     sock = str(rundir / "secured.sock")
     common = passthrough(args)
-    secured_argv = [sys.executable, "-m", "secured", *common, "--socket", sock]
-    appd_argv = [sys.executable, "-m", "appd", *common, "--socket", sock]
+    secured_argv = [*cli.daemon_argv("secured"), *common, "--socket", sock]
+    appd_argv = [*cli.daemon_argv("appd"), *common, "--socket", sock]
     if args.secured_user:
         secured_argv += ["--user", args.secured_user]
         if args.appd_user:
@@ -300,7 +300,7 @@ def start(args: argparse.Namespace) -> int:
         print(f"tls-privsep: already running (pid {pid})")
         return cli.EX_OK
     logfile = rundir / "tls-privsep.log"
-    argv = [sys.executable, "-m", "launcher", "run", "--runtime-dir", str(rundir), *passthrough(args)]
+    argv = [*cli.daemon_argv("launcher"), "run", "--runtime-dir", str(rundir), *passthrough(args)]
     for flag in ("secured_user", "appd_user"):
         if getattr(args, flag):
             argv += ["--" + flag.replace("_", "-"), getattr(args, flag)]
@@ -418,7 +418,7 @@ def _reload_verdict(line: str) -> tuple[bool, str] | None:
 
 
 def demo_certs(directory: str) -> int:
-    from launcher.demo import make_demo_certs
+    from tls_privsep.launcher.demo import make_demo_certs
 
     for cert, key in make_demo_certs(Path(directory)):
         print(f"--cert {cert} --key {key}")

@@ -11,10 +11,19 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from shared import config
-from shared.errors import ConfigError
+from tls_privsep.shared import config
+from tls_privsep.shared.errors import ConfigError
 
 EX_OK, EX_USAGE, EX_SOFTWARE, EX_OSERR, EX_CONFIG = 0, 64, 70, 71, 78
+
+
+def daemon_argv(program: str) -> list[str]:
+    """The command that starts one of our programs (``secured``, ``appd``, ``launcher``) with this interpreter.
+
+    ``-E -P``: neither PYTHONPATH nor the caller's working directory comes before our own install,
+    so a user's package named like one of ours can never stand in for it.
+    """
+    return [sys.executable, "-E", "-P", "-m", f"tls_privsep.{program}"]
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -73,7 +82,7 @@ def settings_from(args: argparse.Namespace) -> config.Settings:
 
 def harden(name: str) -> int | None:
     """No core file, no ptrace attach — before any secret exists. An exit status on failure."""
-    from shared import hardening
+    from tls_privsep.shared import hardening
 
     try:
         hardening.no_core_dumps()

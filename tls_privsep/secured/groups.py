@@ -10,8 +10,8 @@ from typing import TypeAlias
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from secured.messages import NamedGroup
-from shared.errors import IllegalParameter
+from tls_privsep.secured.messages import NamedGroup
+from tls_privsep.shared.errors import IllegalParameter
 
 EphemeralKey: TypeAlias = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import trio
 
-from appd import session
-from appd.apps import Backend
-from appd.link import SecuredLink
+from tls_privsep.appd import session
+from tls_privsep.appd.apps import Backend
+from tls_privsep.appd.link import SecuredLink
 
 # accept() errors that mean "no resources right now", not "the listener is broken"
 _EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))

@@ -15,11 +15,11 @@ from typing import Any
 
 import trio
 
-from appd.apps import Backend, serve
-from appd.link import HandshakeChannel, SecuredLink, SecuredUnavailable
-from appd.stream import RecordStream
-from shared.errors import AlertDescription
-from shared.record import whole_records
+from tls_privsep.appd.apps import Backend, serve
+from tls_privsep.appd.link import HandshakeChannel, SecuredLink, SecuredUnavailable
+from tls_privsep.appd.stream import RecordStream
+from tls_privsep.shared.errors import AlertDescription
+from tls_privsep.shared.record import whole_records
 
 _conn_ids = itertools.count(1)
 # A plaintext internal_error alert: what a client gets when secured cannot be reached before our

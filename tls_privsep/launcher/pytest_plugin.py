@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import pytest
 
-from launcher.testing import (
+from tls_privsep.launcher.testing import (
     LOG_TAIL,
     STARTUP_TIMEOUT,
     Backend,

@@ -23,13 +23,14 @@ import socket
 import ssl
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias
+
+from tls_privsep.shared import cli
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -279,13 +280,14 @@ def spawn(
     try:
         with open(logs / "secured.log", "wb") as slog, open(logs / "appd.log", "wb") as alog:
             secured = subprocess.Popen(
-                [sys.executable, "-m", "secured", "--ipc-fd", str(a.fileno()), "--log-format", "json", *as_user,
+                [*cli.daemon_argv("secured"), "--ipc-fd", str(a.fileno()), "--log-format", "json",
+                 *as_user,
                  *args, *secured_args],
                 pass_fds=(a.fileno(),), stdin=subprocess.DEVNULL, stdout=slog, stderr=slog,
                 env={**base_env, "NOTIFY_SOCKET": "@" + notify_name},
             )
             appd = subprocess.Popen(
-                [sys.executable, "-m", "appd", "--ipc-fd", str(b.fileno()), "--ready-fd", str(ready_w),
+                [*cli.daemon_argv("appd"), "--ipc-fd", str(b.fileno()), "--ready-fd", str(ready_w),
                  "--log-format", "json", *as_user, *listen, *args, *appd_args],
                 pass_fds=(b.fileno(), ready_w), stdin=subprocess.DEVNULL, stdout=alog, stderr=alog, env=base_env,
             )

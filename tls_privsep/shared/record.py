@@ -18,7 +18,7 @@ from typing import TypeAlias
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from shared.errors import (
+from tls_privsep.shared.errors import (
     AlertDescription,
     BadRecordMac,
     DecodeError,
@@ -29,8 +29,8 @@ from shared.errors import (
     RecordOverflow,
     UnexpectedMessage,
 )
-from shared.keyschedule import SUITES, CipherSuite, next_traffic_secret, traffic_key_iv
-from shared.state import wipe_bytes
+from tls_privsep.shared.keyschedule import SUITES, CipherSuite, next_traffic_secret, traffic_key_iv
+from tls_privsep.shared.state import wipe_bytes
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared import systemd
+from tls_privsep.shared import systemd
 
 EX_USAGE, EX_CONFIG = 64, 78
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

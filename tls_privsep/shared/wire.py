@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from shared.errors import DecodeError, LocalAlert
+from tls_privsep.shared.errors import DecodeError, LocalAlert
 
 
 class Reader:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from secured.credentials import ClientCertVerifier, Credential, CredentialStore
-from secured.handshake import ServerConfig, TicketSealer
-from secured.tickets import TicketKeys
-from shared.config import GROUP_NAMES, SUITE_NAMES, SecuredSettings
-from shared.errors import ConfigError
+from tls_privsep.secured.credentials import ClientCertVerifier, Credential, CredentialStore
+from tls_privsep.secured.handshake import ServerConfig, TicketSealer
+from tls_privsep.secured.tickets import TicketKeys
+from tls_privsep.shared.config import GROUP_NAMES, SUITE_NAMES, SecuredSettings
+from tls_privsep.shared.errors import ConfigError
 
 
 def load_credentials(settings: SecuredSettings) -> CredentialStore:

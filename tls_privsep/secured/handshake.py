@@ -26,12 +26,12 @@ from typing import Literal, Protocol
 
 from cryptography import x509
 
-from secured import groups
-from secured import messages as m
-from secured.credentials import ClientCertVerifier, Credential, CredentialStore, verify_signature
-from secured.tickets import TicketState
-from shared import keyschedule as ks
-from shared.errors import (
+from tls_privsep.secured import groups
+from tls_privsep.secured import messages as m
+from tls_privsep.secured.credentials import ClientCertVerifier, Credential, CredentialStore, verify_signature
+from tls_privsep.secured.tickets import TicketState
+from tls_privsep.shared import keyschedule as ks
+from tls_privsep.shared.errors import (
     Alert,
     AlertDescription,
     AlertLevel,
@@ -48,9 +48,9 @@ from shared.errors import (
     ProtocolVersion,
     UnexpectedMessage,
 )
-from shared.record import CloseNotify, ContentType, HandshakeMessage, HandshakeType, RecordLayer
-from shared.state import TrafficState
-from shared.wire import vector
+from tls_privsep.shared.record import CloseNotify, ContentType, HandshakeMessage, HandshakeType, RecordLayer
+from tls_privsep.shared.state import TrafficState
+from tls_privsep.shared.wire import vector
 
 ClientAuth = Literal["none", "optional", "required"]
 Signer = Callable[[Credential, int, bytes], bytes]

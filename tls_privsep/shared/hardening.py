@@ -12,7 +12,7 @@ import os
 import pwd
 import resource
 
-from shared.errors import ConfigError
+from tls_privsep.shared.errors import ConfigError
 
 PR_SET_DUMPABLE = 4
 PR_GET_DUMPABLE = 3

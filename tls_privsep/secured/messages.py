@@ -11,8 +11,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared.errors import DecodeError, IllegalParameter
-from shared.wire import Reader, u8, u16, u24, u32, vector
+from tls_privsep.shared.errors import DecodeError, IllegalParameter
+from tls_privsep.shared.wire import Reader, u8, u16, u24, u32, vector
 
 
 class ExtensionType(enum.IntEnum):

@@ -12,14 +12,14 @@ from dataclasses import replace
 
 import trio
 
-from secured.daemon import Limits, Secured, open_listener
-from secured.handshake import ServerConfig
-from secured.setup import server_config
-from secured.tickets import TicketKeys
-from shared import cli, hardening, systemd, workers
-from shared import log as logging_setup
-from shared.config import CertPair, SecuredSettings, Settings
-from shared.errors import ConfigError
+from tls_privsep.secured.daemon import Limits, Secured, open_listener
+from tls_privsep.secured.handshake import ServerConfig
+from tls_privsep.secured.setup import server_config
+from tls_privsep.secured.tickets import TicketKeys
+from tls_privsep.shared import cli, hardening, systemd, workers
+from tls_privsep.shared import log as logging_setup
+from tls_privsep.shared.config import CertPair, SecuredSettings, Settings
+from tls_privsep.shared.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:

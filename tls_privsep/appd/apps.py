@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 import trio
 
-from appd.stream import BULK_RECEIVE, RecordStream
-from shared.errors import ConfigError
-from shared.keyschedule import CipherSuite
-from shared.record import MAX_PLAINTEXT
+from tls_privsep.appd.stream import BULK_RECEIVE, RecordStream
+from tls_privsep.shared.errors import ConfigError
+from tls_privsep.shared.keyschedule import CipherSuite
+from tls_privsep.shared.record import MAX_PLAINTEXT
 
 __all__ = ["Backend", "parse_backend", "proxy_v2_header", "serve"]
 

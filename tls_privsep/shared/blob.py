@@ -19,13 +19,13 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.cbor import CBORFault
-from shared.cbor import decode as cbor_decode
-from shared.cbor import encode as cbor_encode
-from shared.cbor import encode_mutable as cbor_encode_mutable
-from shared.errors import BlobError
-from shared.keyschedule import SUITES
-from shared.state import TLS13, TrafficState, wipe_bytes
+from tls_privsep.shared.cbor import CBORFault
+from tls_privsep.shared.cbor import decode as cbor_decode
+from tls_privsep.shared.cbor import encode as cbor_encode
+from tls_privsep.shared.cbor import encode_mutable as cbor_encode_mutable
+from tls_privsep.shared.errors import BlobError
+from tls_privsep.shared.keyschedule import SUITES
+from tls_privsep.shared.state import TLS13, TrafficState, wipe_bytes
 
 MAX_BLOB = 64 * 1024
 """Hard cap on a sealed blob, checked before any parsing (peer_certs make up most of it)."""

@@ -17,11 +17,11 @@ from typing import Any
 
 import trio
 
-from shared import channel as ch
-from shared.blob import BlobOpener
-from shared.dgram import Datagrams
-from shared.errors import BlobError, ChannelError
-from shared.state import TrafficState
+from tls_privsep.shared import channel as ch
+from tls_privsep.shared.blob import BlobOpener
+from tls_privsep.shared.dgram import Datagrams
+from tls_privsep.shared.errors import BlobError, ChannelError
+from tls_privsep.shared.state import TrafficState
 
 Connector = Callable[[], Awaitable[trio.socket.SocketType]]
 

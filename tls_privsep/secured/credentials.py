@@ -31,7 +31,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from shared.errors import (
+from tls_privsep.shared.errors import (
     BadCertificate,
     CertificateExpired,
     CertificateRequired,
