@@ -9,7 +9,8 @@ Input: ``[mode][bytes]``.
   (the byte indexes them; past the end, the line's text up to ``=`` is the key), so the fuzzer
   spends its time on values (huge numbers, odd strings, nesting) rather than on spelling keys.
 
-Only ConfigError may escape, and its message must be one non-empty line.
+Only ConfigError may escape, and its message must be one non-empty line of printable characters
+(shared.config.shown escapes what the input brought).
 
 Run: ``python -m fuzz.fuzz_config CORPUS_DIR [libFuzzer flags]`` from the repository root.
 """
@@ -65,8 +66,8 @@ def compose(data: bytes) -> bytes:
 
 def check_message(exc: ConfigError) -> None:
     text = str(exc)
-    if not text.strip() or len(text.splitlines()) != 1:
-        raise Finding(f"ConfigError message is not one line: {text!r}") from exc
+    if not text.strip() or len(text.splitlines()) != 1 or not text.isprintable():
+        raise Finding(f"ConfigError message is not one printable line: {text!r}") from exc
 
 
 def test_one_input(data: bytes) -> None:

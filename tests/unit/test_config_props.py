@@ -1,5 +1,5 @@
 """Property tests for shared.config: whatever the file holds, the loader returns settings or raises a
-ConfigError of one line that names the setting — never any other exception.
+ConfigError of one printable line that names the setting — never any other exception.
 
 Documents are generated as Python values and rendered to TOML here, with the keys shared/config.py
 knows (read from its dataclasses, so new settings are covered as they appear), unknown keys, wrong
@@ -176,6 +176,7 @@ def assert_one_line(exc: ConfigError) -> str:
     text = str(exc)
     assert text.strip(), "empty ConfigError"
     assert len(text.splitlines()) == 1, f"ConfigError over several lines: {text!r}"
+    assert text.isprintable(), f"ConfigError with unprintable characters: {text!r}"
     return text
 
 
@@ -323,6 +324,8 @@ def test_raw_file_contents(cfg_file: Path, data: bytes) -> None:
 @given(text=st.text(max_size=40))
 @example(text="[::1]:" + "9" * 5000)
 @example(text="host:٣")
+@example(text="\x1e\x00ho\x00\ufffd\x00hT\ufffdt\t:TT-o\ufffdt\t:-00")
+@example(text="a\u2028b:c:80")
 def test_parse_address_any_string(text: str) -> None:
     try:
         host, port = config.parse_address(text, "appd.listen")
@@ -356,10 +359,55 @@ def test_bad_listen_addresses_name_appd_listen(cfg_file: Path, addr: str) -> Non
         assert isinstance(outcome, config.Settings)
 
 
-@pytest.mark.parametrize("make", ["missing", "directory", "nul", "not_utf8", "empty"])
+# Text that must come back escaped: line and paragraph breaks, C0 and C1 controls, DEL, format characters.
+UNPRINTABLE = st.text(st.characters(codec="utf-8", categories=["Cc", "Cf", "Zl", "Zp", "Zs"]), min_size=1, max_size=4)
+HOSTILE_TEXT = st.one_of(st.text(max_size=30), st.tuples(st.text(max_size=10), UNPRINTABLE, st.text(max_size=10))
+                         .map("".join))
+# Every place a configuration file's text comes back in a message: (section, key, how the text is placed).
+ECHOED = [
+    ("secured", "cipher_suites", lambda t: [t]),
+    ("secured", "groups", lambda t: [t]),
+    ("secured", "alpn", lambda t: [t, "x" * 256]),
+    ("appd", "listen", lambda t: [t]),
+    ("appd", "listen", lambda t: [f"{t}:{t}:80"]),  # the unbracketed-IPv6 suggestion
+    ("appd", "listen", lambda t: [f"h:{t}"]),
+]
+
+
+@PROPS
+@given(case=st.sampled_from(range(len(ECHOED))), text=HOSTILE_TEXT)
+@example(case=4, text="\x1e\x00")
+@example(case=0, text="\n")
+def test_every_echoed_input_stays_one_printable_line(cfg_file: Path, case: int, text: str) -> None:
+    section, key, place = ECHOED[case]
+    outcome = load_bytes(cfg_file, render({section: {key: place(text)}}).encode())
+    if isinstance(outcome, ConfigError):
+        assert f"{section}.{key}" in assert_one_line(outcome)
+
+
+@PROPS
+@given(key=HOSTILE_TEXT.filter(lambda k: k not in FIELDS["appd"]))
+def test_unknown_keys_stay_one_printable_line(cfg_file: Path, key: str) -> None:
+    outcome = load_bytes(cfg_file, render({"appd": {key: 1}}).encode())
+    assert isinstance(outcome, ConfigError)
+    assert "unknown setting appd." in assert_one_line(outcome)
+
+
+@PROPS
+@given(text=st.text(max_size=20))
+@example(text="\x1e\u2028\r\n")
+def test_shown_is_one_printable_line(text: str) -> None:
+    for quote in (True, False):
+        out = config.shown(text, quote=quote)
+        assert out.isprintable() and len(out.splitlines()) == 1
+        assert out == text or eval(out) == text  # repr-style: it reads back as the text
+
+
+@pytest.mark.parametrize("make", ["missing", "missing_with_line_break", "directory", "nul", "not_utf8", "empty"])
 def test_bad_paths(tmp_path: Path, make: str) -> None:
     path = {
         "missing": tmp_path / "nope.toml",
+        "missing_with_line_break": tmp_path / "no\npe\x1b[2J.toml",
         "directory": tmp_path,
         "nul": Path(str(tmp_path / "a") + "\x00b.toml"),
         "not_utf8": tmp_path / "latin1.toml",

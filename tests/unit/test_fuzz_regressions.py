@@ -56,6 +56,35 @@ def test_parse_address_refuses_what_int_or_rpartition_would_let_through(text: st
     assert str(exc.value).startswith("appd.listen: ") and "\n" not in str(exc.value)
 
 
+# fuzz config, mode 1: the "needs brackets" suggestion echoed the host raw, control characters and all.
+PARSE_ADDRESS_ECHOES = [
+    "\x1e\x00\x00\x01ho\x00\ufffd\x00\x00\x00\x00hTTTTTTTTTTTTTTTT\ufffdt\t:TT-o\ufffdt\t:-00",
+    "a\nb:c:80",
+    "a\u2028b:80",
+    "h:8\x1b[2J0",
+    "\r:80",
+]
+
+
+@pytest.mark.parametrize("text", PARSE_ADDRESS_ECHOES)
+def test_parse_address_echoes_input_as_one_printable_line(text: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.parse_address(text, "appd.listen")
+    message = str(exc.value)
+    assert message.startswith("appd.listen: ") and message.isprintable() and len(message.splitlines()) == 1, message
+
+
+@pytest.mark.parametrize("data", [b'[secured]\ncipher_suites = ["A\\u001eB"]\n', b'[secured]\ngroups = ["\\n"]\n',
+                                  b'[appd]\nlisten = ["\\u0085:\\u0007:1"]\n'])
+def test_config_values_echo_as_one_printable_line(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as ei:
+        config.load(path)
+    message = str(ei.value)
+    assert message.isprintable() and len(message.splitlines()) == 1, message
+
+
 @pytest.mark.parametrize("uid", [-1, 2**32 - 1, 2**32, 2**63])
 def test_allowed_uids_out_of_range(uid: int) -> None:
     with pytest.raises(ConfigError, match=r"secured\.allowed_uids"):

@@ -30,6 +30,20 @@ AEAD_RECORD_LIMIT = 2**24
 _MAX_HANDSHAKE_BODY = 2**24 - 1
 
 
+def shown(value: object, *, quote: bool = True) -> str:
+    """Text from a file, a flag or a library, rendered for a ConfigError message.
+
+    Quoted and escaped as ``repr`` does, so line breaks, control characters, lone surrogates and other
+    unprintable characters appear as ``\\n``, ``\\x1e``, ``\\u2028`` and every message stays one
+    printable line. With ``quote=False`` text that is already printable, non-empty and without
+    surrounding spaces appears as it is (a key, a path), anything else still quoted.
+    """
+    text = str(value)
+    if not quote and text and text.isprintable() and text == text.strip():
+        return text
+    return repr(text)
+
+
 @dataclass(frozen=True)
 class CertPair:
     cert: str
@@ -138,7 +152,7 @@ def _section(cls: type[Any], data: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"unknown setting {where}.{key if key.isprintable() else repr(key)}")
+            raise ConfigError(f"unknown setting {where}.{shown(key, quote=False)}")
         kwargs[key] = _check_type(f"{where}.{key}", value, known[key].type)
     return cls(**kwargs)
 
@@ -148,26 +162,27 @@ def load(path: str | Path | None) -> Settings:
     if path is None:
         return validate(Settings())
     p = Path(path)
+    name = shown(p, quote=False)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file") from None
+        raise ConfigError(f"{name}: no such file") from None
     except PermissionError:
-        raise ConfigError(f"{p}: permission denied") from None
+        raise ConfigError(f"{name}: permission denied") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not UTF-8 text") from None
+        raise ConfigError(f"{name}: not UTF-8 text") from None
     except OSError as exc:
-        raise ConfigError(f"{p}: {exc.strerror}") from None
+        raise ConfigError(f"{name}: {shown(exc.strerror, quote=False)}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{name}: invalid TOML: {shown(exc, quote=False)}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
-        raise ConfigError(f"{p}: invalid TOML: nested too deeply") from None
+        raise ConfigError(f"{name}: invalid TOML: nested too deeply") from None
     except ValueError as exc:  # tomllib lets int()'s digit limit through; open() refuses a NUL in the path
-        raise ConfigError(f"{p}: {str(exc).split(';')[0]}") from None
+        raise ConfigError(f"{name}: {shown(str(exc).split(';')[0], quote=False)}") from None
     try:
         return from_dict(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def from_dict(raw: dict[str, Any]) -> Settings:
@@ -189,10 +204,10 @@ def validate(s: Settings) -> Settings:
     sec, app = s.secured, s.appd
     for name in sec.cipher_suites:
         if name not in SUITE_NAMES:
-            raise ConfigError(f"secured.cipher_suites: unknown suite {name!r} (known: {', '.join(SUITE_NAMES)})")
+            raise ConfigError(f"secured.cipher_suites: unknown suite {shown(name)} (known: {', '.join(SUITE_NAMES)})")
     for name in sec.groups:
         if name.lower() not in GROUP_NAMES:
-            raise ConfigError(f"secured.groups: unknown group {name!r} (known: x25519, secp256r1)")
+            raise ConfigError(f"secured.groups: unknown group {shown(name)} (known: x25519, secp256r1)")
     if not sec.cipher_suites or not sec.groups:
         raise ConfigError("secured.cipher_suites and secured.groups must not be empty")
     if sec.client_auth not in CLIENT_AUTH:
@@ -205,7 +220,7 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("secured.ticket_lifetime must be 1 to 604800 seconds")
     for proto in sec.alpn:
         if not 1 <= len(proto.encode()) <= 255:
-            raise ConfigError(f"secured.alpn: protocol name {proto!r} must be 1 to 255 bytes")
+            raise ConfigError(f"secured.alpn: protocol name {shown(proto)} must be 1 to 255 bytes")
     if sec.max_handshakes_per_channel < 1:
         raise ConfigError("secured.max_handshakes_per_channel must be at least 1")
     if sec.max_handshakes_total < 1:
@@ -254,15 +269,16 @@ def parse_address(text: str, where: str = "address") -> tuple[str, int]:
     """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
     host, sep, port = text.rpartition(":")
     if not sep or not host:
-        raise ConfigError(f"{where}: {text!r} is not HOST:PORT")
+        raise ConfigError(f"{where}: {shown(text)} is not HOST:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ConfigError(f"{where}: {text!r}: an IPv6 address needs brackets, [{host}]:{port}")
+        suggestion = shown(f"[{host}]:{port}")
+        raise ConfigError(f"{where}: {shown(text)}: an IPv6 address needs brackets, {suggestion}")
     if not host or host != host.strip() or any(c.isspace() for c in host):
-        raise ConfigError(f"{where}: {text!r} has no usable host")
+        raise ConfigError(f"{where}: {shown(text)} has no usable host")
     if not (port.isascii() and port.isdigit()) or len(port) > 5:
-        raise ConfigError(f"{where}: port in {text!r} is not a number")
+        raise ConfigError(f"{where}: port in {shown(text)} is not a number")
     number = int(port)
     if not 0 <= number <= 65535:
         raise ConfigError(f"{where}: port {number} out of range")
