@@ -19,7 +19,7 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["shared", "secured"]):
+with atheris.instrument_imports(include=["tls_privsep"]):
     import cbor2
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

@@ -18,7 +18,7 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["shared", "secured"]):
+with atheris.instrument_imports(include=["tls_privsep"]):
     from fuzz.base import Finding
     from tls_privsep.shared import channel as C
     from tls_privsep.shared.errors import ChannelError

@@ -17,7 +17,7 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["shared", "secured"]):
+with atheris.instrument_imports(include=["tls_privsep"]):
     from fuzz.base import Finding, check_local_alert
     from tls_privsep.secured import messages as m
     from tls_privsep.shared.errors import LocalAlert

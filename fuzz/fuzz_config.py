@@ -25,7 +25,7 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["shared", "tomllib"]):
+with atheris.instrument_imports(include=["tls_privsep", "tomllib"]):
     import dataclasses
 
     from fuzz.base import Finding

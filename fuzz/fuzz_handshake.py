@@ -21,7 +21,7 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["shared", "secured"]):
+with atheris.instrument_imports(include=["tls_privsep"]):
     from fuzz.base import Finding, check_alert_queued, record_types
     from fuzz.common import CONFIG_NAMES, new_server
     from tls_privsep.secured.handshake import ServerHandshake, State

@@ -18,7 +18,7 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["shared", "secured"]):
+with atheris.instrument_imports(include=["tls_privsep"]):
     from fuzz.base import Finding, check_local_alert, ops
     from tls_privsep.shared.errors import Alert, LocalAlert
     from tls_privsep.shared.keyschedule import SUITES
