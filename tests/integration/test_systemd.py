@@ -191,23 +191,26 @@ def test_notify_ready_status_watchdog_stopping(pair: Callable[..., Server], pki:
     assert any(line.startswith("STATUS=") and "1 handshakes done" in line for line in secured), secured
 
 
-def test_appd_ready_without_secured_says_so(notify_socket: NotifySocket, tmp_path: Path) -> None:
-    """secured down: appd still reports READY=1 after its grace (it serves and retries), with a STATUS
-    saying so, and STOPPING=1 on SIGTERM."""
+def test_appd_without_secured_never_says_ready(notify_socket: NotifySocket) -> None:
+    """secured down: appd does not report READY=1 (every handshake would fail); after its startup timeout
+    it exits 69 with one line, and systemd sees it fail instead of a service that only looks up."""
     env = {**os.environ, "NOTIFY_SOCKET": notify_socket.address}
-    with open(tmp_path / "appd.log", "wb") as log:
-        appd = subprocess.Popen([str(VENV_BIN / "appd"), "--log-format", "json", *AS_USER, "--listen", "127.0.0.1:0",
-                                 "--socket", str(tmp_path / "nobody-listens.sock")], env=env, stdout=log, stderr=log)
+    base = Path(tempfile.mkdtemp(prefix="tls-privsep-nosecured-"))
+    os.chmod(base, 0o711)  # reachable by nobody: the socket is missing, not forbidden
     try:
-        notify_socket.collect(_has(appd.pid, "READY=1"), timeout=10)
-        lines = notify_socket.lines(appd.pid)
-        assert "READY=1" in lines, (tmp_path / "appd.log").read_text()
-        assert "secured unreachable" in lines[lines.index("READY=1") + 1]
+        (base / "appd.toml").write_text("[appd]\nstartup_timeout = 1.0\n")
+        appd = subprocess.Popen([str(VENV_BIN / "appd"), "-c", str(base / "appd.toml"), "--log-format", "json",
+                                 *AS_USER, "--listen", "127.0.0.1:0", "--socket", str(base / "nobody-listens.sock")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, stderr = appd.communicate(timeout=20)
     finally:
-        appd.send_signal(signal.SIGTERM)
-        appd.wait(10)
-    notify_socket.collect(_has(appd.pid, "STOPPING=1"), timeout=2)
-    assert "STOPPING=1" in notify_socket.lines(appd.pid)
+        shutil.rmtree(base)
+    assert appd.returncode == 69, stderr
+    assert stderr.splitlines()[-1] == (
+        f"appd: error: no channel to secured at {base / 'nobody-listens.sock'} after 1 s "
+        "(No such file or directory): is secured running?")
+    notify_socket.collect(lambda _: False, timeout=0.3)
+    assert "READY=1" not in notify_socket.lines(appd.pid)
 
 
 PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1

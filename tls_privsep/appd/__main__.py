@@ -13,11 +13,11 @@ from typing import Any
 
 import trio
 
-from tls_privsep.appd.apps import parse_backend
+from tls_privsep.appd.apps import Backend, parse_backend
 from tls_privsep.appd.daemon import Appd, bind_listeners, listener_address_of
-from tls_privsep.appd.link import SecuredLink, fd_connector, unix_connector
+from tls_privsep.appd.link import SecuredLink, StartupCheck, fd_connector, unix_connector
 from tls_privsep.appd.session import Limits
-from tls_privsep.shared import cli, hardening, systemd, workers
+from tls_privsep.shared import cli, hardening, preload, systemd, workers
 from tls_privsep.shared import log as logging_setup
 from tls_privsep.shared.config import parse_address
 from tls_privsep.shared.errors import ConfigError
@@ -28,12 +28,12 @@ def parser() -> argparse.ArgumentParser:
     cli.add_common(p)
     p.add_argument("--ipc-fd", type=int, metavar="N", help="use an inherited channel socket instead of --socket")
     p.add_argument("--user", metavar="USER", help="user to drop to after binding (required as root)")
+    p.add_argument("--secured-user", metavar="USER",
+                   help="secured's user: the only one (besides root) appd accepts on the channel socket")
     p.add_argument("--ready-fd", type=int, metavar="N", help="write the bound addresses to this fd, then close it")
     p.add_argument("--check", action="store_true", help="check the configuration, then exit")
     return p
 
-
-READY_GRACE = 2.0  # seconds READY=1 waits for the channel; appd serves (and retries secured) meanwhile
 
 
 def listening_sockets(addresses: tuple[tuple[str, int], ...], listen: tuple[str, ...], workers: int,
@@ -101,10 +101,7 @@ def _status(daemon: Appd, stopping: trio.Event) -> str:
 
 
 async def _notify_ready(daemon: Appd, stopping: trio.Event) -> None:
-    """READY=1 once the channel to secured is up, or after READY_GRACE saying it is not: appd is useful
-    (and restartable) without secured, and systemd must not hold up the boot on it."""
-    with trio.move_on_after(READY_GRACE):
-        await daemon.link.up.wait()
+    """READY=1 (the channel to secured is up: serve() starts only then), then the watchdog's beat."""
     if not stopping.is_set():  # READY=1 after STOPPING=1 would confuse systemd
         systemd.notify(f"READY=1\nSTATUS={_status(daemon, stopping)}")
     while True:  # the watchdog keeps beating while draining
@@ -117,6 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     failed = cli.harden("appd")  # first thing: before any secret exists in this process
     if failed is not None:
         return failed
+    return cli.run_daemon("appd", lambda: _main(args))
+
+
+def backend_reachable(backend: Backend) -> None:
+    """After the drop: a unix: backend whose socket this user may not reach is a configuration error that
+    no retry will fix. (One that does not exist yet is fine: backends may start after us.)"""
+    if backend.kind != "unix" or backend.path is None:
+        return
+    problem = hardening.unreachable_socket(backend.path)
+    if problem is not None:
+        raise cli.StartupFailure(f"cannot reach the backend {backend} as user {hardening.user_name()} ({problem}): "
+                                 "let that user enter its directories and write to the socket", cli.EX_NOPERM)
+
+
+def _main(args: argparse.Namespace) -> int:
+    # Before the drop, before a byte from the network: all the code this process will ever run.
+    preload.preload("appd", ("tls_privsep.shared", "tls_privsep.appd"))
     try:
         settings = cli.settings_from(args)
         app = settings.appd
@@ -125,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         user = args.user or app.user
         if os.geteuid() == 0 and not user and not args.check:
             raise ConfigError("appd refuses to run as root: give it a user to drop to (--user)")
+        secured_user = args.secured_user or app.secured_user
+        secured_uids = frozenset({hardening.uid_of(secured_user)}) if secured_user else None
     except ConfigError as exc:
         print(f"appd: error: {exc}", file=sys.stderr)
         return cli.EX_CONFIG
@@ -142,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"appd: error: {exc}", file=sys.stderr)
         return cli.EX_CONFIG
+    preload.watch_late_imports(lambda module: log.warning("late import", module=module), hardening.user_name())
+    backend_reachable(backend)
+    startup = StartupCheck(app.secured_socket if args.ipc_fd is None else "the inherited channel",
+                           hardening.user_name(), app.startup_timeout)
+    allowed = secured_uids if secured_uids is not None else frozenset({os.getuid()})
 
     def work(index: int, instance: int = 0) -> int:
         mine = socket_sets[index]
@@ -157,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
 
     async def start(socks: list[socket.socket], log: Any, ready_fd: int | None) -> None:
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in socks]
-        connector = fd_connector(args.ipc_fd) if args.ipc_fd is not None else unix_connector(app.secured_socket)
+        connector = (fd_connector(args.ipc_fd) if args.ipc_fd is not None
+                     else unix_connector(app.secured_socket, allowed))
         link = SecuredLink(connector, log)
         limits = Limits(app.handshake_timeout, app.idle_timeout, app.key_update_after, app.max_empty_records,
                         app.max_key_updates, app.max_warning_alerts)
         daemon = Appd(link, backend, limits, log,
-                      max_connections=app.max_connections, drain_timeout=app.drain_timeout)
+                      max_connections=app.max_connections, drain_timeout=app.drain_timeout, startup=startup)
         async with trio.open_nursery() as nursery:
 
             async def serve(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:

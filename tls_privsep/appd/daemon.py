@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 from typing import Any
 
@@ -10,7 +11,8 @@ import trio
 
 from tls_privsep.appd import session
 from tls_privsep.appd.apps import Backend
-from tls_privsep.appd.link import SecuredLink
+from tls_privsep.appd.link import SecuredLink, StartupCheck
+from tls_privsep.shared.preload import InstallUnreadable
 
 # accept() errors that mean "no resources right now", not "the listener is broken"
 _EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
@@ -69,8 +71,10 @@ def bind_listeners(addresses: tuple[tuple[str, int], ...], copies: int = 1) -> l
 
 class Appd:
     def __init__(self, link: SecuredLink, backend: Backend, limits: session.Limits, log: Any, *,
-                 max_connections: int = 10000, drain_timeout: float = 10.0) -> None:
+                 max_connections: int = 10000, drain_timeout: float = 10.0,
+                 startup: StartupCheck | None = None) -> None:
         self.link = link
+        self.startup = startup
         self.backend = backend
         self.limits = limits
         self.log = log
@@ -86,7 +90,7 @@ class Appd:
     async def serve(self, listeners: list[trio.SocketListener], *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`drain` (then wait up to drain_timeout for connections to end)."""
         async with trio.open_nursery() as outer:
-            await outer.start(self.link.run)
+            await outer.start(functools.partial(self.link.run, startup=self.startup))
             async with trio.open_nursery() as conns:
                 with trio.CancelScope() as accepting:
                     self._accepting = accepting
@@ -141,6 +145,8 @@ class Appd:
     async def _one(self, stream: trio.SocketStream) -> None:
         try:
             await session.handle(stream, self.link, self.backend, self.limits, self.log)
+        except InstallUnreadable:
+            raise  # every connection would fail the same way: appd stops and says why (see shared/preload.py)
         except Exception as exc:  # one connection must never take the others down with it
             self.log.error("connection failed unexpectedly", error=f"{type(exc).__name__}: {exc}")
         finally:

@@ -9,7 +9,9 @@ fails at once and the link reconnects with backoff; established sessions never d
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import trio
 
 from tls_privsep.shared import channel as ch
 from tls_privsep.shared.blob import BlobOpener
+from tls_privsep.shared.cli import EX_NOPERM, EX_UNAVAILABLE, StartupFailure
 from tls_privsep.shared.dgram import Datagrams
 from tls_privsep.shared.errors import BlobError, ChannelError
 from tls_privsep.shared.state import TrafficState
@@ -28,6 +31,19 @@ Connector = Callable[[], Awaitable[trio.socket.SocketType]]
 
 class SecuredUnavailable(Exception):
     """No channel to secured right now (down, restarting, or lost mid-handshake)."""
+
+
+class WrongPeer(OSError):
+    """The channel socket answered, but as a uid that is not secured's: appd will not talk to it.
+
+    Anyone who can create the socket path could pose as secured and collect every session's keys,
+    so the kernel's word on who listens (SO_PEERCRED) is checked before the first byte.
+    """
+
+    def __init__(self, path: str, uid: int, allowed: frozenset[int]) -> None:
+        super().__init__(errno.EPERM, f"the process answering on {path} runs as uid {uid}, "
+                                      f"not as secured's user (uid {', '.join(map(str, sorted(allowed)))})")
+        self.uid = uid
 
 
 @dataclass
@@ -47,17 +63,30 @@ class _Waiter:
         self.lost = False
 
 
-def unix_connector(path: str) -> Connector:
+def unix_connector(path: str, allowed_uids: frozenset[int] | None = None) -> Connector:
+    """Connect to secured's socket at ``path``; with ``allowed_uids``, only to a listener running as one
+    of them (root always is: a socket systemd made and passed on reports uid 0)."""
     async def connect() -> trio.socket.SocketType:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             await sock.connect(path)
+            if allowed_uids is not None:
+                uid = peer_uid(sock)
+                if uid != 0 and uid not in allowed_uids:
+                    raise WrongPeer(path, uid, allowed_uids)
         except BaseException:
             sock.close()
             raise
         return sock
 
     return connect
+
+
+def peer_uid(sock: trio.socket.SocketType) -> int:
+    """The uid the kernel recorded for the other end of a connected Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def fd_connector(fd: int) -> Connector:
@@ -72,6 +101,28 @@ def fd_connector(fd: int) -> Connector:
         return trio.socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
     return connect
+
+
+@dataclass(frozen=True)
+class StartupCheck:
+    """What a starting appd must see of secured's channel before it says ready."""
+
+    path: str
+    user: str
+    timeout: float
+
+    def check(self, exc: OSError, expired: bool) -> None:
+        """Raise the one-line failure for a first connection that failed with ``exc``, or return to retry."""
+        if isinstance(exc, WrongPeer):
+            raise StartupFailure(f"{exc.strerror}: refusing it (set appd.secured_user to secured's user)", EX_NOPERM)
+        if isinstance(exc, PermissionError):
+            raise StartupFailure(f"cannot reach secured's socket {self.path} as user {self.user} ({exc.strerror}): "
+                                 "let that user enter every directory above it, or choose another --runtime-dir",
+                                 EX_NOPERM)
+        if expired:
+            why = exc.strerror or str(exc)
+            raise StartupFailure(f"no channel to secured at {self.path} after {self.timeout:g} s ({why}): "
+                                 "is secured running?", EX_UNAVAILABLE)
 
 
 class SecuredLink:
@@ -93,18 +144,30 @@ class SecuredLink:
     def is_up(self) -> bool:
         return self._dg is not None
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep a channel up for the life of appd; reports started after the first attempt."""
+    async def run(self, *, startup: StartupCheck | None = None, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a channel up for the life of appd.
+
+        Reports started after the first attempt; with ``startup``, only once a channel is up, and a
+        channel that cannot come up (no permission, a wrong peer, nothing there in time) raises
+        :class:`~tls_privsep.shared.cli.StartupFailure` instead, so appd never says ready while every
+        handshake would fail.
+        """
         delay = 0.02
         started = False
+        deadline = trio.current_time() + startup.timeout if startup is not None else 0.0
         while True:
             try:
                 sock = await self._connect()
             except OSError as exc:
-                if not started:
+                if startup is not None and not started:
+                    startup.check(exc, trio.current_time() >= deadline)
+                elif not started:
                     task_status.started()
                     started = True
-                self.log.debug("secured unreachable", error=str(exc), retry_in=delay)
+                if isinstance(exc, WrongPeer | PermissionError):
+                    self.log.error("secured refused", error=str(exc), retry_in=delay)
+                else:
+                    self.log.debug("secured unreachable", error=str(exc), retry_in=delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
                 continue

@@ -16,7 +16,7 @@ from tls_privsep.secured.daemon import Limits, Secured, open_listener
 from tls_privsep.secured.handshake import ServerConfig
 from tls_privsep.secured.setup import server_config
 from tls_privsep.secured.tickets import TicketKeys
-from tls_privsep.shared import cli, hardening, systemd, workers
+from tls_privsep.shared import cli, hardening, preload, systemd, workers
 from tls_privsep.shared import log as logging_setup
 from tls_privsep.shared.config import CertPair, SecuredSettings, Settings
 from tls_privsep.shared.errors import ConfigError
@@ -104,6 +104,16 @@ async def _heartbeat(daemon: Secured) -> None:
         systemd.beat(_status(daemon))
 
 
+def reload_reads(args: argparse.Namespace, sec: SecuredSettings) -> list[str]:
+    """The files a reload (SIGHUP) reads again, after the drop: the configuration, certificates, keys."""
+    paths = [args.config] if args.config else []
+    for pair in sec.certificates:
+        paths += [pair.cert, pair.key]
+    if sec.client_ca:
+        paths.append(sec.client_ca)
+    return paths
+
+
 def _from_credentials(pairs: tuple[CertPair, ...]) -> tuple[CertPair, ...]:
     """Relative cert/key paths name files in $CREDENTIALS_DIRECTORY (systemd LoadCredential=)."""
     return tuple(CertPair(systemd.resolve_credential(p.cert), systemd.resolve_credential(p.key)) for p in pairs)
@@ -114,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     failed = cli.harden("secured")  # first thing: before any secret exists in this process
     if failed is not None:
         return failed
+    return cli.run_daemon("secured", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    # Before the drop, before a byte from the channel: all the code this process will ever run.
+    preload.preload("secured", ("tls_privsep.shared", "tls_privsep.secured"))
     try:
         settings, sec = secured_settings(args)
         log = logging_setup.setup(settings.log_format, settings.log_level, daemon="secured")
@@ -145,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"secured: error: {exc}", file=sys.stderr)
         return cli.EX_CONFIG
+    preload.watch_late_imports(lambda module: log.warning("late import", module=module), hardening.user_name())
+    for path in reload_reads(args, sec):
+        problem = hardening.unreadable(path)
+        if problem:
+            log.warning("certificate reload will fail", path=path, problem=problem,
+                        fix=f"make it readable by user {hardening.user_name()}")
     for cred in config.credentials.credentials:
         log.info("certificate loaded", fingerprint=cred.fingerprint[:16], names=list(cred.names),
                  schemes=[f"{s:#06x}" for s in cred.schemes])

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from tls_privsep.shared import config
 from tls_privsep.shared.errors import ConfigError
 
-EX_OK, EX_USAGE, EX_SOFTWARE, EX_OSERR, EX_CONFIG = 0, 64, 70, 71, 78
+# sysexits.h
+EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_OSERR, EX_NOPERM, EX_CONFIG = 0, 64, 69, 70, 71, 77, 78
 
 
 def daemon_argv(program: str) -> list[str]:
@@ -81,9 +82,18 @@ def settings_from(args: argparse.Namespace) -> config.Settings:
 
 
 def harden(name: str) -> int | None:
-    """No core file, no ptrace attach — before any secret exists. An exit status on failure."""
+    """Gone with the launcher that started us (if one did); no core file, no ptrace attach — before any secret
+    exists. An exit status on failure."""
     from tls_privsep.shared import hardening
 
+    try:
+        hardening.die_with_launcher()
+    except ValueError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except OSError as exc:
+        print(f"{name}: error: cannot ask for a signal at the launcher's death: {exc.strerror}", file=sys.stderr)
+        return EX_OSERR
     try:
         hardening.no_core_dumps()
     except OSError as exc:
@@ -92,13 +102,52 @@ def harden(name: str) -> int | None:
     return None
 
 
-def run_daemon(name: str, body: Callable[[], None]) -> int:
-    """Run a daemon's event loop; a configuration problem found late is still one line and 78."""
+class StartupFailure(Exception):
+    """A daemon cannot do its job and says why in one line; ``status`` is its sysexits code."""
+
+    def __init__(self, message: str, status: int = EX_CONFIG) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def run_daemon(name: str, body: Callable[[], int | None]) -> int:
+    """Run a daemon's event loop. Whatever ends it early is one line on stderr and a sysexits status,
+    never a traceback: an operator reads the line, a supervisor reads the status."""
     try:
-        body()
-    except ConfigError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        status = body()
     except KeyboardInterrupt:
-        pass
-    return EX_OK
+        return EX_OK
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the last word of the process
+        line, status = failure_line(exc)
+        print(f"{name}: error: {line}", file=sys.stderr, flush=True)
+        return status
+    return EX_OK if status is None else status
+
+
+def failure_line(exc: BaseException) -> tuple[str, int]:
+    """The message and status for an exception that ended a daemon (the first one that says why,
+    inside exception groups); anything unexpected is named by its type."""
+    from tls_privsep.shared.preload import InstallUnreadable
+
+    leaves = list(_leaves(exc))
+    for kind, status in ((StartupFailure, -1), (InstallUnreadable, EX_NOPERM), (ConfigError, EX_CONFIG)):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return one_line(str(leaf)), leaf.status if isinstance(leaf, StartupFailure) else status
+    leaf = leaves[0] if leaves else exc
+    return one_line(f"unexpected {type(leaf).__name__}: {leaf}"), EX_SOFTWARE
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def one_line(text: str) -> str:
+    """``text`` on one printable line (control characters escaped), for a terminal or a log."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -72,7 +72,7 @@ class SecuredSettings:
     max_handshakes_per_channel: int = 1024
     max_handshakes_total: int = 4096
     handshake_timeout: float = 10.0
-    max_handshake_message: int = 65536
+    max_handshake_message: int = 131396  # the largest ClientHello there can be (record.MAX_CLIENT_HELLO)
     max_handshake_records: int = 64
     workers: int = 1
 
@@ -83,6 +83,8 @@ class AppdSettings:
     backend: str = "echo"
     secured_socket: str = "/run/tls-privsep/secured.sock"
     user: str | None = None
+    secured_user: str | None = None  # who may answer on secured_socket (SO_PEERCRED); default: appd's own user
+    startup_timeout: float = 10.0  # how long a starting appd waits for secured's channel before giving up
     idle_timeout: float = 300.0
     handshake_timeout: float = 10.0
     drain_timeout: float = 10.0
@@ -239,7 +241,8 @@ def validate(s: Settings) -> Settings:
         raise ConfigError("appd.max_warning_alerts must be 0 or more")
     for where, value in (("secured.handshake_timeout", sec.handshake_timeout),
                          ("appd.handshake_timeout", app.handshake_timeout),
-                         ("appd.idle_timeout", app.idle_timeout)):
+                         ("appd.idle_timeout", app.idle_timeout),
+                         ("appd.startup_timeout", app.startup_timeout)):
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{where} must be a positive number of seconds")
     if not (math.isfinite(app.drain_timeout) and app.drain_timeout >= 0):

@@ -1,0 +1,284 @@
+"""First contact: the daemons work from any install root starts them from, and every start-up failure is one line.
+
+As root, both daemons drop to an unprivileged user once their sockets and keys are open. An install in a
+0700 directory (root's home, ``mktemp -d``) is then out of their reach, so they must have imported
+everything before the drop (tls_privsep/shared/preload.py). The sealed-install test runs the interop,
+reload and backend suites against daemons started from such an install; every pair those suites start
+fails its test if a daemon logged a late import (tests/integration/conftest.py).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tls_privsep
+from tests.integration.conftest import ROOT, Pki
+from tls_privsep.shared import cli
+
+AS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not AS_ROOT and os.environ.get("CI") != "true",
+                                reason="the daemons drop privileges only when started as root")
+RUNTIME_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^]]*\])?\s*([^;]*)(?:;(.*))?$")
+
+
+def _runtime_distributions(name: str) -> list[importlib.metadata.Distribution]:
+    """``name`` and everything it needs at run time (no extras), each once."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        key = re.sub(r"[-_.]+", "-", current).lower()
+        if key in found:
+            continue
+        dist = importlib.metadata.distribution(current)
+        found[key] = dist
+        for requirement in dist.requires or ():
+            match = RUNTIME_REQUIREMENT.match(requirement)
+            if match is None:
+                continue
+            marker = match.group(3) or ""
+            if "extra" in marker:
+                continue
+            if marker and not _marker_holds(marker):
+                continue
+            todo.append(match.group(1))
+    return [dist for key, dist in found.items() if key != "tls-privsep"]
+
+
+def _marker_holds(marker: str) -> bool:
+    """The few environment markers our dependencies use (python_version, sys_platform, implementation)."""
+    env = {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}", "sys_platform": sys.platform,
+           "platform_python_implementation": sys.implementation.name.capitalize().replace("Cpython", "CPython"),
+           "implementation_name": sys.implementation.name, "os_name": os.name}
+    expression = marker
+    for var, value in env.items():
+        expression = expression.replace(var, repr(value))
+    expression = re.sub(r"'(\d+(?:\.\d+)*)'", lambda m: repr(tuple(int(p) for p in m.group(1).split("."))), expression)
+    try:
+        return bool(eval(expression, {"__builtins__": {}}))
+    except Exception:
+        return True
+
+
+@pytest.fixture(scope="module")
+def sealed_python() -> Iterator[Path]:
+    """A virtualenv holding tls_privsep and its run-time dependencies, in a 0700 directory root owns."""
+    base = Path(tempfile.mkdtemp(prefix="tls-privsep-sealed-"))
+    assert (base.stat().st_mode & 0o777) == 0o700
+    try:
+        venv.create(base / "venv", with_pip=False, symlinks=True)
+        purelib = Path(sysconfig.get_path("purelib", vars={"base": str(base / "venv")}))
+        shutil.copytree(Path(tls_privsep.__file__).parent, purelib / "tls_privsep",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for dist in _runtime_distributions("tls-privsep"):
+            for file in dist.files or ():
+                source = Path(str(dist.locate_file(file)))
+                target = (purelib / file).resolve()
+                if not source.is_file() or purelib.resolve() not in target.parents:
+                    continue  # console scripts and other files outside site-packages
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+        python = base / "venv" / "bin" / "python"
+        check = subprocess.run([python, "-E", "-P", "-c", "import tls_privsep.secured.handshake, tls_privsep.appd.stream,"
+                                " trio, cbor2, structlog, cryptography.x509; print(tls_privsep.__file__)"],
+                               capture_output=True, text=True, cwd="/", check=False)
+        assert check.returncode == 0, check.stderr
+        assert check.stdout.startswith(str(base)), check.stdout
+        yield python
+    finally:
+        shutil.rmtree(base)
+
+
+@needs_root
+def test_daemons_from_a_sealed_install_serve_every_code_path(sealed_python: Path, tmp_path: Path) -> None:
+    """Every suite, group, signature scheme, HRR, tickets and resumption, client certificates, KeyUpdate,
+    ALPN, reload and each backend, against daemons started as root from a 0700 install and dropped to
+    nobody, who cannot read a byte of it: all pass, and no daemon imports anything after the drop."""
+    env = {**os.environ, "TLS_PRIVSEP_TEST_PYTHON": str(sealed_python), "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "run"),
+         "tests/integration/test_interop.py", "tests/integration/test_reload.py", "tests/integration/test_apps.py"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in summary and "skipped" not in summary, summary
+
+
+LATE_IMPORT_PROBE = textwrap.dedent("""
+    import os, sys
+    from tls_privsep.shared import cli, hardening, preload
+
+    sys.path.insert(0, sys.argv[1])  # a directory only root may read, like a venv under /root
+
+    def body():
+        preload.preload("appd", ("tls_privsep.shared",))
+        hardening.drop_privileges("nobody", daemon="appd")
+        preload.watch_late_imports(lambda module: print("late import", module, file=sys.stderr), "nobody")
+        import never_preloaded  # noqa: F401
+
+    sys.exit(cli.run_daemon("appd", body))
+""")
+
+
+@needs_root
+def test_a_late_import_from_an_unreadable_install_is_one_line(tmp_path: Path) -> None:
+    """Should any module still be imported after the drop, the daemon stops with one line that names the
+    directory and the fix, and status 77 (EX_NOPERM), not a traceback."""
+    sealed = Path(tempfile.mkdtemp(prefix="tls-privsep-unreadable-"))
+    try:
+        (sealed / "lib").mkdir()
+        (sealed / "lib" / "never_preloaded.py").write_text("")
+        run = subprocess.run([sys.executable, "-c", LATE_IMPORT_PROBE, str(sealed / "lib")], cwd="/",
+                             capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        shutil.rmtree(sealed)
+    assert run.returncode == cli.EX_NOPERM, run.stderr
+    assert run.stderr.splitlines() == [
+        "late import never_preloaded",
+        f"appd: error: cannot read {sealed} as user nobody (Permission denied): install where that user can read it",
+    ]
+
+
+# ---- start-up failures: one line each, with a sysexits status ------------------------------------------
+
+
+def _appd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    as_user = ["--user", "nobody"] if AS_ROOT else []
+    return subprocess.run([*cli.daemon_argv("appd"), "--log-format", "json", *as_user, *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _secured(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cli.daemon_argv("secured"), "--log-format", "json", *args],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def _errors(run: subprocess.CompletedProcess[str]) -> list[str]:
+    """stderr without the JSON log lines: what a person reads."""
+    return [line for line in run.stderr.splitlines() if not line.startswith("{")]
+
+
+def test_unreadable_key_is_one_line(pki: Pki, tmp_path: Path) -> None:
+    run = _secured("--cert", str(pki.ecdsa[0]), "--key", str(tmp_path / "gone.key"), "--socket", str(tmp_path / "s"),
+                   "--user", "nobody")
+    assert run.returncode == cli.EX_CONFIG
+    assert _errors(run) == [f"secured: error: {tmp_path / 'gone.key'}: cannot read: No such file or directory"]
+
+
+def test_bad_config_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("[appd]\nlisten = 8443\n")
+    run = _appd("-c", str(tmp_path / "bad.toml"))
+    assert run.returncode == cli.EX_CONFIG
+    assert _errors(run) == [f"appd: error: {tmp_path / 'bad.toml'}: appd.listen must be a list of strings"]
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = _appd("--listen", f"127.0.0.1:{port}", "--socket", str(tmp_path / "s"))
+    assert run.returncode == cli.EX_CONFIG
+    assert _errors(run) == [f"appd: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_user_missing_is_one_line(tmp_path: Path) -> None:
+    run = _appd("--listen", "127.0.0.1:0", "--socket", str(tmp_path / "s"), "--secured-user", "no-such-user-here")
+    assert run.returncode == cli.EX_CONFIG
+    assert _errors(run) == ["appd: error: no such user 'no-such-user-here'"]
+
+
+def test_channel_socket_missing_is_one_line(tmp_path: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="tls-privsep-nochannel-"))
+    os.chmod(base, 0o711)
+    try:
+        (base / "appd.toml").write_text("[appd]\nstartup_timeout = 0.5\n")
+        run = _appd("-c", str(base / "appd.toml"), "--listen", "127.0.0.1:0", "--socket", str(base / "secured.sock"))
+    finally:
+        shutil.rmtree(base)
+    assert run.returncode == cli.EX_UNAVAILABLE
+    assert _errors(run) == [f"appd: error: no channel to secured at {base / 'secured.sock'} after 0.5 s "
+                            "(No such file or directory): is secured running?"]
+
+
+@needs_root
+def test_channel_socket_out_of_reach_is_one_line() -> None:
+    """The socket sits below a directory appd's user may not enter (a 0700 --runtime-dir parent): appd says so
+    at once instead of saying ready and failing every handshake."""
+    base = Path(tempfile.mkdtemp(prefix="tls-privsep-closed-"))
+    try:
+        (base / "run").mkdir(mode=0o711)
+        run = _appd("--listen", "127.0.0.1:0", "--socket", str(base / "run" / "secured.sock"))
+    finally:
+        shutil.rmtree(base)
+    assert run.returncode == cli.EX_NOPERM
+    assert _errors(run) == [f"appd: error: cannot reach secured's socket {base / 'run' / 'secured.sock'} as user "
+                            "nobody (Permission denied): let that user enter every directory above it, or choose "
+                            "another --runtime-dir"]
+
+
+PEER = textwrap.dedent("""
+    import os, socket, sys
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(sys.argv[1])
+    os.chmod(sys.argv[1], 0o666)
+    os.setgid(65534); os.setuid(65534)  # listen() as nobody: that is the uid appd's SO_PEERCRED sees
+    listener.listen()
+    print("listening", flush=True)
+    conn, _ = listener.accept()
+    print("accepted", conn.recv(100), flush=True)
+""")
+
+
+@needs_root
+def test_a_channel_peer_that_is_not_secured_is_refused(tmp_path: Path) -> None:
+    """appd expects secured to run as 'daemon'; whatever listens on the path runs as nobody: refused before a
+    byte is sent (SO_PEERCRED), one line, status 77."""
+    base = Path(tempfile.mkdtemp(prefix="tls-privsep-peer-"))
+    os.chmod(base, 0o711)
+    path = base / "secured.sock"
+    fake = subprocess.Popen([sys.executable, "-c", PEER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout is not None and fake.stdout.readline() == "listening\n"
+        run = _appd("--listen", "127.0.0.1:0", "--socket", str(path), "--secured-user", "daemon")
+        fake.kill()
+        out, _ = fake.communicate()
+    finally:
+        shutil.rmtree(base)
+    assert run.returncode == cli.EX_NOPERM
+    assert _errors(run) == [f"appd: error: the process answering on {path} runs as uid 65534, not as secured's user "
+                            "(uid 1): refusing it (set appd.secured_user to secured's user)"]
+    assert "accepted b''" in out or out == ""  # the fake saw at most a connection close, never a hello
+
+
+def test_launcher_port_in_use_stops_at_once(pki: Pki, tmp_path: Path) -> None:
+    """Through the launcher: appd's one line, the launcher's exit status 78, both daemons gone."""
+    users = ["--secured-user", "nobody", "--appd-user", "nobody"] if AS_ROOT else []
+    rundir = Path(tempfile.mkdtemp(prefix="tls-privsep-rundir-"))
+    os.chmod(rundir, 0o711)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            run = subprocess.run([*cli.daemon_argv("launcher"), "run", "--listen", f"127.0.0.1:{port}",
+                                  "--cert", str(pki.ecdsa[0]), "--key", str(pki.ecdsa[1]), "--runtime-dir", str(rundir / "run"), "--log-format", "json", *users],
+                                 capture_output=True, text=True, timeout=60, check=False)
+        finally:
+            shutil.rmtree(rundir)
+    assert run.returncode == cli.EX_CONFIG, run.stderr
+    assert f"appd: error: cannot listen on 127.0.0.1:{port}: Address already in use" in _errors(run)
