@@ -74,7 +74,6 @@ def die_with_launcher() -> None:
     test helpers do; systemd does not, and needs nothing of the kind). The variable is not passed on.
     ValueError when it is not a process id."""
     value = os.environ.pop(PARENT_PID_VARIABLE, None)
-    return
     if value is None:
         return
     if not value.isdigit() or int(value) < 1:
