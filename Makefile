@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SYSPKGS := openssl gnutls-bin curl systemd
 SYSBINS := openssl gnutls-cli curl systemd-analyze systemd-socket-activate
 
-.PHONY: venv sysdeps test unit integration lint typecheck check run bench bench-engine bench-handoff bench-appphase fuzz clean
+.PHONY: venv sysdeps test unit integration lint typecheck check run bench bench-engine bench-handoff bench-appphase fuzz-deps fuzz fuzz-smoke clean
 
 venv: $(STAMP)
 
@@ -70,12 +70,20 @@ bench-appphase: venv
 	$(PY) tests/bench/appphase.py
 
 # Coverage-guided fuzzing (atheris/libFuzzer) of every parser, FUZZ_SECONDS each; seeds come from real
-# handshakes in memory. Findings land in fuzz/findings/<target>/ (see fuzz/README.md).
+# handshakes in memory. Findings land in fuzz/findings/<target>/ (see fuzz/README.md). fuzz-smoke is the
+# short run .ci/run makes: every target for FUZZ_SMOKE_SECONDS, failing on any finding.
 FUZZ_SECONDS ?= 60
-fuzz: venv
+FUZZ_SMOKE_SECONDS ?= 5
+fuzz-deps: venv
 	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q 'atheris>=2.3'
+
+fuzz: fuzz-deps
 	$(PY) -m fuzz.seeds
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
+
+fuzz-smoke: fuzz-deps
+	$(PY) -m fuzz.seeds
+	$(PY) -m fuzz.run --seconds $(FUZZ_SMOKE_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
