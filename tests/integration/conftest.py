@@ -18,9 +18,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests import certs
-from tls_privsep.shared import cli
+from tls_privsep.shared import cli, hardening
 
 ROOT = Path(__file__).resolve().parents[2]
+# Another install of tls_privsep to start the daemons from (test_first_contact's sealed virtualenv).
+DAEMON_PYTHON = os.environ.get("TLS_PRIVSEP_TEST_PYTHON")
 CLIENT_BINARIES = ("openssl", "gnutls-cli", "curl")
 
 
@@ -104,48 +106,66 @@ class Server:
 
     def stop(self) -> None:
         stop_processes((self.appd, self.secured))
+        for name in ("secured", "appd"):
+            late = [line for line in self.log_text(name).splitlines() if '"event": "late import"' in line]
+            assert not late, f"{name} imported after dropping privileges (add it to shared/preload.py): {late}"
 
 
 def start_pair(tmp: Path, args: list[str], *, secured_args: list[str] = (), appd_args: list[str] = ()) -> Server:
-    """Start secured and appd on a fresh socketpair; appd listens on 127.0.0.1:0 unless told otherwise."""
+    """Start secured and appd on a fresh socketpair; appd listens on 127.0.0.1:0 unless told otherwise.
+
+    Both stop when this process dies (``$TLS_PRIVSEP_PARENT_PID``), and a pair that fails to start is killed."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ready_r, ready_w = os.pipe()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), hardening.PARENT_PID_VARIABLE: str(os.getpid())}
     logs = tmp
     listen = [] if "--listen" in args else ["--listen", "127.0.0.1:0"]
     # As root (CI), the daemons refuse to keep root: let them drop to nobody.
     as_user = ["--user", "nobody"] if os.geteuid() == 0 else []
-    with open(logs / "secured.log", "wb") as slog, open(logs / "appd.log", "wb") as alog:
-        secured = subprocess.Popen(
-            [*cli.daemon_argv("secured"), "--ipc-fd", str(a.fileno()), "--log-format", "json", *as_user, *args,
-             *secured_args],
-            pass_fds=(a.fileno(),), stdout=slog, stderr=slog, env=env,
-        )
-        appd = subprocess.Popen(
-            [*cli.daemon_argv("appd"), "--ipc-fd", str(b.fileno()), "--ready-fd", str(ready_w),
-             "--log-format", "json", *as_user, *listen, *args, *appd_args],
-            pass_fds=(b.fileno(), ready_w), stdout=alog, stderr=alog, env=env,
-        )
-    a.close()
-    b.close()
-    os.close(ready_w)
-    deadline = time.monotonic() + 20
-    line = b""
-    while time.monotonic() < deadline and not line.endswith(b"\n"):
-        ready, _, _ = select.select([ready_r], [], [], 0.2)
-        if ready:
-            chunk = os.read(ready_r, 1024)
-            if not chunk:
-                break
-            line += chunk
-    os.close(ready_r)
-    if not line.endswith(b"\n"):
-        for p in (secured, appd):
-            p.kill()
-        raise RuntimeError(
-            "daemons did not start:\n" + (logs / "secured.log").read_text() + (logs / "appd.log").read_text()
-        )
-    host, _, port = line.decode().split()[0].rpartition(":")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with open(logs / "secured.log", "wb") as slog, open(logs / "appd.log", "wb") as alog:
+            procs.append(subprocess.Popen(
+                [*cli.daemon_argv("secured", DAEMON_PYTHON), "--ipc-fd", str(a.fileno()), "--log-format", "json", *as_user, *args,
+                 *secured_args],
+                pass_fds=(a.fileno(),), stdout=slog, stderr=slog, env=env,
+            ))
+            procs.append(subprocess.Popen(
+                [*cli.daemon_argv("appd", DAEMON_PYTHON), "--ipc-fd", str(b.fileno()), "--ready-fd", str(ready_w),
+                 "--log-format", "json", *as_user, *listen, *args, *appd_args],
+                pass_fds=(b.fileno(), ready_w), stdout=alog, stderr=alog, env=env,
+            ))
+        a.close()
+        b.close()
+        os.close(ready_w)
+        ready_w = -1
+        deadline = time.monotonic() + 20
+        line = b""
+        while time.monotonic() < deadline and not line.endswith(b"\n"):
+            ready, _, _ = select.select([ready_r], [], [], 0.2)
+            if ready:
+                chunk = os.read(ready_r, 1024)
+                if not chunk:
+                    break
+                line += chunk
+        if not line.endswith(b"\n"):
+            raise RuntimeError(
+                "daemons did not start:\n" + (logs / "secured.log").read_text() + (logs / "appd.log").read_text()
+            )
+        host, _, port = line.decode().split()[0].rpartition(":")
+    except BaseException:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        raise
+    finally:
+        a.close()
+        b.close()
+        os.close(ready_r)
+        if ready_w >= 0:
+            os.close(ready_w)
+    secured, appd = procs
     return Server(host.strip("[]"), int(port), secured, appd, logs)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -24,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import tls_privsep
 from tests.integration.conftest import ROOT, Pki
@@ -32,46 +33,22 @@ from tls_privsep.shared import cli
 AS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not AS_ROOT and os.environ.get("CI") != "true",
                                 reason="the daemons drop privileges only when started as root")
-RUNTIME_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^]]*\])?\s*([^;]*)(?:;(.*))?$")
 
 
 def _runtime_distributions(name: str) -> list[importlib.metadata.Distribution]:
-    """``name`` and everything it needs at run time (no extras), each once."""
+    """What ``name`` needs at run time (no extras; markers as this interpreter sees them), each once."""
     found: dict[str, importlib.metadata.Distribution] = {}
     todo = [name]
     while todo:
-        current = todo.pop()
-        key = re.sub(r"[-_.]+", "-", current).lower()
-        if key in found:
+        current = canonicalize_name(todo.pop())
+        if current in found:
             continue
-        dist = importlib.metadata.distribution(current)
-        found[key] = dist
-        for requirement in dist.requires or ():
-            match = RUNTIME_REQUIREMENT.match(requirement)
-            if match is None:
-                continue
-            marker = match.group(3) or ""
-            if "extra" in marker:
-                continue
-            if marker and not _marker_holds(marker):
-                continue
-            todo.append(match.group(1))
-    return [dist for key, dist in found.items() if key != "tls-privsep"]
-
-
-def _marker_holds(marker: str) -> bool:
-    """The few environment markers our dependencies use (python_version, sys_platform, implementation)."""
-    env = {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}", "sys_platform": sys.platform,
-           "platform_python_implementation": sys.implementation.name.capitalize().replace("Cpython", "CPython"),
-           "implementation_name": sys.implementation.name, "os_name": os.name}
-    expression = marker
-    for var, value in env.items():
-        expression = expression.replace(var, repr(value))
-    expression = re.sub(r"'(\d+(?:\.\d+)*)'", lambda m: repr(tuple(int(p) for p in m.group(1).split("."))), expression)
-    try:
-        return bool(eval(expression, {"__builtins__": {}}))
-    except Exception:
-        return True
+        found[current] = dist = importlib.metadata.distribution(current)
+        for text in dist.requires or ():
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return [dist for key, dist in found.items() if key != canonicalize_name(name)]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +88,8 @@ def test_daemons_from_a_sealed_install_serve_every_code_path(sealed_python: Path
     env = {**os.environ, "TLS_PRIVSEP_TEST_PYTHON": str(sealed_python), "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "run"),
-         "tests/integration/test_interop.py", "tests/integration/test_reload.py", "tests/integration/test_apps.py"],
+         "tests/integration/test_interop.py", "tests/integration/test_reload.py", "tests/integration/test_traffic.py",
+         "tests/integration/test_smoke.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

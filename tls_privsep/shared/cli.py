@@ -18,13 +18,14 @@ from tls_privsep.shared.errors import ConfigError
 EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_OSERR, EX_NOPERM, EX_CONFIG = 0, 64, 69, 70, 71, 77, 78
 
 
-def daemon_argv(program: str) -> list[str]:
-    """The command that starts one of our programs (``secured``, ``appd``, ``launcher``) with this interpreter.
+def daemon_argv(program: str, python: str | None = None) -> list[str]:
+    """The command that starts one of our programs (``secured``, ``appd``, ``launcher``) with this
+    interpreter, or with ``python`` (another install of ours).
 
     ``-E -P``: neither PYTHONPATH nor the caller's working directory comes before our own install,
     so a user's package named like one of ours can never stand in for it.
     """
-    return [sys.executable, "-E", "-P", "-m", f"tls_privsep.{program}"]
+    return [python or sys.executable, "-E", "-P", "-m", f"tls_privsep.{program}"]
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
