@@ -10,14 +10,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import select
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -53,10 +57,11 @@ def expected_digest(seed: int, total: int) -> str:
 class TcpBackend:
     """Listens on 127.0.0.1:0 and runs ``handler(sock, results)`` in a thread for every accepted connection."""
 
-    def __init__(self, handler: Callable[[socket.socket, dict[str, object]], None]) -> None:
+    def __init__(self, handler: Callable[[socket.socket, dict[str, object]], None],
+                 listener: socket.socket | None = None) -> None:
         self.handler = handler
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
+        self.listener = listener if listener is not None else socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1] if self.listener.family != socket.AF_UNIX else 0
         self.results: list[dict[str, object]] = []
         self.errors: list[BaseException] = []
         self._done = threading.Condition()
@@ -371,6 +376,47 @@ def test_half_close_client_first_while_backend_still_sends(
     assert client.eof_received and client.eof_sent
     (conn,) = wait_events(server, "connection", 1)
     assert conn["outcome"] == "closed"
+
+
+def test_unix_backend_with_a_proxy_header(
+        pair: Callable[..., Server], client_ctx: ssl.SSLContext, tmp_path: Path) -> None:
+    """unix: backend with appd.proxy_protocol: the backend reads a PROXY v2 header, then the client's bytes,
+    and its answer reaches the client (as root, appd reaches the socket as nobody)."""
+    base = Path(tempfile.mkdtemp(prefix="tls-privsep-unix-backend-"))
+    os.chmod(base, 0o711)
+    path = base / "app.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o666)
+    listener.listen()
+
+    def handler(sock: socket.socket, result: dict[str, object]) -> None:
+        data = b""
+        while chunk := sock.recv(65536):  # the client closes its side after its bytes
+            data += chunk
+        result["signature"] = data[:12]
+        length = int.from_bytes(data[14:16], "big")
+        result["payload"] = data[16 + length:]
+        sock.sendall(b"unix says " + data[16 + length:])
+        sock.shutdown(socket.SHUT_WR)
+
+    backend = TcpBackend(handler, listener)
+    (tmp_path / "proxy.toml").write_text("[appd]\nproxy_protocol = true\n")
+    try:
+        server = pair("-c", str(tmp_path / "proxy.toml"), "--backend", f"unix:{path}")
+        client = BioClient(server.host, server.port, client_ctx)
+        received = bytearray()
+        try:
+            client.transfer(iter([b"hello"]), received.extend)
+        finally:
+            client.close()
+        (result,) = backend.wait()
+    finally:
+        backend.close()
+        shutil.rmtree(base)
+    assert result["signature"] == b"\r\n\r\n\x00\r\nQUIT\n"
+    assert result["payload"] == b"hello"
+    assert bytes(received) == b"unix says hello"
 
 
 def test_half_close_backend_first_while_client_still_sends(
