@@ -375,6 +375,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
         return pending[start:end]
 
     async def _read_transport(self) -> bytes | bytearray:
+        data: bytes | bytearray | None
         if self.idle_timeout is None:
             data = self._read_ready()
             if data is None:
@@ -390,6 +391,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
                 if data is None and trio.current_time() >= self.last_activity + self.idle_timeout:
                     raise _Idle
         self.last_activity = trio.current_time()
+        assert data is not None  # both branches loop until there is data (or raise)
         return data
 
     def _read_ready(self) -> bytes | None:
