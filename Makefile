@@ -38,7 +38,7 @@ lint: venv
 	$(PY) -m ruff check tls_privsep tests fuzz bench
 
 typecheck: venv
-	$(PY) -m mypy -p tls_privsep.shared -p tls_privsep.secured
+	$(PY) -m mypy -p tls_privsep
 
 check: lint typecheck test
 
