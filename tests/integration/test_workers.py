@@ -142,3 +142,31 @@ def test_reload_and_stop_reach_every_worker(pki: Pki, started: tuple[int, int, P
     while any(alive(p) for p in everyone) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(p) for p in everyone)
+
+
+def test_workers_that_keep_dying_stop_their_daemon_and_the_launcher_restarts_it(
+        pki: Pki, started: tuple[int, int, Path]) -> None:
+    """kill -9 both appd workers, five rounds: a slot whose process died 5 times within 60 s makes appd's supervisor
+    give up (one line, exit 70); the launcher restarts appd as a whole, which serves again."""
+    pid, port, logfile = started
+    supervisor = children(pid)["appd"]
+    killed: set[int] = set()
+    for _ in range(5):
+        current = wait_for(lambda killed=killed: len(now := set(workers_of(supervisor))) == WORKERS
+                           and not now & killed and now, 10, "a fresh pair of appd workers")
+        assert isinstance(current, set)
+        for worker in current:
+            os.kill(worker, signal.SIGKILL)
+        killed.update(current)
+    wait_for(lambda: log_events(logfile, "workers keep dying; giving up"), 10, "appd's supervisor to give up")
+    (gave_up,) = log_events(logfile, "workers keep dying; giving up")
+    assert (gave_up["daemon"], gave_up["level"], gave_up["deaths"], gave_up["window"], gave_up["last_exit"]) == \
+        ("appd", "error", 5, 60.0, "signal SIGKILL")
+    restarts = [e for e in log_events(logfile, "worker exited; restarting") if e["daemon"] == "appd"]
+    assert sorted({float(str(e["delay"])) for e in restarts}) == [0.1, 0.2, 0.4, 0.8]
+    wait_for(lambda: "tls-privsep: appd exited (status 70); restarting in 0.1 s" in logfile.read_text(), 10,
+             "the launcher to restart appd")
+    wait_for(lambda: (new := children(pid).get("appd")) not in (None, supervisor) and
+             len(workers_of(new)) == WORKERS, 20, "a new appd with its workers")
+    ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+    wait_for(lambda: echo(ctx, port), 20, "connections after appd's restart")

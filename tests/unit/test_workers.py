@@ -1,11 +1,16 @@
-"""The pre-fork supervisor's signal plumbing: a signal sent to a worker right after its fork is never lost."""
+"""The pre-fork supervisor: a signal sent to a worker right after its fork is never lost, a worker that keeps
+dying stops the daemon, and a worker never outlives its supervisor."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +69,92 @@ def test_parent_mask_is_restored() -> None:
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+
+
+# ---- crash loops and orphans (in a child process: the supervisor installs handlers and forks) ------------------
+
+SUPERVISOR = """
+import sys, time
+from tls_privsep.shared import log, workers
+from tls_privsep.shared.restarts import RestartPolicy
+
+def crash(index, instance):
+    time.sleep(0.05)
+    raise RuntimeError(f"boom {instance}")
+
+logger = log.setup("json", daemon="appd")
+sys.exit(workers.supervise(1, crash, log=logger, status="1 worker",
+                           policy=RestartPolicy(limit=4, window=30.0, first_delay=0.01)))
+"""
+
+
+def _events(stderr: str) -> list[dict[str, object]]:
+    out = []
+    for line in stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+def test_a_worker_that_keeps_dying_stops_the_supervisor_with_70() -> None:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", SUPERVISOR], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 70, result.stderr
+    assert time.monotonic() - started < 30
+    events = _events(result.stderr)
+    restarts = [e for e in events if e["event"] == "worker exited; restarting"]
+    assert [(e["restarts"], e["delay"]) for e in restarts] == [(1, 0.01), (2, 0.02), (3, 0.04)]
+    (gave_up,) = [e for e in events if e["event"] == "workers keep dying; giving up"]
+    assert gave_up["level"] == "error" and gave_up["daemon"] == "appd"
+    assert (gave_up["worker"], gave_up["deaths"], gave_up["window"]) == (0, 4, 30.0)
+    assert gave_up["last_exit"] == "status 70"
+    assert gave_up["last_error"] == "worker 0: RuntimeError: boom 4"  # the fourth process's own line
+    own_lines = [line for line in result.stderr.splitlines() if line.startswith("worker 0: RuntimeError: boom")]
+    assert len(own_lines) == 4  # each worker's line, once, and no traceback
+    assert "Traceback" not in result.stderr
+
+
+SPAWNER = """
+import os, sys, time
+from tls_privsep.shared import workers
+
+def sleep(index, instance):
+    time.sleep(60)
+    return 0
+
+print(workers._spawn(0, 1, sleep), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_worker_dies_with_its_supervisor_even_by_sigkill() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SPAWNER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        worker = int(proc.stdout.readline())
+        time.sleep(0.3)  # the worker is past its prctl
+        assert _alive(worker)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(worker), "the worker outlived its SIGKILLed supervisor"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's zombie waits for whoever adopts it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

@@ -5,6 +5,11 @@ its sockets are bound (and, for secured, its keys loaded) and before any event l
 The supervisor runs no event loop and no connection: it forwards SIGTERM/SIGINT/SIGHUP to its
 workers, restarts a worker that dies unexpectedly (a worker refusing its configuration stops them
 all), speaks for the daemon to systemd, and exits once every worker has exited after a stop.
+
+Restarts follow :mod:`shared.restarts`: a delay from 0.1 s doubling to 5 s, and a worker slot whose
+process died 5 times within 60 s stops the daemon with 70 (one ``workers keep dying; giving up``
+line naming the worker and its last error). Each worker gets SIGTERM from the kernel when its
+supervisor dies, whatever killed it (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -16,14 +21,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tls_privsep.shared import systemd
+from tls_privsep.shared import hardening, systemd
+from tls_privsep.shared.restarts import EX_GAVE_UP, CrashLoop, RestartPolicy
 
 EX_USAGE, EX_CONFIG = 64, 78
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _TICK = 0.2  # seconds between looks at the children when no signal arrives
+_LAST_ERROR_MAX = 300  # characters of a worker's last error line kept for the give-up line
 
 
-def _spawn(index: int, instance: int, work: Callable[[int, int], int]) -> int:
+def _spawn(index: int, instance: int, work: Callable[[int, int], int], error_fd: int | None = None) -> int:
+    """Fork a worker running ``work(index, instance)``; its pid. A worker that fails writes its one error line
+    to stderr, and to ``error_fd`` when given (the supervisor's pipe for the give-up line)."""
+    supervisor = os.getpid()
     # The forwarded signals stay blocked across fork: one that arrived in between would otherwise run the
     # supervisor's handler in the child and be lost. The child unblocks them only once its own
     # dispositions are in place (SIGHUP ignored until its event loop takes it over).
@@ -38,13 +48,21 @@ def _spawn(index: int, instance: int, work: Callable[[int, int], int]) -> int:
         return pid
     code = 70  # EX_SOFTWARE unless work() says otherwise
     try:
+        # Not inherited across fork: without it, a SIGKILLed supervisor would leave its workers serving.
+        hardening.die_with_parent(supervisor)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         code = work(index, instance)
     except BaseException as exc:  # the last resort of a worker: one line, then the supervisor restarts it
-        print(f"worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        line = f"worker {index}: {type(exc).__name__}: {exc}"
+        print(line, file=sys.stderr)
+        if error_fd is not None:
+            try:
+                os.write(error_fd, line.encode(errors="replace")[:4096] + b"\n")
+            except OSError:
+                pass
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -53,7 +71,7 @@ def _spawn(index: int, instance: int, work: Callable[[int, int], int]) -> int:
 
 def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: str,
               on_reload: Callable[[], bool] | None = None, on_tick: Callable[[], None] | None = None,
-              on_stop: Callable[[], None] | None = None) -> int:
+              on_stop: Callable[[], None] | None = None, policy: RestartPolicy | None = None) -> int:
     """Run ``work(index, instance)`` in ``count`` forked workers until a stop signal; returns the exit status.
 
     ``index`` is the worker's slot (0..count-1, kept across restarts); ``instance`` numbers every process
@@ -63,6 +81,9 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
     checks the new certificates there, so that systemd hears whether the reload worked). ``on_tick`` runs
     about every 0.2 s (secured moves its ticket-key ratchet on); ``on_stop`` once, when stopping begins
     (appd closes its copies of the listeners, so that new clients are refused rather than queued).
+
+    ``policy`` (default: :mod:`shared.restarts`' constants) sets the delays before restarts and when a worker
+    slot that keeps dying stops the daemon with 70.
     """
     pending: list[int] = []
 
@@ -71,20 +92,46 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
 
     for forwarded in _FORWARDED:
         signal.signal(forwarded, note)
+    policy = policy or RestartPolicy()
     workers: dict[int, int] = {}  # pid -> index
-    started: dict[int, float] = {}
-    restarts = [0] * count
+    errors: dict[int, int] = {}  # pid -> read end of its error pipe
+    loops = [CrashLoop(policy) for _ in range(count)]
+    due: dict[int, float] = {}  # index -> when its next process starts (monotonic)
     spawned = 0
-    for index in range(count):
+
+    def start(index: int) -> int:
+        nonlocal spawned
         spawned += 1
-        pid = _spawn(index, spawned, work)
-        workers[pid], started[index] = index, time.monotonic()
+        read_end, write_end = os.pipe()
+        try:
+            pid = _spawn(index, spawned, work, write_end)
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        os.set_blocking(read_end, False)
+        workers[pid], errors[pid] = index, read_end
+        loops[index].started()
+        return pid
+
+    for index in range(count):
+        start(index)
     log.info("workers started", workers=count, pids=sorted(workers))
     systemd.notify(f"READY=1\nSTATUS={status}")
     stopping: int | None = None  # the signal that stops us
     exit_code = 0
     next_beat = time.monotonic() + systemd.heartbeat_period()
-    while workers:
+
+    def stop(signum: int) -> None:
+        nonlocal stopping
+        if stopping is None and on_stop is not None:
+            on_stop()
+        stopping = signum
+        due.clear()
+        _signal_all(workers, signal.SIGTERM)
+
+    while workers or due:
         while pending:
             signum = pending.pop(0)
             if signum == signal.SIGHUP and stopping is None:
@@ -97,42 +144,70 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
                 if stopping is None:
                     log.info("stopping", signal=signal.Signals(signum).name, workers=len(workers))
                     systemd.notify("STOPPING=1\nSTATUS=stopping")
-                    if on_stop is not None:
-                        on_stop()
-                stopping = signum
-                _signal_all(workers, signal.SIGTERM)
+                stop(signum)
+        now = time.monotonic()
+        for index, at in sorted(due.items()):
+            if at <= now:
+                del due[index]
+                start(index)
         try:
             pid, wait_status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
+        except ChildProcessError:  # none left: every slot is waiting for its restart
+            if not due:
+                break
+            pid, wait_status = 0, 0
         if pid == 0 or pid not in workers:
             if on_tick is not None:
                 on_tick()
             if time.monotonic() >= next_beat:
                 systemd.beat(status)
                 next_beat = time.monotonic() + systemd.heartbeat_period()
-            time.sleep(_TICK)
+            nap = min([_TICK, *(at - time.monotonic() for at in due.values())])
+            if pid == 0 and nap > 0:
+                time.sleep(nap)
             continue
         index = workers.pop(pid)
+        last_error = _last_line(errors.pop(pid))
         code = os.waitstatus_to_exitcode(wait_status)
         if stopping is not None:
             continue
         if code in (EX_CONFIG, EX_USAGE):
             log.error("worker refused its configuration; stopping", worker=index, status=code)
-            exit_code, stopping = code, signal.SIGTERM
-            if on_stop is not None:
-                on_stop()
-            _signal_all(workers, signal.SIGTERM)
+            exit_code = code
+            stop(signal.SIGTERM)
             continue
-        restarts[index] += 1
-        quick = time.monotonic() - started[index] < 1.0
-        log.warning("worker exited; restarting", worker=index, status=code, restarts=restarts[index])
-        if quick:
-            time.sleep(min(0.2 * restarts[index], 2.0))
-        spawned += 1
-        pid = _spawn(index, spawned, work)
-        workers[pid], started[index] = index, time.monotonic()
+        delay = loops[index].died()
+        if delay is None:
+            log.error("workers keep dying; giving up", worker=index, deaths=loops[index].deaths,
+                      window=policy.window, last_exit=_describe(code), last_error=last_error or None)
+            systemd.notify(f"STOPPING=1\nSTATUS=worker {index} {loops[index].describe()}; giving up")
+            exit_code = EX_GAVE_UP
+            stop(signal.SIGTERM)
+            continue
+        log.warning("worker exited; restarting", worker=index, status=code, restarts=loops[index].restarts,
+                    delay=delay)
+        due[index] = time.monotonic() + delay
+    for read_end in errors.values():
+        os.close(read_end)
     return exit_code
+
+
+def _last_line(fd: int) -> str:
+    """The last non-empty line a dead worker wrote to its error pipe (what is there now; never blocks)."""
+    data = b""
+    try:
+        while chunk := os.read(fd, 65536):
+            data = (data + chunk)[-65536:]
+    except BlockingIOError:
+        pass  # a process the worker forked still holds the pipe open
+    finally:
+        os.close(fd)
+    lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip()[:_LAST_ERROR_MAX] if lines else ""
+
+
+def _describe(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
 
 
 def _signal_all(workers: dict[int, int], signum: int) -> None:
