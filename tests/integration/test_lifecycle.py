@@ -6,6 +6,7 @@ daemons drop to ``nobody`` and appd must still reach secured's socket in it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -208,9 +209,13 @@ def test_start_status_stop_status(pki: Pki, rundir: Path, client_ctx: ssl.SSLCon
         pid = int((rundir / "tls-privsep.pid").read_text())
         wait_for(lambda: echo(client_ctx, port), 5, "the first connection")  # see test_ready_line_means_serving
         status = launcher("status", "--runtime-dir", str(rundir))
-        assert (status.returncode, status.stdout.strip()) == (0, f"tls-privsep: running (pid {pid})")
         daemons = children(pid)
         assert set(daemons) == {"secured", "appd"}
+        assert (status.returncode, status.stdout.splitlines()) == (0, [
+            f"tls-privsep: running (pid {pid})",
+            f"  secured: pid {daemons['secured']}, 0 restarts",
+            f"  appd: pid {daemons['appd']}, 0 restarts",
+        ])
 
         stopped = launcher("stop", "--runtime-dir", str(rundir))
         assert (stopped.returncode, stopped.stdout.strip()) == (0, "tls-privsep: stopped")
@@ -294,3 +299,100 @@ def test_sigterm_to_appd_drains_an_open_connection(pair: Callable[..., Server], 
     assert took < 10.0, f"appd took {took:.1f} s, more than its drain time"
     log = server.log_text("appd")
     assert '"outcome": "closed"' in log and "drain timeout" not in log
+
+
+# ---- crash loops -------------------------------------------------------------------------------------------------
+
+
+def events(text: str, daemon: str, event: str) -> list[dict[str, object]]:
+    """The daemons' JSON log lines for one event, from the launcher's stderr (it passes theirs through)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("daemon") == daemon and entry.get("event") == event:
+            out.append(entry)
+    return out
+
+
+def test_a_daemon_that_keeps_dying_stops_the_launcher_with_one_line(pki: Pki, rundir: Path, tmp_path: Path) -> None:
+    """kill -9 appd, each time once it is ready again: restarts after 0.1, 0.2, 0.4, 0.8 s; the fifth death within
+    60 s stops everything, exit 70, one line naming appd and the last line it wrote."""
+    err = tmp_path / "stderr"
+    with open(err, "wb") as e:
+        proc = subprocess.Popen(
+            [*cli.daemon_argv("launcher"), "run", "--listen", "127.0.0.1:0", *cert_args(pki), "--backend", "echo",
+             "--runtime-dir", str(rundir), "--log-format", "json", *USERS],
+            stdout=subprocess.DEVNULL, stderr=e, env=ENV,
+        )
+    try:
+        for death in range(5):
+            wait_for(lambda death=death: len(events(err.read_text(), "appd", "ready")) > death, 20,
+                     f"appd ready after {death} deaths")
+            appd = children(proc.pid)["appd"]
+            os.kill(appd, signal.SIGKILL)
+            wait_for(lambda appd=appd: not alive(appd), 5, "appd gone")
+        assert proc.wait(20) == 70
+        daemons_left = children(proc.pid)
+        assert not daemons_left
+        text = err.read_text()
+        lines = text.splitlines()
+        restarting = [line for line in lines if line.startswith("tls-privsep: appd exited")]
+        assert restarting == [f"tls-privsep: appd exited (signal SIGKILL); restarting in {d} s"
+                              for d in ("0.1", "0.2", "0.4", "0.8")]
+        (gave_up,) = [line for line in lines if line.startswith("tls-privsep: appd died")]
+        prefix = "tls-privsep: appd died 5 times in 60 s (last exit: signal SIGKILL); last error: "
+        assert gave_up.startswith(prefix) and gave_up.endswith("; giving up"), gave_up
+        last = gave_up[len(prefix):-len("; giving up")]
+        assert json.loads(last)["daemon"] == "appd"  # the last line appd wrote before its fifth death
+        assert last in lines[:lines.index(gave_up)]  # and it went through unchanged
+        assert "Traceback" not in text
+        state = json.loads((rundir / "tls-privsep.state").read_text())
+        assert state["launcher"] == {"pid": proc.pid, "state": "gave up", "message": gave_up[len("tls-privsep: "):]}
+        assert state["daemons"]["appd"] == {"pid": None, "restarts": 4, "last_exit": -9, "last_error": last}
+        assert state["daemons"]["secured"] == {"pid": None, "restarts": 0, "last_exit": None, "last_error": None}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in children(proc.pid).values():
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_status_shows_restarts_and_a_give_up(pki: Pki, rundir: Path) -> None:
+    """In the background with --restart-limit 3: status lists each daemon's pid, restarts, last exit and last error
+    line; after the third death the launcher is gone and status (1: dead, pid file left) says why."""
+    started = launcher("start", "--listen", "127.0.0.1:0", *cert_args(pki), "--backend", "echo",
+                       "--runtime-dir", str(rundir), "--log-format", "json", "--restart-limit", "3", *USERS)
+    logfile = rundir / "tls-privsep.log"
+    try:
+        assert started.returncode == 0, started.stderr
+        pid = int((rundir / "tls-privsep.pid").read_text())
+        for death in range(2):
+            wait_for(lambda death=death: len(events(logfile.read_text(), "appd", "ready")) > death, 20, "appd ready")
+            os.kill(children(pid)["appd"], signal.SIGKILL)
+        wait_for(lambda: len(events(logfile.read_text(), "appd", "ready")) == 3, 20, "appd ready again")
+        daemons = children(pid)
+        status = launcher("status", "--runtime-dir", str(rundir))
+        assert status.returncode == 0, status
+        lines = status.stdout.splitlines()
+        assert lines[:2] == [f"tls-privsep: running (pid {pid})", f"  secured: pid {daemons['secured']}, 0 restarts"]
+        appd_prefix = f"  appd: pid {daemons['appd']}, 2 restarts, last exit signal SIGKILL, last error: "
+        assert lines[2].startswith(appd_prefix) and len(lines) == 3, lines
+        assert json.loads(lines[2][len(appd_prefix):])["daemon"] == "appd"
+        state = rundir / "tls-privsep.state"
+        assert (state.stat().st_uid, state.stat().st_mode & 0o777) == (os.geteuid(), 0o600)
+
+        os.kill(daemons["appd"], signal.SIGKILL)  # the third death within 60 s
+        wait_for(lambda: not alive(pid), 20, "the launcher to give up")
+        status = launcher("status", "--runtime-dir", str(rundir))
+        assert status.returncode == 1, status
+        lines = status.stdout.splitlines()
+        assert lines[0] == f"tls-privsep: dead, but pid file {rundir / 'tls-privsep.pid'} remains"
+        assert lines[-1].startswith("  launcher: appd died 3 times in 60 s (last exit: signal SIGKILL); last error: ")
+        assert lines[-1].endswith("; giving up")
+        assert f"tls-privsep: {lines[-1][len('  launcher: '):]}" in logfile.read_text().splitlines()
+    finally:
+        launcher("stop", "--runtime-dir", str(rundir))

@@ -3,7 +3,16 @@
 The launcher never reads a key. It validates the settings, starts ``secured`` (listening on a
 private Unix socket in the runtime directory) and ``appd`` (connecting to it) as child processes,
 prints one ready line, restarts a child that dies, forwards SIGTERM/SIGINT, and passes SIGHUP to
-secured (a certificate reload). Exit codes follow sysexits: 64 usage, 78 configuration.
+secured (a certificate reload). Exit codes follow sysexits: 64 usage, 78 configuration, 70 when a
+daemon keeps dying.
+
+The children's stderr goes through the launcher: every line is passed on unchanged as it arrives,
+and the last one is kept as the child's last error. A child that dies is restarted after a delay
+from 0.1 s doubling to 5 s (back to 0.1 s once it has been up a minute); one that dies 5 times
+within 60 s (``--restart-limit``, ``--restart-window``) stops everything: one line naming it and
+its last error, exit 70. The state file (``tls-privsep.state`` in the runtime directory, JSON) holds
+each daemon's pid, restarts, last exit and last error line for ``tls-privsep status``. The children
+get ``$TLS_PRIVSEP_PARENT_PID`` and ask the kernel for SIGTERM when the launcher dies, however it dies.
 """
 
 from __future__ import annotations
@@ -19,14 +28,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from tls_privsep.shared import cli
+from tls_privsep.shared import cli, hardening, restarts
 from tls_privsep.shared.config import Settings
 from tls_privsep.shared.errors import ConfigError
+from tls_privsep.shared.restarts import CrashLoop, RestartPolicy
 
 READY_TIMEOUT = 20.0
 RELOAD_TIMEOUT = 15.0
+LAST_LINE_MAX = 300  # characters of a child's last stderr line kept as its last error
 _CONSOLE_EVENT = re.compile(r"^\S+ \[\w+\s*\] (certificates reloaded|reload refused)(?:\s|$)")
 
 
@@ -42,12 +55,30 @@ def parser() -> argparse.ArgumentParser:
         cli.add_common(sp)
         sp.add_argument("--secured-user", metavar="USER", help="user secured drops to (required as root)")
         sp.add_argument("--appd-user", metavar="USER", help="user appd drops to (required as root)")
+        if name != "check-config":
+            sp.add_argument("--restart-limit", type=_positive(int), default=restarts.LIMIT, metavar="N",
+                            help=f"give up when a daemon dies N times within the window (default {restarts.LIMIT})")
+            sp.add_argument("--restart-window", type=_positive(float), default=restarts.WINDOW, metavar="SECONDS",
+                            help=f"the window for --restart-limit (default {restarts.WINDOW:g})")
     for name, text in (("stop", "stop a background instance"), ("status", "LSB status: 0 running, 3 stopped"),
                        ("reload", "reload the certificates of a background instance (SIGHUP)")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--runtime-dir", metavar="DIR")
     sub.add_parser("demo-certs", help="make a self-signed RSA-2048 and ECDSA P-256 pair").add_argument("dir")
     return p
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"not a positive {'whole ' if kind is int else ''}number: {text!r}")
+        return value
+
+    return convert
 
 
 def runtime_dir(explicit: str | None, settings: Settings | None = None) -> Path:
@@ -93,47 +124,300 @@ def passthrough(args: argparse.Namespace) -> list[str]:
     return out
 
 
+class _Stream:
+    """A pipe from a child, read without blocking: its stderr (each line forwarded unchanged to ours as it arrives,
+    the last non-empty one remembered) or its ready pipe (one line, kept)."""
+
+    def __init__(self, fd: int, *, forward: bool) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.forward = forward
+        self.buffer = b""
+        self.last_line = ""
+        self.first_line: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.fd >= 0
+
+    def pump(self) -> bool:
+        """Read what is there (True if anything was); at end of file, pass on a last unterminated line and close."""
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return False
+        *lines, self.buffer = (self.buffer + chunk).split(b"\n")
+        for line in lines:
+            self._line(line + b"\n")
+        if len(self.buffer) > 65536:  # no newline in sight: pass it on as it is
+            self._line(self.buffer)
+            self.buffer = b""
+        return True
+
+    def _line(self, line: bytes) -> None:
+        if self.forward:
+            _forward(line)
+        text = line.decode(errors="replace").strip()
+        if text:
+            self.last_line = text[:LAST_LINE_MAX]
+            if self.first_line is None:
+                self.first_line = text
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        if self.buffer and self.forward:  # (a ready line counts only with its newline)
+            self._line(self.buffer + b"\n")
+            self.buffer = b""
+        os.close(self.fd)
+        self.fd = -1
+
+
+_forwarding = [True]
+
+
+def _forward(data: bytes) -> None:
+    """Write a child's line to our stderr; a stderr that went away (a closed pipe) drops the rest silently."""
+    if not _forwarding[0]:
+        return
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(2, view):]
+    except BlockingIOError:
+        select.select([], [2], [], 1.0)  # a slow reader: wait a little, then drop the rest of this line
+    except OSError:
+        _forwarding[0] = False
+
+
+def _say(line: str) -> None:
+    """One line of ours on stderr (never a traceback for a stderr that went away)."""
+    try:
+        print(f"tls-privsep: {line}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 class Child:
-    def __init__(self, name: str, argv: list[str], *, ready_fd: bool = False) -> None:
+    """One daemon under the launcher: its process, its stderr, its ready pipe (appd), its crash-loop record."""
+
+    def __init__(self, name: str, argv: list[str], *, ready_fd: bool = False,
+                 policy: RestartPolicy | None = None) -> None:
         self.name = name
         self.argv = argv
         self.ready_fd = ready_fd
         self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-        self.started_at = 0.0
+        self.stderr: _Stream | None = None
+        self.ready: _Stream | None = None
+        self.loop = CrashLoop(policy or RestartPolicy())
+        self.restart_at: float | None = None  # waiting to be started again
+        self.last_exit: int | None = None  # of its last death, as Popen.returncode: negative for a signal
+        self.exit_code: int | None = None  # of its last exit, asked for or not
+        self.last_error = ""
 
-    def start(self) -> int | None:
-        """Start the child; returns the read end of its ready pipe when it has one."""
-        read_end = None
+    @property
+    def restarts(self) -> int:
+        return self.loop.restarts
+
+    def start(self) -> None:
+        """Start the child, its stderr piped to us (and, for appd, a ready pipe)."""
         argv = list(self.argv)
+        err_r, err_w = os.pipe()
+        ready_r = ready_w = -1
         pass_fds: tuple[int, ...] = ()
-        if self.ready_fd:
-            read_end, write_end = os.pipe()
-            argv += ["--ready-fd", str(write_end)]
-            pass_fds = (write_end,)
-        self.proc = subprocess.Popen(argv, pass_fds=pass_fds)
-        self.started_at = time.monotonic()
-        if self.ready_fd:
-            os.close(pass_fds[0])
-        return read_end
+        try:
+            if self.ready_fd:
+                ready_r, ready_w = os.pipe()
+                argv += ["--ready-fd", str(ready_w)]
+                pass_fds = (ready_w,)
+            self.proc = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stderr=err_w,
+                                         env=_child_env())
+        except BaseException:
+            for fd in (err_r, ready_r):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        finally:
+            os.close(err_w)
+            if ready_w >= 0:
+                os.close(ready_w)
+        self.stderr = _Stream(err_r, forward=True)
+        self.ready = _Stream(ready_r, forward=False) if ready_r >= 0 else None
+        self.restart_at = None
+        self.loop.started()
 
-
-def _read_ready(fd: int, proc: subprocess.Popen[bytes]) -> str | None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    data = b""
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
+    def reaped(self, code: int, *, died: bool = True) -> _Stream | None:
+        """Note its exit (``died``: not one we asked for): its last error line is the last one it wrote. Returns its
+        stderr if descendants (workers on their way out) still hold it open, to go on forwarding."""
+        self.proc = None
+        self.exit_code = code
+        pipe, self.stderr = self.stderr, None
+        if self.ready is not None:
+            self.ready.close()
+            self.ready = None
+        if pipe is not None:
+            for _ in range(64):  # whatever it wrote last (it is dead: this does not wait)
+                if not pipe.pump():
                     break
-                data += chunk
-                if data.endswith(b"\n"):
-                    return data.decode().strip()
-    finally:
-        os.close(fd)
-    return None
+        if died:
+            self.last_exit, self.last_error = code, pipe.last_line if pipe is not None else ""
+        return pipe if pipe is not None and pipe.open else None
+
+
+def _state_file(rundir: Path) -> Path:
+    return rundir / "tls-privsep.state"
+
+
+class Supervisor:
+    """The launcher's loop: forward the children's stderr, restart a child that dies (with backoff), give up on a
+    crash loop, and keep the state file that ``tls-privsep status`` reads."""
+
+    def __init__(self, children: list[Child], stopping: list[int], rundir: Path | None = None) -> None:
+        self.children = children
+        self.stopping = stopping
+        self.state_path = _state_file(rundir) if rundir is not None else None
+        self.draining: list[_Stream] = []  # the stderr of dead children that something still holds open
+        self.outcome = "running"
+        self.message = ""
+        self._state_failed = False
+
+    def pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for output from any child, and pass it on."""
+        streams = [s for c in self.children for s in (c.stderr, c.ready) if s is not None and s.open]
+        streams += [s for s in self.draining if s.open]
+        if not streams:
+            time.sleep(timeout)
+            return
+        readable, _, _ = select.select([s.fd for s in streams], [], [], timeout)
+        for stream in streams:
+            if stream.fd in readable:
+                stream.pump()
+        self.draining = [s for s in self.draining if s.open]
+
+    def reap(self, child: Child, code: int, *, died: bool = True) -> None:
+        pipe = child.reaped(code, died=died)
+        if pipe is not None:
+            self.draining.append(pipe)
+
+    def wait_ready(self, child: Child, timeout: float) -> str | None:
+        """``child``'s ready line, forwarding every child's stderr meanwhile; None if it exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not self.stopping and child.ready is not None and child.proc is not None:
+            self.pump(0.1)
+            ready = child.ready
+            if ready.first_line is not None:
+                ready.close()
+                return ready.first_line
+            if not ready.open or child.proc.poll() is not None or time.monotonic() > deadline:
+                break
+        return None
+
+    def run(self) -> int:
+        """Until a stop signal, a configuration refusal or a crash loop; the launcher's exit status."""
+        while not self.stopping:
+            self.pump(0.1)
+            for child in self.children:
+                if child.ready is not None and child.ready.first_line is not None:
+                    child.ready.close()  # a restarted appd's ready line: nothing to announce
+                    child.ready = None
+                if self.stopping:
+                    break
+                if child.proc is None:
+                    due = child.restart_at is not None and time.monotonic() >= child.restart_at
+                    if due and not self.start_child(child):
+                        return cli.EX_OSERR
+                    continue
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                self.reap(child, code)
+                if code in (cli.EX_CONFIG, cli.EX_USAGE):
+                    return self.finish(f"{child.name} refused its configuration (exit {code}); stopping", code,
+                                       "stopped")
+                delay = child.loop.died()
+                if delay is None:
+                    return self.finish(
+                        f"{child.name} {child.loop.describe()} (last exit: {_describe(code)}); "
+                        f"last error: {child.last_error or 'none'}; giving up", restarts.EX_GAVE_UP, "gave up")
+                _say(f"{child.name} exited ({_describe(code)}); restarting in {delay:g} s")
+                child.restart_at = time.monotonic() + delay
+                self.save()
+        return self.finish("", cli.EX_OK, "stopped")
+
+    def start_child(self, child: Child) -> bool:
+        """Start (or restart) ``child``; False after saying why it could not be and stopping the others."""
+        try:
+            child.start()
+        except OSError as exc:
+            self.finish(f"error: cannot start {child.name}: {exc.strerror or exc}", cli.EX_OSERR, "stopped")
+            return False
+        self.save()
+        return True
+
+    def finish(self, line: str, code: int, outcome: str) -> int:
+        """Say ``line`` (if any), stop every child, note the outcome in the state file; returns ``code``."""
+        if line:
+            _say(line)
+        self.outcome, self.message = outcome, line
+        self.stop_all(signal.SIGTERM)
+        self.save()
+        return code
+
+    def stop_all(self, signum: int, timeout: float = 15.0) -> None:
+        """Signal every child (appd first: it drains its connections), wait, forwarding their last words; SIGKILL
+        what is still there after ``timeout``."""
+        for child in reversed(self.children):
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signum)
+        deadline = time.monotonic() + timeout
+        while any(c.proc is not None and c.proc.poll() is None for c in self.children):
+            if time.monotonic() > deadline:
+                for child in self.children:
+                    if child.proc is not None and child.proc.poll() is None:
+                        child.proc.kill()
+                break
+            self.pump(0.1)
+        for child in self.children:
+            child.restart_at = None
+            if child.proc is not None:
+                self.reap(child, child.proc.wait(), died=False)
+        # Their descendants (workers) exit with them: take what they still write, briefly.
+        deadline = time.monotonic() + 2.0
+        while self.draining and time.monotonic() < deadline:
+            self.pump(0.1)
+        for stream in self.draining:
+            stream.close()
+        self.draining = []
+
+    def save(self) -> None:
+        """Write the state file atomically (write a temporary file, then rename); a failure is said once."""
+        if self.state_path is None:
+            return
+        state = {
+            "launcher": {"pid": os.getpid(), "state": self.outcome, "message": self.message or None},
+            "daemons": {c.name: {"pid": c.proc.pid if c.proc is not None else None, "restarts": c.restarts,
+                                 "last_exit": c.last_exit, "last_error": c.last_error or None}
+                        for c in self.children},
+        }
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".tls-privsep.state.")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(state, f)
+                    f.write("\n")
+                os.replace(tmp, self.state_path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            if not self._state_failed:
+                self._state_failed = True
+                _say(f"warning: cannot write {self.state_path}: {exc.strerror or exc}")
 
 
 def _settings(args: argparse.Namespace) -> Settings | None:
@@ -162,16 +446,25 @@ def _prepare(args: argparse.Namespace) -> tuple[Settings, Path] | None:
     return settings, rundir
 
 
+def _child_env() -> dict[str, str]:
+    return {**os.environ, hardening.PARENT_PID_VARIABLE: str(os.getpid())}
+
+
 def check(args: argparse.Namespace) -> int:
     if _settings(args) is None:
         return cli.EX_CONFIG
-    result = subprocess.run([*cli.daemon_argv("secured"), "--check", *passthrough(args)], check=False)
+    result = subprocess.run([*cli.daemon_argv("secured"), "--check", *passthrough(args)], check=False,
+                            env=_child_env())
     if result.returncode != 0:
         return result.returncode
-    result = subprocess.run([*cli.daemon_argv("appd"), "--check", *passthrough(args)], check=False)
+    result = subprocess.run([*cli.daemon_argv("appd"), "--check", *passthrough(args)], check=False, env=_child_env())
     if result.returncode == 0:
         print("tls-privsep: configuration OK")
     return result.returncode
+
+
+def _policy(args: argparse.Namespace) -> RestartPolicy:
+    return RestartPolicy(limit=args.restart_limit, window=args.restart_window)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,8 +482,9 @@ def run(args: argparse.Namespace) -> int:
             secured_argv += ["--appd-user", args.appd_user]
     if args.appd_user:
         appd_argv += ["--user", args.appd_user]
-    secured = Child("secured", secured_argv)
-    appd = Child("appd", appd_argv, ready_fd=True)
+    policy = _policy(args)
+    secured = Child("secured", secured_argv, policy=policy)
+    appd = Child("appd", appd_argv, ready_fd=True, policy=policy)
 
     stopping: list[int] = []
 
@@ -205,62 +499,24 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
-    secured.start()
-    ready_fd = appd.start()
-    assert ready_fd is not None and appd.proc is not None
-    bound = _read_ready(ready_fd, appd.proc)
+    supervisor = Supervisor([secured, appd], stopping, rundir)
+    for child in (secured, appd):
+        if not supervisor.start_child(child):
+            return cli.EX_OSERR
+    bound = supervisor.wait_ready(appd, READY_TIMEOUT)
     if bound is None:
-        print("tls-privsep: error: appd did not become ready (see its log above)", file=sys.stderr)
-        _stop_all([secured, appd], signal.SIGTERM)
-        code = appd.proc.poll()
+        if stopping:
+            return supervisor.finish("", cli.EX_OK, "stopped")
+        supervisor.finish("error: appd did not become ready (see its log above)", cli.EX_SOFTWARE, "stopped")
+        code = appd.exit_code  # its own status if it gave up by itself, else what our SIGTERM made of it
         return code if code in (cli.EX_CONFIG, cli.EX_USAGE) else cli.EX_SOFTWARE
     urls = " ".join(f"https://{b}/" for b in bound.split())
     print(f"tls-privsep: ready on {urls} (backend {settings.appd.backend})", flush=True)
-    return _supervise([secured, appd], stopping)
-
-
-def _supervise(children: list[Child], stopping: list[int]) -> int:
-    while not stopping:
-        time.sleep(0.1)
-        for child in children:
-            assert child.proc is not None
-            code = child.proc.poll()
-            if code is None or stopping:
-                continue
-            if code in (cli.EX_CONFIG, cli.EX_USAGE):
-                print(f"tls-privsep: {child.name} refused its configuration (exit {code}); stopping", file=sys.stderr)
-                _stop_all(children, signal.SIGTERM)
-                return code
-            quick = time.monotonic() - child.started_at < 1.0
-            child.restarts += 1
-            print(f"tls-privsep: {child.name} exited ({_describe(code)}); restarting", file=sys.stderr, flush=True)
-            if quick:
-                time.sleep(min(0.2 * child.restarts, 2.0))
-            fd = child.start()
-            if fd is not None:
-                assert child.proc is not None
-                _read_ready(fd, child.proc)
-    _stop_all(children, signal.SIGTERM)
-    return cli.EX_OK
+    return supervisor.run()
 
 
 def _describe(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
-
-
-def _stop_all(children: list[Child], signum: int, timeout: float = 15.0) -> None:
-    for child in reversed(children):  # appd first: it drains its connections
-        if child.proc is not None and child.proc.poll() is None:
-            child.proc.send_signal(signum)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        if child.proc is None:
-            continue
-        try:
-            child.proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.proc.kill()
-            child.proc.wait()
 
 
 # ---- background use ----------------------------------------------------------------------------
@@ -271,13 +527,19 @@ def _pidfile(rundir: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Running: a zombie (exited, not reaped yet by whoever adopted it) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
         return True
-    return True
 
 
 def _read_pid(rundir: Path) -> int | None:
@@ -304,6 +566,7 @@ def start(args: argparse.Namespace) -> int:
     for flag in ("secured_user", "appd_user"):
         if getattr(args, flag):
             argv += ["--" + flag.replace("_", "-"), getattr(args, flag)]
+    argv += ["--restart-limit", str(args.restart_limit), "--restart-window", f"{args.restart_window:g}"]
     with open(logfile, "ab") as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True)
     _pidfile(rundir).write_text(f"{proc.pid}\n")
@@ -355,9 +618,44 @@ def status(args: argparse.Namespace) -> int:
         return 3  # LSB: program is not running
     if not _alive(pid):
         print(f"tls-privsep: dead, but pid file {_pidfile(rundir)} remains")
+        _print_state(rundir, pid)
         return 1  # LSB: program is dead and /var/run pid file exists
     print(f"tls-privsep: running (pid {pid})")
+    _print_state(rundir, pid)
     return cli.EX_OK
+
+
+def _read_state(rundir: Path, pid: int) -> dict[str, Any] | None:
+    """The state file the launcher ``pid`` wrote, or None (missing, someone else's, another launcher's, garbled)."""
+    path = _state_file(rundir)
+    try:
+        if path.lstat().st_uid != os.geteuid():
+            return None
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("launcher"), dict) \
+            or state["launcher"].get("pid") != pid or not isinstance(state.get("daemons"), dict):
+        return None
+    return state
+
+
+def _print_state(rundir: Path, pid: int) -> None:
+    """Under status's first line: each daemon's pid, restarts, last exit and last error; how the launcher ended."""
+    state = _read_state(rundir, pid)
+    if state is None:
+        return
+    for name, daemon in state["daemons"].items():
+        if not isinstance(daemon, dict):
+            continue
+        parts = [f"pid {daemon.get('pid') or '-'}", f"{daemon.get('restarts', 0)} restarts"]
+        if isinstance(daemon.get("last_exit"), int):
+            parts.append(f"last exit {_describe(daemon['last_exit'])}")
+        if daemon.get("last_error"):
+            parts.append(f"last error: {daemon['last_error']}")
+        print(f"  {name}: {', '.join(parts)}")
+    if state["launcher"].get("message"):
+        print(f"  launcher: {state['launcher']['message']}")
 
 
 def reload(args: argparse.Namespace) -> int:
