@@ -73,8 +73,15 @@ class ServerFactory:
         return server
 
     def stop_all(self) -> None:
+        """Stop every pair, even when stopping one of them fails."""
+        errors: list[BaseException] = []
         for server in self.servers:
-            server.stop()
+            try:
+                server.stop()
+            except BaseException as exc:  # the others are still stopped; the first error is raised below
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture(scope="session")

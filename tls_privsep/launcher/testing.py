@@ -23,6 +23,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias
 
-from tls_privsep.shared import cli
+from tls_privsep.shared import cli, hardening
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -228,12 +229,16 @@ class Daemons:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for proc in (self.appd, self.secured):
-            try:
-                proc.wait(max(deadline - time.monotonic(), 0.01))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        try:
+            for proc in (self.appd, self.secured):
+                try:
+                    proc.wait(max(deadline - time.monotonic(), 0.01))
+                except subprocess.TimeoutExpired:
+                    _kill(proc)
+        finally:  # interrupted while waiting: none of them outlives us
+            for proc in (self.appd, self.secured):
+                if proc.returncode is None:
+                    _kill(proc)
 
 
 def daemon_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -262,13 +267,20 @@ def spawn(
     appd listens on 127.0.0.1:0 unless ``args`` has ``--listen``. As root both drop to ``user``
     (default ``nobody``). Returns once appd has bound its port and secured has loaded its keys and
     serves the channel (its sd_notify ``READY=1``, sent to a socket of ours); a daemon that exits first,
-    or ``timeout`` seconds without both, is a :class:`StartupError` carrying their logs.
+    or ``timeout`` seconds without both, is a :class:`StartupError` carrying their logs. Whatever goes
+    wrong, neither daemon is left running.
+
+    Called from the main thread, the daemons also get ``$TLS_PRIVSEP_PARENT_PID``: they stop (SIGTERM) when
+    this process dies, even by SIGKILL. (The kernel ties that to the thread that started them, so a pair
+    started from another thread, which may end first, does without.)
     """
     logs = Path(log_dir)
     logs.mkdir(parents=True, exist_ok=True)
     listen = [] if any(a == "--listen" or a.startswith("--listen=") for a in args) else ["--listen", "127.0.0.1:0"]
     as_user = ["--user", user or "nobody"] if os.geteuid() == 0 else []
     base_env = daemon_env(env)
+    if threading.current_thread() is threading.main_thread():
+        base_env[hardening.PARENT_PID_VARIABLE] = str(os.getpid())
     # An abstract socket: no path for nobody to be refused, gone with the last reference.
     notify_name = f"tls-privsep-test-{os.getpid()}-{secrets.token_hex(8)}"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -296,11 +308,14 @@ def spawn(
         os.close(ready_w)
         ready_w = -1
         line = _wait_ready(ready_r, notify, secured, appd, timeout)
+        addresses = tuple(line.split())
+        host, _, port = addresses[0].rpartition(":") if addresses else ("", "", "")
+        if not port.isdigit():
+            raise _NotReady(f"appd's ready line is not HOST:PORT …: {line[:200]!r}")
     except BaseException as exc:
         for proc in (appd, secured):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            if proc is not None:
+                _kill(proc)
         if isinstance(exc, _NotReady):
             raise StartupError(f"tls-privsep test pair did not start: {exc}\n" + _tails(logs)) from None
         raise
@@ -311,9 +326,22 @@ def spawn(
         os.close(ready_r)
         if ready_w >= 0:
             os.close(ready_w)
-    addresses = tuple(line.split())
-    host, _, port = addresses[0].rpartition(":")
     return Daemons(host.strip("[]"), int(port), secured, appd, logs, addresses)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL and reap, even when interrupted while waiting (a second Ctrl-C)."""
+    if proc.poll() is None:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    while True:
+        try:
+            proc.wait()
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 class _NotReady(Exception):
