@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import ROOT, Pki, Server, require_binary, stop_processes
+from tls_privsep.shared import restarts
 
 UNITS = ROOT / "systemd"
 UNIT_FILES = sorted(p.name for p in UNITS.iterdir() if p.suffix in (".service", ".socket", ".target"))
@@ -69,6 +70,19 @@ def test_units_as_shipped_name_the_installed_scripts() -> None:
     assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in (UNITS / "tls-privsep-secured.service").read_text()
     assert "\nExecReload=" not in (UNITS / "tls-privsep-appd.service").read_text()  # nothing to reload there
     assert "\nBindsTo=" not in (UNITS / "tls-privsep-appd.service").read_text()
+
+
+def test_units_give_up_on_a_crash_loop_as_the_launcher_does() -> None:
+    """StartLimitBurst= starts within StartLimitIntervalSec=: after restarts.LIMIT deaths within restarts.WINDOW
+    seconds, systemd refuses another start, as the launcher gives up (Restart=on-failure restarts the others)."""
+    for script in ("secured", "appd"):
+        text = (UNITS / f"tls-privsep-{script}.service").read_text()
+        unit = text[text.index("[Unit]\n"):text.index("[Service]\n")]
+        service = text[text.index("[Service]\n"):]
+        assert f"\nStartLimitIntervalSec={restarts.WINDOW:g}s\n" in unit, script
+        assert f"\nStartLimitBurst={restarts.LIMIT}\n" in unit, script
+        assert f"\nRestartSec={restarts.FIRST_DELAY * 1000:g}ms\n" in service, script
+        assert "\nRestart=on-failure\n" in service, script
 
 
 def test_security_exposure(tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
