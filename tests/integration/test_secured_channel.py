@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.inmemory import server_config
 from tests.tlsclient import Client
-from tls_privsep.secured.daemon import Limits, Secured
+from tls_privsep.secured.daemon import Secured
+from tls_privsep.secured.driver import Limits
 from tls_privsep.shared import channel as ch
 
 

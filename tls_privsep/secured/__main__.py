@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import trio
 
-from tls_privsep.secured.daemon import Limits, Secured, open_listener
+from tls_privsep.secured.daemon import Secured, open_listener
+from tls_privsep.secured.driver import Limits
 from tls_privsep.secured.handshake import ServerConfig
 from tls_privsep.secured.setup import server_config
 from tls_privsep.secured.tickets import TicketKeys
@@ -216,14 +217,12 @@ def _listen(args: argparse.Namespace, sec: SecuredSettings, user: str | None,
         for extra in inherited[1:]:
             extra.close()
         return inherited[0]
+    # As root, secured's user owns the socket and appd reaches it through its group (mode 0660).
+    owner = (hardening.uid_of(user), hardening.gid_of(appd_user)) if os.geteuid() == 0 and user and appd_user else None
     try:
-        listener = open_listener(sec.socket, sec.socket_mode)
+        return open_listener(sec.socket, sec.socket_mode, owner)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {sec.socket}: {exc.strerror}") from None
-    if os.geteuid() == 0 and user and appd_user:
-        # secured's user owns the socket; appd reaches it through the group (mode 0660).
-        os.chown(sec.socket, hardening.uid_of(user), hardening.gid_of(appd_user))
-    return listener
 
 
 if __name__ == "__main__":

@@ -8,67 +8,32 @@ receive loop: one channel is one ordered conversation, and blobs leave in counte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.secured.driver import ChannelDriver, Limits, Stats
+from tls_privsep.secured.handshake import ServerConfig
 from tls_privsep.shared import channel as ch
 from tls_privsep.shared import systemd
-from tls_privsep.shared.blob import BlobSealer
 from tls_privsep.shared.dgram import Datagrams
 from tls_privsep.shared.errors import (
-    Alert,
-    AlertDescription,
-    BlobError,
     ChannelError,
     ConfigError,
-    LocalAlert,
-    PeerAlert,
 )
-from tls_privsep.shared.record import RecordLayer
-from tls_privsep.shared.state import fingerprint
 
 _PEERCRED = struct.Struct("3i")
-# What a client refused for lack of room gets: nothing has been sent to it yet, so a plaintext alert.
-# internal_error is RFC 8446's alert for a failure unrelated to the peer (its example: out of memory).
-_BUSY_ALERT = RecordLayer().send_alert(AlertDescription.internal_error)
 
 
 def peer_uid(sock: socket.socket | trio.socket.SocketType) -> tuple[int, int]:
     """(pid, uid) of the process at the other end of a Unix socket."""
     pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
     return pid, uid
-
-
-@dataclass
-class Limits:
-    max_handshakes: int = 1024  # in flight on one channel
-    handshake_timeout: float = 10.0
-    max_handshakes_total: int = 4096  # in flight on all channels together
-
-
-@dataclass
-class _Pending:
-    engine: ServerHandshake
-    started: float
-    peer: str
-
-
-@dataclass
-class Stats:
-    channels: int = 0
-    handshakes: int = 0
-    failures: int = 0
-    in_flight: int = 0
-    reloads: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class Secured:
@@ -154,22 +119,24 @@ class Secured:
 
 
 class _Channel:
+    """Pumps one channel: datagrams in, through the order check and the driver, datagrams out."""
+
     def __init__(self, owner: Secured, dg: Datagrams, log: Any) -> None:
         self.owner = owner
         self.dg = dg
         self.log = log
         self.state = ch.ChannelState("secured")
-        self.pending: dict[int, _Pending] = {}
-        self.sealer: BlobSealer | None = None
+        self.driver: ChannelDriver | None = None
 
-    async def send(self, msg: ch.Message) -> None:
-        def make() -> bytes:
-            self.state.send(msg)
-            return msg.encode()
+    async def send(self, msgs: list[ch.Message]) -> None:
+        for msg in msgs:
+            def make(msg: ch.Message = msg) -> bytes:
+                self.state.send(msg)
+                return msg.encode()
 
-        # Not shielded: a send here is only cancelled when the channel is torn down, and its order
-        # checker goes with it, so a counted datagram that never leaves wrongs nobody.
-        await self.dg.send(make)
+            # Not shielded: a send here is only cancelled when the channel is torn down, and its order
+            # checker goes with it, so a counted datagram that never leaves wrongs nobody.
+            await self.dg.send(make)
 
     async def recv(self) -> ch.Message | None:
         datagram = await self.dg.recv(ch.MAX_MESSAGE + 1)
@@ -193,17 +160,18 @@ class _Channel:
             reason = f"socket error: {exc.strerror}"
         except trio.TooSlowError:
             reason = "no hello in time"
-        self.log.info("channel down", reason=reason, failed_in_flight=len(self.pending))
+        self.log.info("channel down", reason=reason, failed_in_flight=self.driver.in_flight if self.driver else 0)
 
     async def _serve(self) -> str:
         """The receive loop; protocol errors are answered here, inside the nursery."""
+        assert self.driver is not None
         try:
             while True:
                 msg = await self.recv()
                 if msg is None:
                     return "peer closed"
                 if self.state.receive(msg):
-                    await self._handle(msg)
+                    await self.send(self.driver.receive(msg))
         except ChannelError as exc:
             return self._protocol_error(exc)
         except OSError as exc:
@@ -219,125 +187,23 @@ class _Channel:
         await self.dg.send(lambda: exchange.datagram)
         keys = exchange.finish(await self.dg.recv(ch.MAX_MESSAGE + 1))
         self.state = exchange.state
-        self.sealer = keys.sealer()
+        owner = self.owner
+        self.driver = ChannelDriver(lambda: owner.config, keys.sealer(), owner.limits, owner.stats, self.log)
 
     def drop_all(self) -> None:
-        for pending in self.pending.values():
-            pending.engine.abort()
-        self.owner.stats.in_flight -= len(self.pending)
-        self.pending.clear()
-
-    def _finish(self, conn: int) -> _Pending:
-        pending = self.pending.pop(conn)
-        self.owner.stats.in_flight -= 1
-        return pending
+        if self.driver is not None:
+            self.driver.close()
 
     async def _reaper(self, scope: trio.CancelScope) -> None:
-        """Fail handshakes older than the deadline (slow or stalled clients)."""
+        """Ask the driver for expired handshakes a few times per deadline."""
+        assert self.driver is not None
+        timeout = self.owner.limits.handshake_timeout
         try:
-            await self._reap()
+            while True:
+                await trio.sleep(min(1.0, timeout / 4))
+                await self.send(self.driver.expire())
         except (ChannelError, OSError):
             scope.cancel()  # the receive loop sees the broken socket too and reports it
-
-    async def _reap(self) -> None:
-        timeout = self.owner.limits.handshake_timeout
-        while True:
-            await trio.sleep(min(1.0, timeout / 4))
-            now = time.monotonic()
-            for conn in [c for c, p in self.pending.items() if now - p.started > timeout]:
-                pending = self._finish(conn)
-                pending.engine.abort()
-                self._count("timeout")
-                self.log.info("handshake failed", conn=conn, peer=pending.peer, reason="timeout")
-                await self.send(ch.Fail(conn, b"", "timeout"))
-
-    def _count(self, reason: str) -> None:
-        stats = self.owner.stats
-        stats.failures += 1
-        stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
-
-    async def _handle(self, msg: ch.Message) -> None:
-        if isinstance(msg, ch.Open):
-            limits = self.owner.limits
-            full = ("per_channel" if len(self.pending) >= limits.max_handshakes else
-                    "total" if self.owner.stats.in_flight >= limits.max_handshakes_total else None)
-            if full is not None:
-                self._count("busy")
-                self.log.warning("handshake refused", conn=msg.conn, peer=msg.peer, reason="busy", limit=full)
-                await self.send(ch.Fail(msg.conn, _BUSY_ALERT, "busy"))
-                return
-            engine = ServerHandshake(self.owner.config)
-            self.pending[msg.conn] = _Pending(engine, time.monotonic(), msg.peer)
-            self.owner.stats.in_flight += 1
-            await self._step(msg.conn, msg.data)
-        elif isinstance(msg, ch.Hs):
-            await self._step(msg.conn, msg.data)
-        elif isinstance(msg, ch.Abort):
-            if msg.conn in self.pending:
-                self._finish(msg.conn).engine.abort()
-        elif isinstance(msg, ch.Error):
-            raise ChannelError("peer_error", msg.reason)
-
-    async def _step(self, conn: int, data: bytes) -> None:
-        pending = self.pending.get(conn)
-        if pending is None:
-            raise ChannelError("unknown_conn", f"hs for connection {conn} that was never opened")
-        engine = pending.engine
-        try:
-            engine.receive_data(data)
-        except Exception as exc:
-            if not isinstance(exc, Alert):  # the engine names its own bugs InternalError; this is a last resort
-                self.log.error("handshake crashed", conn=conn, error=f"{type(exc).__name__}: {exc}")
-                engine.abort()
-                exc = LocalAlert("unexpected failure")
-            await self._failed(conn, pending, engine, exc)
-            return
-        out = engine.data_to_send()
-        if not engine.complete:
-            await self.send(ch.Hs(conn, out, len(data)))
-            return
-        self._finish(conn)
-        consumed = len(data) - len(engine.trailing)
-        # The fallback is the internal_error alert appd writes if it refuses the blob (DESIGN.md §3).
-        state, fallback = engine.export_with_fallback()
-        assert self.sealer is not None
-        try:
-            blob = self.sealer.seal(state, conn)
-            key_fp = state.fingerprints()
-        except BlobError as exc:
-            self._count("export_failed")
-            self.log.error("export failed", conn=conn, reason=exc.reason)
-            await self.send(ch.Fail(conn, b"", "export_failed"))
-            return
-        finally:
-            state.wipe()  # our copies go now; the only other copy is the sealed blob
-        info = engine.info
-        self.owner.stats.handshakes += 1
-        # One line per handshake, the export included (which keys left, by fingerprint, in which blob).
-        self.log.info(
-            "handshake done", conn=conn, peer=pending.peer, suite=_hex(info.suite), group=_hex(info.group),
-            sig_scheme=_hex(info.sig_scheme), resumed=info.resumed, hrr=info.hrr, sni=info.sni, alpn=info.alpn,
-            client_cert=info.client_cert, cert=(info.cert_fingerprint or "")[:16], ms=_ms(pending.started),
-            blob_bytes=len(blob), read_key=key_fp["read"], write_key=key_fp["write"], blob_id=fingerprint(blob),
-        )
-        await self.send(ch.Done(conn, out, consumed, blob, fallback))
-
-
-    async def _failed(self, conn: int, pending: _Pending, engine: ServerHandshake, exc: Alert) -> None:
-        """Report one failed handshake: its alert (if any) goes to appd in ``fail``."""
-        self._finish(conn)
-        out = engine.data_to_send()
-        if isinstance(exc, LocalAlert):
-            self._count(exc.description.name)
-            self.log.info("alert sent", conn=conn, peer=pending.peer, alert=exc.description.name,
-                          why=exc.reason, after_ms=_ms(pending.started))
-            reason = exc.description.name
-        else:
-            assert isinstance(exc, PeerAlert)
-            self._count("peer_alert")
-            self.log.info("alert received", conn=conn, peer=pending.peer, alert=exc.description.name)
-            reason = "peer_" + exc.description.name
-        await self.send(ch.Fail(conn, out, reason[:64]))
 
 
 def _fingerprints(config: ServerConfig) -> list[str]:
@@ -345,29 +211,31 @@ def _fingerprints(config: ServerConfig) -> list[str]:
     return [f"{c.fingerprint[:16]} {','.join(c.names) or '-'}" for c in config.credentials.credentials]
 
 
-def _ms(started: float) -> float:
-    return round((time.monotonic() - started) * 1000, 2)
+def open_listener(path: str, mode: int, owner: tuple[int, int] | None = None) -> socket.socket:
+    """A listening SEQPACKET socket at ``path`` with ``mode`` (and ``owner``, uid and gid), replacing a stale one.
 
-
-def _hex(value: int | None) -> str | None:
-    return None if value is None else f"{value:#06x}"
-
-
-def open_listener(path: str, mode: int) -> socket.socket:
-    """A listening SEQPACKET socket at ``path`` (a stale socket file is replaced).
-
-    Synchronous, before any event loop: workers are forked with it already listening.
+    The socket is made under a temporary name and renamed into place once its mode and owner are final:
+    a peer that finds the path can connect at once, never during a moment when its mode or owner still
+    refuses it. Synchronous, before any event loop: workers are forked with it already listening.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    staging = f"{path}.{os.getpid()}.new"
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    os.chmod(path, mode)
-    sock.listen(128)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+        old = os.umask(0o777 & ~mode)
+        try:
+            sock.bind(staging)
+        finally:
+            os.umask(old)
+        os.chmod(staging, mode)
+        if owner is not None:
+            os.chown(staging, *owner)
+        sock.listen(128)
+        os.rename(staging, path)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
     return sock
