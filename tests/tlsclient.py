@@ -21,6 +21,8 @@ from tls_privsep.shared.wire import u8, u16, vector
 
 X25519, P256 = 0x001D, 0x0017
 DEFAULT_SIG_ALGS = (0x0403, 0x0804, 0x0805, 0x0806, 0x0807)
+PADDING = 21  # the padding extension (RFC 7685): any size, ignored by the server
+LARGEST_TLS13_HELLO = 2 + 32 + 1 + 32 + 2 + (2**16 - 2) + 1 + 1 + 2 + (2**16 - 1)  # body bytes: 131,142
 
 
 def ext(ext_type: int, data: bytes) -> tuple[int, bytes]:
@@ -33,6 +35,11 @@ def u16s(values: list[int] | tuple[int, ...], length_size: int = 2) -> bytes:
 
 def record(content_type: int, payload: bytes, version: int = 0x0303) -> bytes:
     return u8(content_type) + u16(version) + vector(2, payload)
+
+
+def records(content_type: int, payload: bytes, version: int = 0x0303) -> bytes:
+    """``payload`` cut into plaintext records of at most 2^14 bytes (one record if it fits)."""
+    return b"".join(record(content_type, payload[i : i + 2**14], version) for i in range(0, len(payload), 2**14))
 
 
 @dataclass
@@ -97,9 +104,34 @@ class Client:
         return vector(2, b"".join(u16(g) + vector(2, self.share(g)) for g in share_groups))
 
     def client_hello_record(self) -> bytes:
+        """The hello as plaintext records: one, or as many 2^14-byte ones as a large hello needs."""
         msg = self.hello.encode()
         self.transcript.append(msg)
-        return record(22, msg, 0x0301)
+        return records(22, msg, 0x0301)
+
+    def make_largest_hello(self) -> None:
+        """Grow the hello to the largest ClientHello a TLS 1.3 client may send: 131,142 body bytes.
+
+        Every vector at its maximum: a 32-byte session id, 32,767 cipher suites (2^16-2 bytes) and an
+        extensions block of 2^16-1 bytes, most of it a signature_algorithms list of 32,721 schemes.
+        That list cannot reach its own 2^16-2 maximum inside a ClientHello: the extension that carries
+        it, and the extensions block around it, hold at most 2^16-1 bytes. Only the compression
+        methods stay at their TLS 1.3 size (one null byte, §4.1.2): 254 more bytes would make the
+        131,396 of MAX_CLIENT_HELLO, but no TLS 1.3 client may send them. The suites, groups and
+        schemes we know come first; the rest are values nobody assigned, which a server ignores.
+        """
+        h = self.hello
+        h.session_id = os.urandom(32)
+        known = [0x1301, 0x1302, 0x1303]
+        h.cipher_suites = known + [0x2000 + i for i in range((2**16 - 2) // 2 - len(known))]
+        h.drop(PADDING)
+        h.drop(13)
+        others = sum(4 + len(d) for _, d in h.extensions)
+        room = 2**16 - 1 - others - 4 - 4 - 2  # the block, less the others, two extension headers, a list length
+        n = room // 2
+        h.set(13, u16s(list(DEFAULT_SIG_ALGS) + [0xFE00 ^ i for i in range(len(DEFAULT_SIG_ALGS), n)]))
+        h.set(PADDING, bytes(room - 2 * n))  # RFC 7685: zeros; 0 or 1 byte here
+        assert len(h.encode()) - 4 == LARGEST_TLS13_HELLO
 
     # ---- after the server's first flight ---------------------------------------------------
 

@@ -204,6 +204,37 @@ def test_client_hello_size_from_the_config(small: Server, delta: int) -> None:
     sock.close()
 
 
+def test_the_largest_client_hello_through_the_daemons(pair) -> None:  # type: ignore[no-untyped-def]
+    """Every vector of the hello at its largest (131,142 body bytes in 9 records, one TCP write), at the
+    default limits: appd relays it to secured in pieces over the channel, the handshake completes, and
+    data is echoed under the imported keys."""
+    server = pair(certs="ecdsa")
+    tls = RawTls(server)
+    tls.client.make_largest_hello()
+    tls.handshake()
+    ticket(tls)
+    tls.send(b"ping")
+    assert tls.next() == (0, 23, b"ping")
+    for _ in range(3):
+        tls.send(b"x" * (40000 // 3 + 1))
+    got = b""
+    while len(got) < 3 * (40000 // 3 + 1):
+        generation, inner, plain = tls.next()
+        assert (generation, inner) == (0, 23)
+        got += plain
+    assert got == b"x" * (3 * (40000 // 3 + 1))
+    tls.close()
+    log = server.log_text("secured")
+    assert '"handshake done"' in log and "alert sent" not in log
+
+
+def test_client_hello_over_the_largest_is_refused_by_the_daemons(pair) -> None:  # type: ignore[no-untyped-def]
+    server = pair(certs="ecdsa")
+    sock = stalled(server, record(22, b"\x01" + (131396 + 1).to_bytes(3, "big"), 0x0301))
+    assert read_until_closed(sock, 5) == bytes([21, 3, 3, 0, 2, 2, AD.illegal_parameter])
+    sock.close()
+
+
 @pytest.mark.parametrize("delta", [-1, 0, 1], ids=["N-1", "N", "N+1"])
 def test_records_before_the_handshake_from_the_config(small: Server, delta: int) -> None:
     msg = Client().hello.encode()

@@ -122,7 +122,7 @@ CH_CASES: list[tuple[str, Edit, AD, dict[str, object]]] = [
     ("zero-length handshake record", lambda c: record(22, b""), A.unexpected_message, {}),
     ("alert record of 3 bytes", lambda c: record(21, b"\x02\x28\x00"), A.decode_error, {}),
     ("ClientHello followed by a partial message, then CCS", lambda c: record(22, c.hello.encode() + b"\x01\x00") + record(20, b"\x01"), A.unexpected_message, {}),
-    ("handshake message over 64 KiB", lambda c: record(22, b"\x01" + (70000).to_bytes(3, "big") + bytes(64)), A.illegal_parameter, {}),
+    ("ClientHello over 131,396 bytes", lambda c: record(22, b"\x01" + (131397).to_bytes(3, "big") + bytes(64)), A.illegal_parameter, {}),
 ]
 
 

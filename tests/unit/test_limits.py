@@ -16,15 +16,17 @@ import structlog
 import trio
 import trio.testing
 
-from tests.inmemory import server_config
+from tests.inmemory import client_verifier, imported, server_config
 from tests.tlsclient import Client, record
 from tls_privsep.appd.stream import RecordStream
+from tls_privsep.secured import messages as m
 from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared import config
 from tls_privsep.shared.errors import AlertDescription as AD
 from tls_privsep.shared.errors import ConfigError, LocalAlert
-from tls_privsep.shared.record import Protection, RecordLayer
+from tls_privsep.shared.record import MAX_CLIENT_HELLO, ApplicationData, Protection, RecordLayer
 from tls_privsep.shared.state import TrafficState
+from tls_privsep.shared.wire import u16, vector
 
 LOG = structlog.get_logger("test")
 PADDING = 21  # the padding extension (RFC 7685): any size we like, ignored by the server
@@ -92,13 +94,12 @@ def in_records(msg: bytes, pieces: int = 0) -> bytes:
     return b"".join(out)
 
 
-@pytest.mark.parametrize("limit", [SERVER_DEFAULTS.max_handshake_message, 2048], ids=["default", "2048"])
 @pytest.mark.parametrize("delta", [-1, 0, 1], ids=["N-1", "N", "N+1"])
-def test_client_hello_size(limit: int, delta: int) -> None:
+def test_client_hello_size_below_the_default(delta: int) -> None:
     c = Client()
-    msg = hello_of_body_size(c, limit + delta)
+    msg = hello_of_body_size(c, 2048 + delta)
     c.transcript.append(msg)
-    hs = server(max_handshake_message=limit)
+    hs = server(max_handshake_message=2048)
     if delta <= 0:
         hs.receive_data(in_records(msg))
         c.read_server(answered_with_server_hello(hs))
@@ -108,20 +109,110 @@ def test_client_hello_size(limit: int, delta: int) -> None:
         expect_plain_alert(hs, in_records(msg), AD.illegal_parameter)
 
 
-@pytest.mark.parametrize("delta", [-1, 0, 1], ids=["N-1", "N", "N+1"])
-def test_any_handshake_message_size_is_refused_on_its_header(delta: int) -> None:
-    # A "Finished" of N+1 bytes is refused as soon as its 4-byte header is in: nothing is buffered
-    # for it. At N-1 and N the size passes and the message reaches its parser (wrong Finished length).
-    limit = 4096
-    hs = server(max_handshake_message=limit)
+def test_the_largest_tls13_client_hello_completes_and_carries_data() -> None:
+    """Every vector of the hello at its largest (131,142 body bytes, 9 records), at the default limits;
+    then the session is exported and imported as appd does, and data crosses both ways."""
+    assert SERVER_DEFAULTS.max_handshake_message == MAX_CLIENT_HELLO
+    c = Client()
+    c.make_largest_hello()
+    wire = c.client_hello_record()
+    assert wire.count(b"\x16\x03\x01") >= 9 and len(wire) > 8 * 2**14
+    hs = server(tickets=0)
+    hs.receive_data(wire)
+    c.read_server(answered_with_server_hello(hs))
+    hs.receive_data(c.protect(c.finished_message()))
+    assert hs.complete and hs.info.sig_scheme == 0x0403
+    rl = imported(hs)
+    assert c.suite is not None
+    to_server = Protection(c.suite.suite, c._secrets["c_ap"])
+    from_server = Protection(c.suite.suite, c._secrets["s_ap"])
+    rl.receive_data(to_server.seal(23, b"ping"))
+    assert rl.next_event() == ApplicationData(b"ping")
+    out = rl.send_application_data(b"pong")
+    assert from_server.open(out[:5], out[5:]) == (23, b"pong")
+
+
+def largest_hello(compression: int) -> bytes:
+    """A ClientHello whose every vector is at its maximum, but without supported_versions (so it is
+    answered with protocol_version once parsed): 131,396 body bytes with 255 compression methods."""
+    body = u16(0x0303) + bytes(32) + vector(1, bytes(32)) + vector(2, bytes(range(2)) * (2**15 - 1))
+    body += vector(1, bytes(compression))
+    body += vector(2, u16(PADDING) + vector(2, bytes(2**16 - 1 - 4)))
+    return m.handshake(1, body)
+
+
+@pytest.mark.parametrize("delta", [-1, 0], ids=["N-1", "N"])
+def test_client_hello_at_the_default_limit_reaches_the_parser(delta: int) -> None:
+    # 131,395 and 131,396 body bytes (254 and 255 compression methods): only an older client's hello
+    # is that long, but the size passes and the parser answers (protocol_version: no TLS 1.3 offered).
+    msg = largest_hello(255 + delta)
+    assert len(msg) - 4 == MAX_CLIENT_HELLO + delta
+    expect_plain_alert(server(), in_records(msg), AD.protocol_version)
+
+
+@pytest.mark.parametrize("limit", [None, 2**24 - 1], ids=["default", "2^24-1"])
+def test_client_hello_over_131396_bytes_is_refused_on_its_header(limit: int | None) -> None:
+    # No ClientHello can be longer, so no setting lets one through: illegal_parameter, OpenSSL's
+    # alert for a message over its size limit, on the header alone (nothing buffered for it).
+    hs = server() if limit is None else server(max_handshake_message=limit)
+    header = b"\x01" + (MAX_CLIENT_HELLO + 1).to_bytes(3, "big")
+    expect_plain_alert(hs, record(22, header, 0x0301), AD.illegal_parameter)
+
+
+def after_flight(**kw: Any) -> tuple[ServerHandshake, Client]:
+    hs = server(**kw)
     c = Client()
     hs.receive_data(c.client_hello_record())
     c.read_server(answered_with_server_hello(hs))
-    header = bytes([20]) + (limit + delta).to_bytes(3, "big")
+    return hs, c
+
+
+@pytest.mark.parametrize("delta", [-1, 0, 1], ids=["N-1", "N", "N+1"])
+def test_any_handshake_message_size_is_refused_on_its_header(delta: int) -> None:
+    # A client Certificate of N+1 bytes is refused as soon as its 4-byte header is in: nothing is
+    # buffered for it. At N-1 and N the size passes and the message reaches its parser.
+    limit = 4096
+    hs, c = after_flight(max_handshake_message=limit, client_auth="required", client_verifier=client_verifier())
+    header = bytes([11]) + (limit + delta).to_bytes(3, "big")
     if delta > 0:
         expect_encrypted_alert(hs, c, c.protect(header), AD.illegal_parameter)
     else:
         expect_encrypted_alert(hs, c, c.protect(header + bytes(limit + delta)), AD.decode_error)
+
+
+# ---- messages of a fixed size, and messages not expected, are judged on their header --------------
+
+
+@pytest.mark.parametrize("length", [0, 31, 33, 48, 64, 65, 4096, 2**24 - 1])
+def test_finished_of_another_length_is_decode_error_on_its_header(length: int) -> None:
+    # TLS_AES_128_GCM_SHA256: a Finished is 32 bytes. Any other announced length is decode_error as
+    # soon as the header is in (§6.2: "the length of the message was incorrect"), also past the size
+    # limit, where it used to be illegal_parameter, and below it, where the engine used to wait.
+    hs, c = after_flight()
+    expect_encrypted_alert(hs, c, c.protect(bytes([20]) + length.to_bytes(3, "big")), AD.decode_error)
+
+
+def test_finished_of_the_right_length_is_read_whole() -> None:
+    hs, c = after_flight()
+    fin = c.finished_message()
+    hs.receive_data(c.protect(fin[:4]))  # the header alone: nothing to say yet
+    assert not hs.complete and hs.data_to_send() == b""
+    hs.receive_data(c.protect(fin[4:]))
+    assert hs.complete
+
+
+@pytest.mark.parametrize("msg_type", [24, 5, 1, 99], ids=["KeyUpdate", "EndOfEarlyData", "ClientHello", "type 99"])
+@pytest.mark.parametrize("length", [0, 1, 2**24 - 1])
+def test_a_message_the_state_does_not_take_is_unexpected_whatever_its_length(msg_type: int, length: int) -> None:
+    # A KeyUpdate before the client Finished is unexpected_message (§4.6.3), and so is an
+    # EndOfEarlyData (we never accept 0-RTT, §4.5): the type is judged before the size limit.
+    hs, c = after_flight()
+    expect_encrypted_alert(hs, c, c.protect(bytes([msg_type]) + length.to_bytes(3, "big")), AD.unexpected_message)
+
+
+@pytest.mark.parametrize("length", [0, 32, 2**24 - 1])
+def test_anything_but_a_client_hello_first_is_unexpected_whatever_its_length(length: int) -> None:
+    expect_plain_alert(server(), record(22, bytes([20]) + length.to_bytes(3, "big"), 0x0301), AD.unexpected_message)
 
 
 # ---- records before the handshake completes (secured.max_handshake_records) ------------------
@@ -275,7 +366,8 @@ def test_defaults() -> None:
     s = config.load(None)
     assert (s.secured.max_handshakes_per_channel, s.secured.max_handshakes_total) == (1024, 4096)
     assert (s.secured.handshake_timeout, s.appd.handshake_timeout, s.appd.idle_timeout) == (10.0, 10.0, 300.0)
-    assert (s.secured.max_handshake_message, s.secured.max_handshake_records) == (65536, 64)
+    assert (s.secured.max_handshake_message, s.secured.max_handshake_records) == (131396, 64)
+    assert s.secured.max_handshake_message == MAX_CLIENT_HELLO == server_config().max_handshake_message
     assert s.appd.max_connections == 10000
     assert s.appd.key_update_after == 2**24
     assert (s.appd.max_empty_records, s.appd.max_key_updates, s.appd.max_warning_alerts) == (32, 32, 4)

@@ -10,6 +10,7 @@ from tls_privsep.shared import errors
 from tls_privsep.shared.keyschedule import SUITES, next_traffic_secret, traffic_key_iv
 from tls_privsep.shared.record import (
     MAX_CIPHERTEXT,
+    MAX_CLIENT_HELLO,
     MAX_PLAINTEXT,
     ApplicationData,
     CloseNotify,
@@ -651,12 +652,28 @@ def test_handshake_message_too_big() -> None:
         events(RecordLayer(), plain(22, b"\x0b\xff\xff\xff"))
 
 
-def test_default_limit_allows_64k_body() -> None:
-    body = bytes(65536)
-    wire = RecordLayer().send_handshake(hs(11, body))
-    assert events(RecordLayer(), wire) == [HandshakeMessage(11, body)]
+def test_default_limit_is_the_largest_client_hello() -> None:
+    body = bytes(MAX_CLIENT_HELLO)  # 131,396 bytes: 9 records
+    wire = RecordLayer().send_handshake(hs(1, body))
+    assert wire.count(b"\x16\x03\x03") >= 9
+    assert events(RecordLayer(), wire) == [HandshakeMessage(1, body)]
     with pytest.raises(errors.IllegalParameter):
-        events(RecordLayer(), plain(22, hs(11, bytes(65537))[:4]))
+        events(RecordLayer(), plain(22, hs(1, bytes(MAX_CLIENT_HELLO + 1))[:4]))
+
+
+def test_header_check_comes_before_the_size_limit() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def check(msg_type: int, length: int) -> None:
+        seen.append((msg_type, length))
+        if msg_type == 20:
+            raise errors.DecodeError("wrong length")
+
+    layer = RecordLayer(max_handshake_message=100, check_handshake_header=check)
+    assert events(layer, plain(22, hs(11, bytes(96)))) == [HandshakeMessage(11, bytes(96))]
+    assert seen == [(11, 96)]
+    with pytest.raises(errors.DecodeError):  # not the size limit's IllegalParameter
+        events(layer, plain(22, b"\x14\xff\xff\xff"))
 
 
 @pytest.mark.parametrize("interloper", ["ccs", "alert", "close_notify", "app"])

@@ -22,6 +22,11 @@ from tls_privsep.shared.errors import AlertDescription
 from tls_privsep.shared.record import whole_records
 
 _conn_ids = itertools.count(1)
+# What one read from the client takes during the handshake. A chunk relayed to secured is at most one
+# read plus the start of a record left over from the read before (under 5 + 2^14+256 bytes), so it
+# always fits one channel datagram (channel.MAX_MESSAGE, 192 KiB): the largest ClientHello (131,396
+# bytes, 9 records) crosses in a few ``hs`` steps and secured's record layer puts it back together.
+HANDSHAKE_READ = 65536
 # A plaintext internal_error alert: what a client gets when secured cannot be reached before our
 # ServerHello (after it, only a TCP close is possible: appd holds no handshake keys).
 INTERNAL_ERROR_ALERT = bytes([21, 3, 3, 0, 2, 2, AlertDescription.internal_error])
@@ -149,10 +154,10 @@ async def _next_records(tcp: trio.SocketStream, buf: bytearray, summary: Summary
             del buf[:n]
             return chunk
         if hs is None:
-            data = await tcp.receive_some(65536)
+            data = await tcp.receive_some(HANDSHAKE_READ)
         else:
             with hs.waiting_for_client() as waiting:
-                data = await tcp.receive_some(65536)
+                data = await tcp.receive_some(HANDSHAKE_READ)
             if waiting.cancelled_caught:
                 return b""
         if not data:

@@ -48,7 +48,14 @@ from tls_privsep.shared.errors import (
     ProtocolVersion,
     UnexpectedMessage,
 )
-from tls_privsep.shared.record import CloseNotify, ContentType, HandshakeMessage, HandshakeType, RecordLayer
+from tls_privsep.shared.record import (
+    MAX_CLIENT_HELLO,
+    CloseNotify,
+    ContentType,
+    HandshakeMessage,
+    HandshakeType,
+    RecordLayer,
+)
 from tls_privsep.shared.state import TrafficState
 from tls_privsep.shared.wire import vector
 
@@ -90,7 +97,10 @@ class ServerConfig:
     client_verifier: ClientCertVerifier | None = None
     hrr_cookie: bool = False
     early_data_skip_limit: int = 16384  # §4.2.10: how much rejected 0-RTT we skip
-    max_handshake_message: int = 65536  # body bytes of one client handshake message (ClientHello included)
+    # Body bytes of one client handshake message. The default is the largest ClientHello there can
+    # be, which no setting raises (_check_header); a larger value only admits a larger client
+    # Certificate.
+    max_handshake_message: int = MAX_CLIENT_HELLO
     max_handshake_records: int = 64  # records a client may send before its Finished (see docs/configuration.md)
 
     def __post_init__(self) -> None:
@@ -174,7 +184,8 @@ class ServerHandshake:
         self._ephemeral = ephemeral
         self._signer = signer
         self._rl = RecordLayer(max_handshake_message=config.max_handshake_message + 4,  # + the 4-byte header
-                               max_handshake_records=config.max_handshake_records)
+                               max_handshake_records=config.max_handshake_records,
+                               check_handshake_header=self._check_header)
         self._out = bytearray()
         self.state = State.EXPECT_CLIENT_HELLO
         self.info = HandshakeInfo()
@@ -282,6 +293,27 @@ class ServerHandshake:
         self._close()
 
     # ---- internals ----------------------------------------------------------------------------
+
+    def _check_header(self, msg_type: int, length: int) -> None:
+        """Judge a client handshake message on its 4-byte header, before its body is buffered.
+
+        The type first, as OpenSSL's state machine does: anything but the one message this state
+        takes is unexpected_message (§6.2), whatever length it announces (a KeyUpdate before the
+        Finished must be, §4.6.3; so is an EndOfEarlyData, as we never accept 0-RTT, §4.5). Then the
+        length of a message whose size is fixed: a Finished is exactly the hash length, so any
+        other announced length is decode_error ("the length of the message was incorrect", §6.2),
+        not the size limit's illegal_parameter. A ClientHello longer than any ClientHello can be
+        is refused here too, whatever ``max_handshake_message`` allows.
+        """
+        expected = _TRANSITIONS.get(self.state)
+        if expected is None or msg_type != expected[0]:
+            raise UnexpectedMessage(f"handshake type {msg_type} while in state '{self.state.value}'")
+        if msg_type == HandshakeType.finished:
+            assert self._suite is not None
+            if length != self._suite.hash_len:
+                raise DecodeError(f"Finished of {length} bytes, not {self._suite.hash_len}")
+        elif msg_type == HandshakeType.client_hello and length > MAX_CLIENT_HELLO:
+            raise IllegalParameter(f"ClientHello of {length} bytes exceeds the {MAX_CLIENT_HELLO} any can have")
 
     def _dispatch(self, msg: HandshakeMessage) -> None:
         expected, handler = _TRANSITIONS.get(self.state, (None, ""))

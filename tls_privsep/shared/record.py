@@ -12,6 +12,7 @@ the following records opened under the new key.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -59,6 +60,10 @@ class HandshakeType(enum.IntEnum):
 
 MAX_PLAINTEXT = 2**14
 MAX_CIPHERTEXT = 2**14 + 256
+# The largest ClientHello body its own length fields allow (RFC 8446 §4.1.2): version 2, random 32,
+# session id 1+32, cipher suites 2+(2^16-2), compression methods 1+(2^8-1), extensions 2+(2^16-1).
+# OpenSSL's server limit (CLIENT_HELLO_MAX_LENGTH) is the same number; it spans 9 full records.
+MAX_CLIENT_HELLO = 2 + 32 + 1 + 32 + 2 + (2**16 - 2) + 1 + (2**8 - 1) + 2 + (2**16 - 1)
 _MAX_INNER = MAX_PLAINTEXT + 1  # content plus the inner content-type byte (§5.4)
 _TAG_LEN = 16  # all three suites use a 16-byte tag
 _SEQ_LIMIT = 2**64  # §5.3: a sequence number must never wrap
@@ -294,13 +299,17 @@ class RecordLayer:
     def __init__(
         self,
         *,
-        max_handshake_message: int = 65536 + 4,
+        max_handshake_message: int = MAX_CLIENT_HELLO + 4,
         max_empty_records: int = 32,
         max_key_updates: int = 32,
         max_warning_alerts: int = 4,
         max_handshake_records: int = 64,
+        check_handshake_header: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.max_handshake_message = max_handshake_message
+        self.max_handshake_message = max_handshake_message  # header included
+        # Called with (type, length) of each handshake message as soon as its 4-byte header is in,
+        # before the size limit and before any of its body is buffered; raises the alert to send.
+        self.check_handshake_header = check_handshake_header
         self.max_empty_records = max_empty_records
         self.max_key_updates = max_key_updates
         self.max_warning_alerts = max_warning_alerts
@@ -511,12 +520,18 @@ class RecordLayer:
             return None
         msg_type = hs[off]
         length = int.from_bytes(hs[off + 1 : off + 4], "big")
+        # Judged on the header, before the size limit: a message of the wrong type is
+        # unexpected_message and one of a fixed size announcing another length is decode_error,
+        # whatever length it announces; only a message that may come here and may be long is
+        # measured against the limit (docs/alerts.md).
         if self.application_mode:
-            # Fail on the header: only a 1-byte KeyUpdate is acceptable after the handshake.
+            # Only a 1-byte KeyUpdate is acceptable after the handshake.
             if msg_type != HandshakeType.key_update:
                 raise UnexpectedMessage(f"handshake message type {msg_type} after the handshake")
             if length != 1:
                 raise DecodeError("KeyUpdate body is not 1 byte")
+        elif self.check_handshake_header is not None:
+            self.check_handshake_header(msg_type, length)
         if 4 + length > self.max_handshake_message:
             raise IllegalParameter(f"handshake message of {length} bytes exceeds the limit")
         if avail < 4 + length:
