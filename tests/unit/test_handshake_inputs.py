@@ -7,7 +7,10 @@ alert encrypted under our current key after it.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -108,7 +111,11 @@ CH_CASES: list[tuple[str, Edit, AD, dict[str, object]]] = [
     ("ALPN list empty", lambda c: c.hello.set(16, vector(2, b"")), A.decode_error, {}),
     ("server_name twice", lambda c: c.hello.set(0, vector(2, (u8(0) + vector(2, b"a")) * 2)), A.illegal_parameter, {}),
     ("server_name list empty", lambda c: c.hello.set(0, vector(2, b"")), A.decode_error, {}),
-    ("server_name with NUL", lambda c: c.hello.set(0, vector(2, u8(0) + vector(2, b"a\x00b"))), A.illegal_parameter, {}),
+    # A host name no server can have is unrecognized_name, as in OpenSSL and BoringSSL (docs/alerts.md).
+    ("server_name with NUL", lambda c: c.hello.set(0, vector(2, u8(0) + vector(2, b"a\x00b"))), A.unrecognized_name, {}),
+    ("server_name with a trailing dot", lambda c: c.hello.set(0, vector(2, u8(0) + vector(2, b"localhost."))), A.unrecognized_name, {}),
+    ("server_name not ASCII", lambda c: c.hello.set(0, vector(2, u8(0) + vector(2, "bücher.example".encode()))), A.unrecognized_name, {}),
+    ("server_name with a control character", lambda c: c.hello.set(0, vector(2, u8(0) + vector(2, b"a\tb"))), A.unrecognized_name, {}),
     ("PSK identities and binders differ", lambda c: c.hello.extensions.append((41, _psk_ext(b"t", n_binders=2))), A.illegal_parameter, {}),
     ("PSK binder of 31 bytes", lambda c: c.hello.extensions.append((41, _psk_ext(b"t", binder_len=31))), A.decode_error, {}),
     ("early_data with a body", lambda c: c.hello.set(42, b"\x00"), A.decode_error, {}),
@@ -299,11 +306,11 @@ def test_ccs_after_finished_is_not_swallowed() -> None:
 # ---- client certificates -----------------------------------------------------------------------
 
 
-def _client_pair(kind: str = "ecdsa") -> tuple[list[bytes], object]:
+def _client_pair(kind: str = "ecdsa", *, client: bool = True) -> tuple[list[bytes], object]:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     p = pki()
-    leaf, key = certs.make_leaf(p.client_ca, p.client_ca_key, kind, names=("client",), client=True)  # type: ignore[arg-type]
+    leaf, key = certs.make_leaf(p.client_ca, p.client_ca_key, kind, names=("client",), client=client)  # type: ignore[arg-type]
     return [leaf.public_bytes(Encoding.DER)], key
 
 
@@ -336,7 +343,12 @@ def test_client_auth_happy_path_with_mini_client() -> None:
 
 
 AUTH_CASES: list[tuple[str, Callable[[Client], bytes], AD]] = [
-    ("certificate_request_context mismatch", lambda c: c.protect(m.certificate(_client_pair()[0], context=b"\x01")), A.illegal_parameter),
+    # Our context is empty, so any other is a length that cannot be: decode_error, as in OpenSSL and BoringSSL.
+    ("certificate_request_context mismatch", lambda c: c.protect(m.certificate(_client_pair()[0], context=b"\x01")), A.decode_error),
+    # Past the cap on the chain: unknown_ca, their alert for a chain past the verify depth.
+    ("chain of 11 certificates", lambda c: c.protect(m.certificate(_client_pair()[0] * 11)), A.unknown_ca),
+    # A leaf not for client authentication (EKU serverAuth only): unsupported_certificate, as theirs.
+    ("certificate without the clientAuth EKU", lambda c: c.protect(m.certificate(_client_pair(client=False)[0])), A.unsupported_certificate),
     ("no certificate when required", lambda c: c.protect(m.certificate([])), A.certificate_required),
     ("garbage certificate DER", lambda c: c.protect(m.certificate([b"\x30\x03\x02\x01\x00"])), A.bad_certificate),
     ("certificate list overruns", lambda c: c.protect(m.handshake(11, b"\x00" + b"\x00\x00\x10" + b"\x00\x00\x05abc")), A.decode_error),
@@ -361,6 +373,35 @@ def test_client_certificate_verify_rejected(scheme: int, corrupt: bool, alert: A
     cert = m.certificate(chain)
     c.add_transcript(cert)
     _expect_encrypted_alert(hs, c, c.protect(cert + _sign_cv(c, key, scheme, corrupt)), alert)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl binary")
+def test_client_certificate_with_a_key_we_cannot_use(tmp_path: Path) -> None:
+    """A chain that verifies, but whose leaf key is of a type we cannot load (an SM2 curve): the client
+    gets unsupported_certificate on its CertificateVerify, not internal_error."""
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    p = pki()
+    (tmp_path / "ca.pem").write_bytes(p.client_ca.public_bytes(Encoding.PEM))
+    (tmp_path / "ca.key").write_bytes(
+        p.client_ca_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())  # type: ignore[attr-defined]
+    )
+    (tmp_path / "ext.cnf").write_text("keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    try:
+        openssl("genpkey", "-algorithm", "SM2", "-out", "sm2.key")
+    except subprocess.CalledProcessError:
+        pytest.skip("this openssl has no SM2")
+    openssl("pkey", "-in", "sm2.key", "-pubout", "-out", "sm2.pub")
+    openssl("req", "-new", "-key", "ca.key", "-subj", "/CN=client", "-out", "leaf.csr")
+    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-force_pubkey", "sm2.pub",
+            "-extfile", "ext.cnf", "-set_serial", "7", "-days", "2", "-outform", "DER", "-out", "leaf.der")
+    hs, c = _auth()
+    cert = m.certificate([(tmp_path / "leaf.der").read_bytes()])
+    c.add_transcript(cert)
+    _expect_encrypted_alert(hs, c, c.protect(cert + m.certificate_verify(0x0403, bytes(70))), A.unsupported_certificate)
 
 
 def test_finished_without_certificate_verify() -> None:

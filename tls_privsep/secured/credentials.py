@@ -40,6 +40,7 @@ from tls_privsep.shared.errors import (
     HandshakeFailure,
     IllegalParameter,
     UnknownCa,
+    UnsupportedCertificate,
 )
 
 
@@ -115,7 +116,9 @@ CLIENT_VERIFY_SCHEMES: tuple[int, ...] = (
 )
 """What :func:`verify_signature` accepts: the ``signature_algorithms`` to put in CertificateRequest."""
 
-MAX_CLIENT_CHAIN = 10  # certificates; a longer client chain is refused before any path building
+# Certificates; a longer client chain is refused before any path building, with the alert OpenSSL and
+# BoringSSL send for a chain past their verify depth: unknown_ca (docs/alerts.md).
+MAX_CLIENT_CHAIN = 10
 
 
 # --------------------------------------------------------------------------------------------------
@@ -437,15 +440,18 @@ def verify_signature(
     Pass the client's leaf *certificate* when you have it: RSA-PSS SPKIs load as plain RSA keys, so
     only the certificate tells rsa_pss_rsae_* (rsaEncryption) from rsa_pss_pss_* (RSASSA-PSS) apart.
     A bare RSA key is taken to be rsaEncryption. Scheme not fitting the key, or not a TLS 1.3
-    scheme → IllegalParameter; a signature that does not verify → DecryptError.
+    scheme → IllegalParameter; a certificate whose key cannot be loaded → UnsupportedCertificate; a
+    signature that does not verify → DecryptError.
     """
     pss_spki = False
     if isinstance(public_key, x509.Certificate):
         pss_spki = public_key.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
         try:
             key: PublicKeyTypes = public_key.public_key()
-        except ValueError:
-            raise IllegalParameter("client certificate has an unsupported public key") from None
+        except (ValueError, UnsupportedAlgorithm):
+            # A certificate of a type we cannot use: unsupported_certificate (§6.2's definition, and
+            # BoringSSL's alert when it cannot get a certificate's key; docs/alerts.md).
+            raise UnsupportedCertificate("client certificate has an unsupported public key") from None
     else:
         key = public_key
 
@@ -518,7 +524,7 @@ class ClientCertVerifier:
         if not chain:
             raise CertificateRequired("client sent no certificate")
         if len(chain) > MAX_CLIENT_CHAIN:
-            raise BadCertificate(f"client chain too long ({len(chain)} certificates)")
+            raise UnknownCa(f"client chain too long ({len(chain)} certificates)")
         try:
             certs = [x509.load_der_x509_certificate(bytes(d)) for d in chain]
         except ValueError:
@@ -548,6 +554,10 @@ class ClientCertVerifier:
             return CertificateExpired("a certificate in the client chain is expired or not yet valid")
         if "candidates exhausted" in message or not self._reaches_store(certs):
             return UnknownCa("client certificate is not issued by a trusted CA")
+        if "EKU not found" in message:
+            # The leaf is not for client authentication: OpenSSL and BoringSSL map this (an X.509
+            # "invalid purpose") to unsupported_certificate (docs/alerts.md).
+            return UnsupportedCertificate("client certificate is not for client authentication (EKU)")
         # Drop the library's "(encountered processing <Certificate(subject=...)>)" tail: the subject
         # is the client's text, and the reason alone is what an operator needs.
         reason = message.removeprefix("validation failed: ").split(" (encountered processing", 1)[0]

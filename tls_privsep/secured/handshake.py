@@ -649,7 +649,9 @@ class ServerHandshake:
     def _on_certificate(self, msg: HandshakeMessage) -> None:
         context, chain = m.parse_certificate(msg.body)
         if context != self._cr_context:
-            raise IllegalParameter("certificate_request_context mismatch")
+            # Ours is always empty during the handshake, so this is a length that cannot be: as in
+            # OpenSSL and BoringSSL, decode_error (docs/alerts.md).
+            raise DecodeError("certificate_request_context mismatch")
         self._add(msg.raw)
         if not chain:
             if self._config.client_auth == "required":

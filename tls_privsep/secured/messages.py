@@ -3,6 +3,7 @@
 Parsing is strict: every block is read to its end (``decode_error`` otherwise), duplicate
 extensions and a ``pre_shared_key`` that is not last are ``illegal_parameter`` (§4.2). Semantic
 checks that need configuration (which suites, groups, schemes we take) live in the state machine.
+Where RFC 8446 names no alert, docs/alerts.md says which we send and why.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tls_privsep.shared.errors import DecodeError, IllegalParameter
+from tls_privsep.shared.errors import DecodeError, IllegalParameter, UnrecognizedName
 from tls_privsep.shared.wire import Reader, u8, u16, u24, u32, vector
 
 
@@ -118,12 +119,14 @@ def _parse_server_name(r: Reader) -> str | None:
         seen.add(name_type)
         if name_type != 0:  # only host_name is defined; others are ignored (RFC 6066 §3)
             continue
+        # A name no server can have (RFC 6066 §3: ASCII, no trailing dot) is unrecognized_name, the
+        # alert OpenSSL and BoringSSL send for a NUL in it (docs/alerts.md).
         try:
             text = value.decode("ascii")
         except UnicodeDecodeError:
-            raise DecodeError("server_name is not ASCII") from None
+            raise UnrecognizedName("server_name is not ASCII") from None
         if "\x00" in text or text.endswith(".") or not text.isprintable():
-            raise IllegalParameter("malformed server_name")
+            raise UnrecognizedName("malformed server_name")
         host = text.lower()
     r.expect_end()
     return host
