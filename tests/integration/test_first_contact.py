@@ -244,7 +244,7 @@ def test_a_channel_peer_that_is_not_secured_is_refused(tmp_path: Path) -> None:
 
 
 def test_launcher_port_in_use_stops_at_once(pki: Pki, tmp_path: Path) -> None:
-    """Through the launcher: appd's one line, the launcher's exit status 78, both daemons gone."""
+    """Through the launcher: appd's one line and nothing more, the launcher's exit status 78."""
     users = ["--secured-user", "nobody", "--appd-user", "nobody"] if AS_ROOT else []
     rundir = Path(tempfile.mkdtemp(prefix="tls-privsep-rundir-"))
     os.chmod(rundir, 0o711)
@@ -259,4 +259,35 @@ def test_launcher_port_in_use_stops_at_once(pki: Pki, tmp_path: Path) -> None:
         finally:
             shutil.rmtree(rundir)
     assert run.returncode == cli.EX_CONFIG, run.stderr
-    assert f"appd: error: cannot listen on 127.0.0.1:{port}: Address already in use" in _errors(run)
+    assert _errors(run) == [f"appd: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def _launcher(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cli.daemon_argv("launcher"), *args], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+@needs_root
+def test_launcher_runtime_dir_out_of_reach_is_one_line(pki: Pki) -> None:
+    """`start --runtime-dir /tmp/x/run` with /tmp/x 0700 used to print "ready" and then fail every handshake."""
+    closed = Path(tempfile.mkdtemp(prefix="tls-privsep-closed-"))
+    try:
+        run = _launcher("start", "--runtime-dir", str(closed / "run"), "--listen", "127.0.0.1:0",
+                        "--cert", str(pki.ecdsa[0]), "--key", str(pki.ecdsa[1]),
+                        "--secured-user", "nobody", "--appd-user", "nobody")
+    finally:
+        shutil.rmtree(closed)
+    assert run.returncode == cli.EX_CONFIG
+    assert run.stdout == ""
+    assert run.stderr.splitlines() == [
+        f"tls-privsep: error: appd runs as nobody and nobody cannot enter {closed} (mode drwx------): it could never "
+        f"reach secured's socket in {closed / 'run'}; choose a --runtime-dir that user can reach"]
+
+
+@needs_root
+def test_launcher_user_missing_is_one_line(pki: Pki, tmp_path: Path) -> None:
+    run = _launcher("run", "--runtime-dir", str(tmp_path / "run"), "--listen", "127.0.0.1:0",
+                    "--cert", str(pki.ecdsa[0]), "--key", str(pki.ecdsa[1]),
+                    "--secured-user", "no-such-user-here", "--appd-user", "nobody")
+    assert run.returncode == cli.EX_CONFIG
+    assert run.stderr.splitlines() == ["tls-privsep: error: no such user 'no-such-user-here'"]

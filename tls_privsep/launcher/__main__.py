@@ -336,9 +336,8 @@ class Supervisor:
                 if code is None:
                     continue
                 self.reap(child, code)
-                if code in (cli.EX_CONFIG, cli.EX_USAGE):
-                    return self.finish(f"{child.name} refused its configuration (exit {code}); stopping", code,
-                                       "stopped")
+                if code in _FINAL:
+                    return self.finish(f"{child.name} {_FINAL[code]} (exit {code}); stopping", code, "stopped")
                 delay = child.loop.died()
                 if delay is None:
                     return self.finish(
@@ -426,6 +425,9 @@ def _settings(args: argparse.Namespace) -> Settings | None:
         settings = cli.settings_from(args)
         if os.geteuid() == 0 and args.command != "check-config" and not (args.secured_user and args.appd_user):
             raise ConfigError("as root, give --secured-user and --appd-user (the daemons refuse to keep root)")
+        for user in (args.secured_user, args.appd_user):
+            if user:
+                hardening.uid_of(user)  # one line now, rather than from each daemon later
     except ConfigError as exc:
         print(f"tls-privsep: error: {exc}", file=sys.stderr)
         return None
@@ -440,6 +442,11 @@ def _prepare(args: argparse.Namespace) -> tuple[Settings, Path] | None:
     rundir = runtime_dir(args.runtime_dir, settings)
     try:
         private_dir(rundir)
+        if os.geteuid() == 0 and args.appd_user:
+            problem = hardening.unreachable_for(rundir / "secured.sock", args.appd_user)
+            if problem:
+                raise ConfigError(f"appd runs as {args.appd_user} and {problem}: it could never reach secured's "
+                                  f"socket in {rundir}; choose a --runtime-dir that user can reach")
     except ConfigError as exc:
         print(f"tls-privsep: error: {exc}", file=sys.stderr)
         return None
@@ -482,6 +489,8 @@ def run(args: argparse.Namespace) -> int:
             secured_argv += ["--appd-user", args.appd_user]
     if args.appd_user:
         appd_argv += ["--user", args.appd_user]
+    if args.secured_user:
+        appd_argv += ["--secured-user", args.secured_user]  # the only uid (besides root) appd accepts as secured
     policy = _policy(args)
     secured = Child("secured", secured_argv, policy=policy)
     appd = Child("appd", appd_argv, ready_fd=True, policy=policy)
@@ -507,15 +516,27 @@ def run(args: argparse.Namespace) -> int:
     if bound is None:
         if stopping:
             return supervisor.finish("", cli.EX_OK, "stopped")
-        supervisor.finish("error: appd did not become ready (see its log above)", cli.EX_SOFTWARE, "stopped")
-        code = appd.exit_code  # its own status if it gave up by itself, else what our SIGTERM made of it
-        return code if code in (cli.EX_CONFIG, cli.EX_USAGE) else cli.EX_SOFTWARE
+        code = appd.proc.poll() if appd.proc is not None else appd.exit_code  # None: still running
+        if code in _SAYS_WHY:
+            # appd's own line (forwarded above) names the cause and the fix; ours would only repeat it.
+            return supervisor.finish("", code, "stopped")
+        why = f"exited ({_describe(code)})" if code is not None else f"not ready after {READY_TIMEOUT:g} s"
+        return supervisor.finish(f"error: appd {why}; see its log above", cli.EX_SOFTWARE, "stopped")
     urls = " ".join(f"https://{b}/" for b in bound.split())
     print(f"tls-privsep: ready on {urls} (backend {settings.appd.backend})", flush=True)
     return supervisor.run()
 
 
-def _describe(code: int) -> str:
+# A child that exits with one of these said why in one line, and a restart would meet the same wall.
+_FINAL = {cli.EX_CONFIG: "refused its configuration", cli.EX_USAGE: "refused its arguments",
+          cli.EX_NOPERM: "lacks a permission it needs"}
+# Statuses whose line says everything (the final ones, and secured not reachable in time).
+_SAYS_WHY = frozenset((*_FINAL, cli.EX_UNAVAILABLE))
+
+
+def _describe(code: int | None) -> str:
+    if code is None:
+        return "still running"
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
 
 

@@ -15,13 +15,11 @@ import datetime
 import ipaddress
 import itertools
 import os
-import pwd
 import secrets
 import select
 import signal
 import socket
 import ssl
-import stat
 import subprocess
 import threading
 import time
@@ -435,38 +433,6 @@ def backend_spec(backend: Backend) -> str:
     return backend
 
 
-def unreachable(path: str | os.PathLike[str], user: str) -> str | None:
-    """Why ``user`` (with its primary group only, as the daemons drop to) cannot connect to the Unix
-    socket at ``path``, or None. A socket not made yet is only checked for its directories."""
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return None  # the daemon says so itself
-    target = Path(path).absolute()
-    for directory in reversed(target.parents):
-        try:
-            info = directory.stat()
-        except OSError:
-            return None
-        if not _allowed(info, entry.pw_uid, entry.pw_gid, 1):
-            return f"{user} cannot enter {directory} (mode {stat.filemode(info.st_mode)})"
-    try:
-        info = target.stat()
-    except OSError:
-        return None
-    if not _allowed(info, entry.pw_uid, entry.pw_gid, 2):
-        return f"{user} cannot write to the socket {target} (mode {stat.filemode(info.st_mode)})"
-    return None
-
-
-def _allowed(info: os.stat_result, uid: int, gid: int, bit: int) -> bool:
-    if info.st_uid == uid:
-        return bool(info.st_mode & (bit << 6))
-    if info.st_gid == gid:
-        return bool(info.st_mode & (bit << 3))
-    return bool(info.st_mode & bit)
-
-
 def start_server(
     ca: ThrowawayCA,
     log_dir: str | os.PathLike[str],
@@ -505,7 +471,7 @@ def start_server(
         common += ["--client-auth", client_auth]
     if os.geteuid() == 0 and spec.startswith("unix:"):
         path = spec[len("unix:"):]
-        problem = unreachable(path[1:] if path.startswith("//") else path, user or "nobody")
+        problem = hardening.unreachable_for(path[1:] if path.startswith("//") else path, user or "nobody")
         if problem:
             raise StartupError(f"backend {spec}: appd runs as {user or 'nobody'} (started as root) and {problem}; "
                                "put the socket in a directory others can enter and make it writable by others")

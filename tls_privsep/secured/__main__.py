@@ -35,7 +35,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-async def run(args: argparse.Namespace, daemon: Secured, listener: trio.socket.SocketType | None) -> None:
+async def run(args: argparse.Namespace, daemon: Secured, listener: trio.socket.SocketType | None,
+              path: str | None = None) -> None:
+    """Serve the channel listener (or the one inherited channel) until a stop signal; ``path`` is the socket's
+    name for the log (ours was bound under a staging name, so the socket itself would tell another)."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_signals, nursery.cancel_scope, daemon, lambda old: reload_config(args, old))
         nursery.start_soon(_heartbeat, daemon)
@@ -49,7 +52,7 @@ async def run(args: argparse.Namespace, daemon: Secured, listener: trio.socket.S
             nursery.cancel_scope.cancel()
         else:
             assert listener is not None
-            daemon.log.info("ready", socket=daemon_socket_name(listener))
+            daemon.log.info("ready", socket=path or daemon_socket_name(listener))
             systemd.notify(f"READY=1\nSTATUS={_status(daemon)}")
             await daemon.serve_listener(listener)
 
@@ -157,7 +160,7 @@ def _main(args: argparse.Namespace) -> int:
         return cli.EX_OK
 
     try:
-        listener = _listen(args, sec, user, appd_user)
+        listener, socket_path = _listen(args, sec, user, appd_user)
         hardening.drop_privileges(user, daemon="secured")
     except ConfigError as exc:
         print(f"secured: error: {exc}", file=sys.stderr)
@@ -181,7 +184,7 @@ def _main(args: argparse.Namespace) -> int:
             config.ticket_keys.for_instance(instance)  # ticket nonces unique across workers
         sock = trio.socket.from_stdlib_socket(listener) if listener is not None else None
         daemon = Secured(config, limits, wlog, frozenset(allowed), accept_stagger=0.1 if sec.workers > 1 else 0.0)
-        return cli.run_daemon("secured", lambda: trio.run(run, args, daemon, sock))
+        return cli.run_daemon("secured", lambda: trio.run(run, args, daemon, sock, socket_path))
 
     if sec.workers == 1:
         return work(0)
@@ -205,22 +208,24 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _listen(args: argparse.Namespace, sec: SecuredSettings, user: str | None,
-            appd_user: str | None) -> socket.socket | None:
-    """The channel listener: inherited from systemd, or bound at ``sec.socket``; None with --ipc-fd."""
+            appd_user: str | None) -> tuple[socket.socket | None, str | None]:
+    """The channel listener (inherited from systemd, or bound at ``sec.socket``; None with --ipc-fd) and the path
+    it answers on."""
     if args.ipc_fd is not None:
         if sec.workers > 1:
             raise ConfigError("--workers needs a channel socket path (--socket), not one inherited --ipc-fd")
-        return None
+        return None, None
     inherited = systemd.inherited_sockets(("secured", "channel"), socket.SOCK_SEQPACKET)
     if inherited:
         # socket activation: systemd made, owns and permissions the path (tls-privsep-secured.socket)
         for extra in inherited[1:]:
             extra.close()
-        return inherited[0]
+        name = inherited[0].getsockname()
+        return inherited[0], name if isinstance(name, str) else None
     # As root, secured's user owns the socket and appd reaches it through its group (mode 0660).
     owner = (hardening.uid_of(user), hardening.gid_of(appd_user)) if os.geteuid() == 0 and user and appd_user else None
     try:
-        return open_listener(sec.socket, sec.socket_mode, owner)
+        return open_listener(sec.socket, sec.socket_mode, owner), sec.socket
     except OSError as exc:
         raise ConfigError(f"cannot listen on {sec.socket}: {exc.strerror}") from None
 

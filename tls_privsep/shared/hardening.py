@@ -15,6 +15,8 @@ import os
 import pwd
 import resource
 import signal
+import stat
+from pathlib import Path
 
 from tls_privsep.shared.errors import ConfigError
 
@@ -154,3 +156,35 @@ def unreachable_socket(path: str) -> str | None:
     if not os.access(path, os.W_OK):
         return f"cannot write to {path}"
     return None
+
+
+def unreachable_for(path: str | os.PathLike[str], user: str) -> str | None:
+    """Why ``user`` (with its primary group only, as the daemons drop to) cannot connect to the Unix
+    socket at ``path``, or None. A socket not made yet is only checked for its directories."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return None  # the daemon says so itself
+    target = Path(os.path.abspath(path))
+    for directory in reversed(target.parents):
+        try:
+            info = directory.stat()
+        except OSError:
+            return None
+        if not _allowed(info, entry.pw_uid, entry.pw_gid, 1):
+            return f"{user} cannot enter {directory} (mode {stat.filemode(info.st_mode)})"
+    try:
+        info = target.stat()
+    except OSError:
+        return None
+    if not _allowed(info, entry.pw_uid, entry.pw_gid, 2):
+        return f"{user} cannot write to the socket {target} (mode {stat.filemode(info.st_mode)})"
+    return None
+
+
+def _allowed(info: os.stat_result, uid: int, gid: int, bit: int) -> bool:
+    if info.st_uid == uid:
+        return bool(info.st_mode & (bit << 6))
+    if info.st_gid == gid:
+        return bool(info.st_mode & (bit << 3))
+    return bool(info.st_mode & bit)
