@@ -66,7 +66,7 @@ def test_units_as_shipped_name_the_installed_scripts() -> None:
     for script in ("secured", "appd"):
         text = (UNITS / f"tls-privsep-{script}.service").read_text()
         assert f"ExecStart=/usr/local/bin/{script} -c /etc/tls-privsep/config.toml\n" in text
-        assert "Type=notify\n" in text and "RestartPreventExitStatus=64 78\n" in text
+        assert "Type=notify\n" in text and "RestartPreventExitStatus=64 77 78\n" in text
     assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in (UNITS / "tls-privsep-secured.service").read_text()
     assert "\nExecReload=" not in (UNITS / "tls-privsep-appd.service").read_text()  # nothing to reload there
     assert "\nBindsTo=" not in (UNITS / "tls-privsep-appd.service").read_text()
