@@ -140,7 +140,8 @@ def _main(args: argparse.Namespace) -> int:
         if os.geteuid() == 0 and not user and not args.check:
             raise ConfigError("appd refuses to run as root: give it a user to drop to (--user)")
         secured_user = args.secured_user or app.secured_user
-        secured_uids = frozenset({hardening.uid_of(secured_user)}) if secured_user else None
+        # Users are looked up when the daemon runs, not by --check (which may run where they do not exist yet).
+        secured_uids = frozenset({hardening.uid_of(secured_user)}) if secured_user and not args.check else None
     except ConfigError as exc:
         print(f"appd: error: {exc}", file=sys.stderr)
         return cli.EX_CONFIG

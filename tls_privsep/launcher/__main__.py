@@ -516,7 +516,7 @@ def run(args: argparse.Namespace) -> int:
     if bound is None:
         if stopping:
             return supervisor.finish("", cli.EX_OK, "stopped")
-        code = appd.proc.poll() if appd.proc is not None else appd.exit_code  # None: still running
+        code = _exit_status(appd)  # None: still running
         if code in _SAYS_WHY:
             # appd's own line (forwarded above) names the cause and the fix; ours would only repeat it.
             return supervisor.finish("", code, "stopped")
@@ -525,6 +525,17 @@ def run(args: argparse.Namespace) -> int:
     urls = " ".join(f"https://{b}/" for b in bound.split())
     print(f"tls-privsep: ready on {urls} (backend {settings.appd.backend})", flush=True)
     return supervisor.run()
+
+
+def _exit_status(child: Child, grace: float = 2.0) -> int | None:
+    """``child``'s exit status, waiting a moment for one whose ready pipe just closed (it is on its way out);
+    None when it is still running."""
+    if child.proc is None:
+        return child.exit_code
+    try:
+        return child.proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 # A child that exits with one of these said why in one line, and a restart would meet the same wall.
