@@ -58,7 +58,7 @@ def test_fail_arriving_while_a_step_waits_for_the_lock() -> None:
                         nursery.start_soon(step)
                         await trio.sleep(0.05)
                         await theirs.send(ch.Fail(opened.conn, b"", "timeout").encode())
-                        while opened.conn in link._waiters:
+                        while link.is_waiting(opened.conn):
                             await trio.sleep(0.01)
                     while "step" not in result:
                         await trio.sleep(0.01)
@@ -105,6 +105,6 @@ def test_open_queued_when_the_channel_is_lost_leaves_nothing_behind() -> None:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
         assert outcome == ["unavailable"]
-        assert link._waiters == {} and link._active == {}
+        assert link.connections == 0
 
     trio.run(main)

@@ -9,7 +9,6 @@ import resource
 import signal
 import socket
 import sys
-from typing import Any
 
 import trio
 
@@ -21,6 +20,7 @@ from tls_privsep.shared import cli, hardening, preload, systemd, workers
 from tls_privsep.shared import log as logging_setup
 from tls_privsep.shared.config import parse_address
 from tls_privsep.shared.errors import ConfigError
+from tls_privsep.shared.log import Logger
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def listening_sockets(addresses: tuple[tuple[str, int], ...], listen: tuple[str, ...], workers: int,
-                      log: Any) -> list[list[socket.socket]]:
+                      log: Logger) -> list[list[socket.socket]]:
     """One list of listening sockets per worker: systemd's (FileDescriptorName=https, else every stream socket
     it passed; shared by all workers), or our own (one SO_REUSEPORT copy per worker)."""
     inherited = systemd.inherited_sockets(("https",), socket.SOCK_STREAM)
@@ -75,7 +75,7 @@ def tune_allocator() -> bool:
     return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
-def raise_fd_limit(max_connections: int, log: Any) -> None:
+def raise_fd_limit(max_connections: int, log: Logger) -> None:
     """Lift the soft RLIMIT_NOFILE as far as max_connections needs (two descriptors each with a proxied
     backend, plus a few of our own), within the hard limit. The usual soft default, 1024, is far below
     the default max_connections; past the limit accept fails and clients wait in the listen backlog."""
@@ -177,7 +177,7 @@ def _main(args: argparse.Namespace) -> int:
         wlog = log.bind(worker=index) if app.workers > 1 else log
         return cli.run_daemon("appd", lambda: trio.run(start, mine, wlog, args.ready_fd if app.workers == 1 else None))
 
-    async def start(socks: list[socket.socket], log: Any, ready_fd: int | None) -> None:
+    async def start(socks: list[socket.socket], log: Logger, ready_fd: int | None) -> None:
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in socks]
         connector = (fd_connector(args.ipc_fd) if args.ipc_fd is not None
                      else unix_connector(app.secured_socket, allowed))

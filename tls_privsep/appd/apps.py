@@ -19,13 +19,14 @@ import ipaddress
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import trio
 
 from tls_privsep.appd.stream import BULK_RECEIVE, RecordStream
 from tls_privsep.shared.errors import ConfigError
 from tls_privsep.shared.keyschedule import CipherSuite
+from tls_privsep.shared.log import Logger
 from tls_privsep.shared.record import MAX_PLAINTEXT
 
 __all__ = ["Backend", "parse_backend", "proxy_v2_header", "serve"]
@@ -102,7 +103,7 @@ def _parse(text: str) -> Backend:
 
 
 async def serve(
-    stream: RecordStream, backend: Backend, *, peer: str, log: Any, local: str | None = None
+    stream: RecordStream, backend: Backend, *, peer: str, log: Logger, local: str | None = None
 ) -> None:
     """Run ``backend`` on ``stream`` until the application is done (see the module docstring).
 
@@ -248,7 +249,7 @@ def _hello(stream: RecordStream, request: _Request) -> str:
     )
 
 
-async def _http(stream: RecordStream, log: Any) -> None:
+async def _http(stream: RecordStream, log: Logger) -> None:
     buf = bytearray()
     while True:
         while buf.startswith(b"\r\n"):  # RFC 9112 §2.2: tolerate empty lines before a request
@@ -304,7 +305,7 @@ async def _http(stream: RecordStream, log: Any) -> None:
             return
 
 
-async def _http_fail(stream: RecordStream, log: Any, exc: _HttpError) -> None:
+async def _http_fail(stream: RecordStream, log: Logger, exc: _HttpError) -> None:
     log.info("http request refused", status=exc.status, reason=exc.detail)
     await stream.send_all(_response(exc.status, exc.detail + "\n", keep_alive=False))
     await stream.send_eof()
@@ -426,7 +427,7 @@ async def _receive_backend(conn: trio.SocketStream, stream: RecordStream) -> byt
             raise _BackendIdle
 
 
-async def _proxy(stream: RecordStream, backend: Backend, *, peer: str, local: str | None, log: Any) -> None:
+async def _proxy(stream: RecordStream, backend: Backend, *, peer: str, local: str | None, log: Logger) -> None:
     try:
         conn = await _connect(backend)
     except (OSError, trio.TooSlowError) as exc:

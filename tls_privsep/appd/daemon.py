@@ -12,6 +12,7 @@ import trio
 from tls_privsep.appd import session
 from tls_privsep.appd.apps import Backend
 from tls_privsep.appd.link import SecuredLink, StartupCheck
+from tls_privsep.shared.log import Logger
 from tls_privsep.shared.preload import InstallUnreadable
 
 # accept() errors that mean "no resources right now", not "the listener is broken"
@@ -70,7 +71,7 @@ def bind_listeners(addresses: tuple[tuple[str, int], ...], copies: int = 1) -> l
 
 
 class Appd:
-    def __init__(self, link: SecuredLink, backend: Backend, limits: session.Limits, log: Any, *,
+    def __init__(self, link: SecuredLink, backend: Backend, limits: session.Limits, log: Logger, *,
                  max_connections: int = 10000, drain_timeout: float = 10.0,
                  startup: StartupCheck | None = None) -> None:
         self.link = link

@@ -24,6 +24,7 @@ from tls_privsep.shared.blob import BlobOpener
 from tls_privsep.shared.cli import EX_NOPERM, EX_UNAVAILABLE, StartupFailure
 from tls_privsep.shared.dgram import Datagrams
 from tls_privsep.shared.errors import BlobError, ChannelError
+from tls_privsep.shared.log import Logger
 from tls_privsep.shared.state import TrafficState
 
 Connector = Callable[[], Awaitable[trio.socket.SocketType]]
@@ -54,13 +55,6 @@ class Step:
     consumed: int
     state: TrafficState | None = None  # set on done
     failure: str | None = None  # set on fail (reason code)
-
-
-class _Waiter:
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.step: Step | None = None
-        self.lost = False
 
 
 def unix_connector(path: str, allowed_uids: frozenset[int] | None = None) -> Connector:
@@ -126,7 +120,7 @@ class StartupCheck:
 
 
 class SecuredLink:
-    def __init__(self, connect: Connector, log: Any, *, backoff_max: float = 0.5, channel_wait: float = 2.0) -> None:
+    def __init__(self, connect: Connector, log: Logger, *, backoff_max: float = 0.5, channel_wait: float = 2.0) -> None:
         self._connect = connect
         self.channel_wait = channel_wait
         self.log = log
@@ -134,15 +128,23 @@ class SecuredLink:
         self._dg: Datagrams | None = None
         self._state: ch.ChannelState | None = None
         self._opener: BlobOpener | None = None
-        self._waiters: dict[int, _Waiter] = {}
-        self._orphans: dict[int, Step] = {}  # an unsolicited fail (timeout, busy) awaiting its connection
-        self._active: dict[int, HandshakeChannel] = {}
+        self._conns: dict[int, HandshakeChannel] = {}  # by the id their open got on the current channel
         self.up = trio.Event()
         self.channels_made = 0
 
     @property
     def is_up(self) -> bool:
         return self._dg is not None
+
+    @property
+    def connections(self) -> int:
+        """Handshakes the link tracks on the current channel (an open sent, no final answer taken yet)."""
+        return len(self._conns)
+
+    def is_waiting(self, conn: int) -> bool:
+        """Connection ``conn`` has sent secured something and waits for the answer."""
+        hc = self._conns.get(conn)
+        return hc is not None and hc.awaiting
 
     async def run(self, *, startup: StartupCheck | None = None, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a channel up for the life of appd.
@@ -207,14 +209,9 @@ class SecuredLink:
         self._state = None
         self._opener = None
         self.up = trio.Event()
-        for waiter in self._waiters.values():
-            waiter.lost = True
-            waiter.event.set()
-        self._waiters.clear()
-        self._orphans.clear()
-        for hc in self._active.values():  # the ones waiting for their client learn it now, not at its next bytes
-            hc.lost = True
-            hc.interrupt()
+        conns, self._conns = self._conns, {}
+        for hc in conns.values():  # waiting for secured or for their client: they learn it now
+            hc.lose()
 
     async def _read_loop(self, dg: Datagrams) -> None:
         state = self._state
@@ -230,17 +227,13 @@ class SecuredLink:
                 raise ChannelError("peer_error", msg.reason)
             if not isinstance(msg, ch.Hs | ch.Done | ch.Fail):
                 raise ChannelError("unexpected", type(msg).__name__)
-            waiter = self._waiters.pop(msg.conn, None)
             step = self._to_step(msg)
-            if waiter is None:
+            hc = self._conns.get(msg.conn)
+            if hc is None or not (hc.awaiting or step.state is None):
                 if step.state is not None:
-                    step.state.wipe()
-                elif msg.conn in self._active:
-                    self._orphans[msg.conn] = step
-                    self._active[msg.conn].interrupt()
+                    step.state.wipe()  # nobody will import it: its connection is gone
                 continue
-            waiter.step = step
-            waiter.event.set()
+            hc.deliver(step)
 
     def _to_step(self, msg: ch.Hs | ch.Done | ch.Fail) -> Step:
         if isinstance(msg, ch.Hs):
@@ -290,6 +283,20 @@ class SecuredLink:
         except trio.ClosedResourceError:  # closed under a send that waited for room
             raise SecuredUnavailable("channel to secured closed") from None
 
+    async def send_open(self, hc: HandshakeChannel, data: bytes) -> None:
+        """Send ``hc``'s ``open``; it takes its connection id (and its place in the table) when its turn to
+        leave has come, so ids reach secured in order and an answer that comes before the send returns
+        (secured may refuse it at once, busy) finds it."""
+        def make(state: ch.ChannelState) -> ch.Message:
+            hc.opened(state.next_conn_id(), state)
+            self._conns[hc.conn] = hc
+            return ch.Open(hc.conn, hc.peer[: ch.MAX_PEER], data)
+
+        await self._send(make)
+
+    async def send_hs(self, hc: HandshakeChannel, data: bytes) -> None:
+        await self._send(ch.Hs(hc.conn, data, 0))
+
     @asynccontextmanager
     async def handshake(self, peer: str) -> AsyncIterator[HandshakeChannel]:
         """A connection's conversation with secured; aborted on exit unless it reached done/fail.
@@ -307,30 +314,62 @@ class SecuredLink:
             yield hc
         finally:
             conn, state = hc.conn, hc.channel
-            # After a lost channel, the next one numbers connections from 1 again: touch only our own entries.
-            if self._active.get(conn) is hc:
-                del self._active[conn]
-            if state is not None and self._state is state:
-                if self._orphans.pop(conn, None) is not None:
-                    hc.finished = True
-                if not hc.finished and state.is_open(conn):
-                    self._waiters.pop(conn, None)
-                    with trio.CancelScope(shield=True):
-                        try:
-                            await self._send(ch.Abort(conn))
-                        except SecuredUnavailable:
-                            pass
+            # After a lost channel, the next one numbers connections from 1 again: touch only our own entry.
+            if self._conns.get(conn) is hc:
+                del self._conns[conn]
+            if state is not None and self._state is state and not hc.settled() and state.is_open(conn):
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self._send(ch.Abort(conn))
+                    except SecuredUnavailable:
+                        pass
 
 
 class HandshakeChannel:
+    """One connection's handshake as the link sees it: its id on the channel, and secured's answer.
+
+    secured answers each ``open``/``hs``, and may also speak unasked (its deadline, or no room for
+    another handshake): such an answer waits here for :meth:`step` and cuts short the wait for the
+    client (:meth:`waiting_for_client`).
+    """
+
     def __init__(self, link: SecuredLink, peer: str) -> None:
-        self.link = link
+        self._link = link
         self.peer = peer
         self.conn = 0  # the id its open got; 0 until then
         self.channel: ch.ChannelState | None = None  # the channel its open went out on
         self.finished = False
         self.lost = False  # the channel this handshake began on is gone
+        self._answered: trio.Event | None = None  # set while step() waits for secured
+        self._answer: Step | None = None  # secured's answer, asked for or not, not yet taken
         self._waiting: trio.CancelScope | None = None
+
+    @property
+    def awaiting(self) -> bool:
+        """It has asked secured something and no answer has come yet."""
+        return self._answered is not None and not self._answered.is_set()
+
+    def opened(self, conn: int, channel: ch.ChannelState) -> None:
+        self.conn, self.channel = conn, channel
+
+    def deliver(self, step: Step) -> None:
+        """secured's answer (from the link's reader)."""
+        self._answer = step
+        if self._answered is not None:
+            self._answered.set()
+        else:
+            self.interrupt()  # unasked: the client need not be waited for any longer
+
+    def lose(self) -> None:
+        """The channel is gone (from the link)."""
+        self.lost = True
+        if self._answered is not None:
+            self._answered.set()
+        self.interrupt()
+
+    def settled(self) -> bool:
+        """Nothing left to tell secured: it gave its final answer (taken or still waiting here)."""
+        return self.finished or self._answer is not None
 
     @contextlib.contextmanager
     def waiting_for_client(self) -> Iterator[trio.CancelScope]:
@@ -338,7 +377,7 @@ class HandshakeChannel:
         :meth:`step` has an answer that needs no input: secured gave up on the connection unasked
         (its deadline, or no room for another handshake), or the channel was lost."""
         with trio.CancelScope() as scope:
-            if self.lost or self.conn in self.link._orphans:
+            if self.lost or self._answer is not None:
                 scope.cancel()
             self._waiting = scope
             try:
@@ -353,31 +392,27 @@ class HandshakeChannel:
     async def step(self, data: bytes) -> Step:
         """Relay ``data`` (in ``open`` the first time) and wait for secured's answer (``b""`` only
         collects one it already gave)."""
-        orphan = self.link._orphans.pop(self.conn, None) if self.conn else None
-        if orphan is not None:  # secured already gave up on this connection
+        unasked = self._answer
+        if unasked is not None:  # secured already gave up on this connection
             self.finished = True
-            return orphan
+            self._answer = None
+            return unasked
         if self.lost or not data:
             self.finished = True
             raise SecuredUnavailable("channel to secured lost during the handshake")
-        waiter = _Waiter()
-        if self.conn:
-            self.link._waiters[self.conn] = waiter
-            await self.link._send(ch.Hs(self.conn, data, 0))
-        else:
-            await self.link._send(lambda state: self._open(state, data, waiter))
-        await waiter.event.wait()
-        if waiter.lost or waiter.step is None:
+        self._answered = answered = trio.Event()
+        try:
+            if self.conn:
+                await self._link.send_hs(self, data)
+            else:
+                await self._link.send_open(self, data)
+            await answered.wait()
+        finally:
+            self._answered = None
+        answer, self._answer = self._answer, None
+        if self.lost or answer is None:
             self.finished = True
             raise SecuredUnavailable("channel to secured lost during the handshake")
-        if waiter.step.state is not None or waiter.step.failure is not None:
+        if answer.state is not None or answer.failure is not None:
             self.finished = True
-        return waiter.step
-
-    def _open(self, state: ch.ChannelState, data: bytes, waiter: _Waiter) -> ch.Open:
-        """Our ``open``, under the link's send lock. Registered before it leaves: secured may answer
-        (or refuse it, busy) before the send returns."""
-        self.conn, self.channel = state.next_conn_id(), state
-        self.link._active[self.conn] = self
-        self.link._waiters[self.conn] = waiter
-        return ch.Open(self.conn, self.peer[: ch.MAX_PEER], data)
+        return answer

@@ -19,7 +19,9 @@ from tls_privsep.appd.apps import Backend, serve
 from tls_privsep.appd.link import HandshakeChannel, SecuredLink, SecuredUnavailable
 from tls_privsep.appd.stream import RecordStream
 from tls_privsep.shared.errors import AlertDescription
+from tls_privsep.shared.log import Logger
 from tls_privsep.shared.record import whole_records
+from tls_privsep.shared.state import TrafficState
 
 _conn_ids = itertools.count(1)
 # What one read from the client takes during the handshake. A chunk relayed to secured is at most one
@@ -56,7 +58,7 @@ class Summary:
                                    | {"bytes_in": 0, "bytes_out": 0})
 
 
-async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, limits: Limits, log: Any) -> None:
+async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, limits: Limits, log: Logger) -> None:
     peer = _peer(tcp)
     summary = Summary(next(_conn_ids), peer)
     clog = log.bind(conn=summary.conn, peer=peer)
@@ -103,7 +105,7 @@ def _why(stream: RecordStream, exc: BaseException | None) -> str:
 
 
 async def _handshake(tcp: trio.SocketStream, link: SecuredLink, limits: Limits,
-                     summary: Summary) -> tuple[Any, bytes] | None:
+                     summary: Summary) -> tuple[TrafficState, bytes] | None:
     """Relay until done/fail. Returns (state, trailing bytes) or None when the connection is over.
 
     Nothing goes to secured before the client's first whole record: a connection that sends nothing,

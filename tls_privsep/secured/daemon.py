@@ -13,7 +13,6 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -26,6 +25,7 @@ from tls_privsep.shared.errors import (
     ChannelError,
     ConfigError,
 )
+from tls_privsep.shared.log import Logger
 
 _PEERCRED = struct.Struct("3i")
 
@@ -39,7 +39,7 @@ def peer_uid(sock: socket.socket | trio.socket.SocketType) -> tuple[int, int]:
 class Secured:
     """Everything one secured process serves; ``config`` is swapped whole on reload."""
 
-    def __init__(self, config: ServerConfig, limits: Limits, log: Any, allowed_uids: frozenset[int], *,
+    def __init__(self, config: ServerConfig, limits: Limits, log: Logger, allowed_uids: frozenset[int], *,
                  accept_stagger: float = 0.0) -> None:
         self.config = config
         self.limits = limits
@@ -121,7 +121,7 @@ class Secured:
 class _Channel:
     """Pumps one channel: datagrams in, through the order check and the driver, datagrams out."""
 
-    def __init__(self, owner: Secured, dg: Datagrams, log: Any) -> None:
+    def __init__(self, owner: Secured, dg: Datagrams, log: Logger) -> None:
         self.owner = owner
         self.dg = dg
         self.log = log

@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.shared import channel as ch
 from tls_privsep.shared.blob import BlobSealer
 from tls_privsep.shared.errors import Alert, AlertDescription, BlobError, ChannelError, LocalAlert, PeerAlert
+from tls_privsep.shared.log import Logger
 from tls_privsep.shared.record import RecordLayer
 from tls_privsep.shared.state import fingerprint
 
@@ -64,7 +64,7 @@ class ChannelDriver:
     next handshake and one in flight keeps the configuration it started with."""
 
     def __init__(self, config: Callable[[], ServerConfig], sealer: BlobSealer, limits: Limits, stats: Stats,
-                 log: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
+                 log: Logger, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
         self._sealer = sealer
         self._limits = limits

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TypeAlias
 
 import structlog
+
+# What setup() returns and every daemon passes around (bound per channel or connection with .bind()).
+Logger: TypeAlias = structlog.typing.FilteringBoundLogger
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def setup(fmt: str = "auto", level: str = "info", *, daemon: str, stream: Any = None) -> structlog.stdlib.BoundLogger:
+def setup(fmt: str = "auto", level: str = "info", *, daemon: str, stream: Any = None) -> Logger:
     """Configure structlog process-wide and return a logger bound to ``daemon``."""
     out = stream or sys.stderr
     json = fmt == "json" or (fmt == "auto" and not out.isatty())
