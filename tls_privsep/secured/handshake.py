@@ -6,6 +6,9 @@ the bytes that followed the Finished (``trailing``) and the session's traffic st
 ``export_with_fallback`` with an alert record sealed under it), after which the engine holds no
 secret of the connection.
 
+The whole flow is one table, ``TRANSITIONS`` at the end of this module: (state, client message) ->
+(handler, the states it may move to), with RFC 8446 section references.
+
 Errors follow h2's rule "queue the alert, then raise": on any failure the alert record is already in
 ``data_to_send()`` when the ``LocalAlert`` propagates, and the engine is closed for good.
 
@@ -116,6 +119,9 @@ class ServerConfig:
 
 
 class State(enum.Enum):
+    """Where the server is: the client message it waits for. How states follow each other is
+    ``TRANSITIONS`` (end of this module); CLOSED, after any failure, is outside it (``_close``)."""
+
     EXPECT_CLIENT_HELLO = "expect ClientHello"
     EXPECT_CLIENT_HELLO_2 = "expect second ClientHello"
     EXPECT_CERTIFICATE = "expect client Certificate"
@@ -123,17 +129,6 @@ class State(enum.Enum):
     EXPECT_FINISHED = "expect client Finished"
     COMPLETE = "complete"
     CLOSED = "closed"
-
-
-# The transition table: the one handshake message each state accepts, and its handler (a method
-# name). Anything else is unexpected_message (§6.2); the handlers decide the next state.
-_TRANSITIONS: dict[State, tuple[int, str]] = {
-    State.EXPECT_CLIENT_HELLO: (HandshakeType.client_hello, "_on_client_hello"),
-    State.EXPECT_CLIENT_HELLO_2: (HandshakeType.client_hello, "_on_client_hello"),
-    State.EXPECT_CERTIFICATE: (HandshakeType.certificate, "_on_certificate"),
-    State.EXPECT_CERTIFICATE_VERIFY: (HandshakeType.certificate_verify, "_on_certificate_verify"),
-    State.EXPECT_FINISHED: (HandshakeType.finished, "_on_finished"),
-}
 
 
 @dataclass
@@ -297,16 +292,15 @@ class ServerHandshake:
     def _check_header(self, msg_type: int, length: int) -> None:
         """Judge a client handshake message on its 4-byte header, before its body is buffered.
 
-        The type first, as OpenSSL's state machine does: anything but the one message this state
-        takes is unexpected_message (§6.2), whatever length it announces (a KeyUpdate before the
+        The type first, as OpenSSL's state machine does: a message with no row in ``TRANSITIONS`` for
+        this state is unexpected_message (§6.2), whatever length it announces (a KeyUpdate before the
         Finished must be, §4.6.3; so is an EndOfEarlyData, as we never accept 0-RTT, §4.5). Then the
         length of a message whose size is fixed: a Finished is exactly the hash length, so any
         other announced length is decode_error ("the length of the message was incorrect", §6.2),
         not the size limit's illegal_parameter. A ClientHello longer than any ClientHello can be
         is refused here too, whatever ``max_handshake_message`` allows.
         """
-        expected = _TRANSITIONS.get(self.state)
-        if expected is None or msg_type != expected[0]:
+        if (self.state, msg_type) not in TRANSITIONS:
             raise UnexpectedMessage(f"handshake type {msg_type} while in state '{self.state.value}'")
         if msg_type == HandshakeType.finished:
             assert self._suite is not None
@@ -316,10 +310,21 @@ class ServerHandshake:
             raise IllegalParameter(f"ClientHello of {length} bytes exceeds the {MAX_CLIENT_HELLO} any can have")
 
     def _dispatch(self, msg: HandshakeMessage) -> None:
-        expected, handler = _TRANSITIONS.get(self.state, (None, ""))
-        if msg.msg_type != expected:
+        """Run the message's row of ``TRANSITIONS``; the only place a handshake moves to its next state.
+
+        The handler returns the state it leads to, and that state must be one its row lists: a
+        handler that strays is a bug, which ends the handshake with internal_error rather than
+        carrying on in a state nobody reviewed.
+        """
+        row = TRANSITIONS.get((self.state, msg.msg_type))
+        if row is None:
             raise UnexpectedMessage(f"handshake type {msg.msg_type} while in state '{self.state.value}'")
-        getattr(self, handler)(msg)
+        after = row.handler(self, msg)
+        if after not in row.next_states:
+            raise InternalError(
+                f"{row.handler.__name__} led from '{self.state.value}' to {after}, which its row does not allow"
+            )
+        self.state = after
 
     def _send_handshake(self, data: bytes) -> None:
         self._out += self._rl.send_handshake(data)
@@ -358,7 +363,7 @@ class ServerHandshake:
 
     # ---- ClientHello --------------------------------------------------------------------------
 
-    def _on_client_hello(self, msg: HandshakeMessage) -> None:
+    def _on_client_hello(self, msg: HandshakeMessage) -> State:
         ch = m.parse_client_hello(msg.raw)
         self._rl.ccs_allowed = True  # §5: a dummy CCS may now arrive, until the client Finished
         second = self.state is State.EXPECT_CLIENT_HELLO_2
@@ -380,7 +385,7 @@ class ServerHandshake:
             if group is None:
                 raise HandshakeFailure("no key exchange group in common")
             self._hello_retry(ch, suite, group)
-            return
+            return State.EXPECT_CLIENT_HELLO_2
         self._suite = suite
         if self._transcript is None:
             self._transcript = hashlib.new(suite.hash_name)
@@ -397,6 +402,8 @@ class ServerHandshake:
         credential, scheme = (None, None) if psk else self._config.credentials.select(
             ch.server_name, ch.signature_algorithms or [], ch.signature_algorithms_cert
         )
+        # §4.3.2: only a server that authenticates with a certificate may ask for the client's.
+        request_cert = credential is not None and self._config.client_auth != "none"
         if self._rl.has_pending_handshake():
             raise UnexpectedMessage("ClientHello does not end its record (§5.1: no message spans a key change)")
         # Every decision is made; from here on only our own code can fail.
@@ -434,7 +441,8 @@ class ServerHandshake:
         self.info.client_cert = bool(psk and psk.ticket.peer_certs)  # authenticated in the original handshake
         self.info.sni = ch.server_name
         self.info.alpn = alpn
-        self._send_server_flight(ch, suite, s_hs, credential, scheme, alpn)
+        self._send_server_flight(ch, suite, s_hs, credential, scheme, alpn, request_cert=request_cert)
+        return State.EXPECT_CERTIFICATE if request_cert else State.EXPECT_FINISHED
 
     def _check_version(self, ch: m.ClientHello) -> None:
         if not ch.has_extensions_block or ch.supported_versions is None:
@@ -546,7 +554,6 @@ class ServerHandshake:
             self._rl.skip_plaintext_app_data(self._config.early_data_skip_limit)
         self.info.hrr = True
         self._hrr_group = group
-        self.state = State.EXPECT_CLIENT_HELLO_2
 
     def _make_cookie(self) -> bytes:
         # We keep HRR state ourselves, so the cookie only proves the client saw our HRR.
@@ -613,11 +620,12 @@ class ServerHandshake:
         credential: Credential | None,
         scheme: int | None,
         alpn: str | None,
+        *,
+        request_cert: bool,
     ) -> None:
         assert self._secrets is not None
         flight = m.encrypted_extensions(self._encrypted_extensions(ch, alpn, credential))
         self._add(flight)
-        request_cert = credential is not None and self._config.client_auth != "none"
         if request_cert:
             cr = m.certificate_request(self._cr_context, self._certificate_request_extensions())
             self._add(cr)
@@ -642,11 +650,10 @@ class ServerHandshake:
         self._secrets.client_ap, self._secrets.server_ap = c_ap, s_ap
         # After our Finished we write under the application key (alerts included).
         self._rl.set_write_key(suite.suite, s_ap)
-        self.state = State.EXPECT_CERTIFICATE if request_cert else State.EXPECT_FINISHED
 
     # ---- the client's second flight -----------------------------------------------------------
 
-    def _on_certificate(self, msg: HandshakeMessage) -> None:
+    def _on_certificate(self, msg: HandshakeMessage) -> State:
         context, chain = m.parse_certificate(msg.body)
         if context != self._cr_context:
             # Ours is always empty during the handshake, so this is a length that cannot be: as in
@@ -656,16 +663,15 @@ class ServerHandshake:
         if not chain:
             if self._config.client_auth == "required":
                 raise CertificateRequired("client sent no certificate")
-            self.state = State.EXPECT_FINISHED
-            return
+            return State.EXPECT_FINISHED  # §4.4.2: an empty Certificate has no CertificateVerify
         verifier = self._config.client_verifier
         assert verifier is not None
         self._peer_leaf = verifier.verify(chain)
         self._peer_chain = chain
         self.info.client_cert = True
-        self.state = State.EXPECT_CERTIFICATE_VERIFY
+        return State.EXPECT_CERTIFICATE_VERIFY
 
-    def _on_certificate_verify(self, msg: HandshakeMessage) -> None:
+    def _on_certificate_verify(self, msg: HandshakeMessage) -> State:
         scheme, signature = m.parse_certificate_verify(msg.body)
         if scheme not in CLIENT_SIG_SCHEMES:
             raise IllegalParameter(f"client signed with scheme {scheme:#06x}, which we did not offer")
@@ -673,9 +679,9 @@ class ServerHandshake:
         content = m.certificate_verify_content(self._digest(), server=False)
         verify_signature(self._peer_leaf, scheme, content, signature)
         self._add(msg.raw)
-        self.state = State.EXPECT_FINISHED
+        return State.EXPECT_FINISHED
 
-    def _on_finished(self, msg: HandshakeMessage) -> None:
+    def _on_finished(self, msg: HandshakeMessage) -> State:
         suite, secrets = self._suite, self._secrets
         assert suite is not None and secrets is not None
         if len(msg.body) != suite.hash_len:
@@ -706,7 +712,7 @@ class ServerHandshake:
             psk_resumed=psk is not None,
             created=int(self._clock()),
         )
-        self.state = State.COMPLETE
+        return State.COMPLETE
 
     def _nst_extensions(self) -> bytes:
         return b""  # we never accept 0-RTT, so we never advertise early_data
@@ -744,3 +750,75 @@ class ServerHandshake:
             tickets += m.new_session_ticket(lifetime, age_add, nonce, ticket, self._nst_extensions())
         if tickets:
             self._send_handshake(tickets)
+
+
+# ---- the transition table ---------------------------------------------------------------------
+
+Handler = Callable[[ServerHandshake, HandshakeMessage], State]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One row: who handles the message, and every state that handler may lead to."""
+
+    handler: Handler
+    next_states: frozenset[State]
+    rfc: str  # RFC 8446 sections for the message and the server's answer
+
+
+def _row(handler: Handler, rfc: str, *next_states: State) -> Transition:
+    return Transition(handler, frozenset(next_states), rfc)
+
+
+# The TLS 1.3 server handshake, RFC 8446 §2 (Figures 1-3) from our side. {} is under the handshake key,
+# [] under the application key, * is optional:
+#
+#     Client                                   Server
+#     ClientHello            -------->                                    EXPECT_CLIENT_HELLO
+#                            <--------  HelloRetryRequest                 no usable key share (§4.1.4)
+#     ClientHello            -------->                                    EXPECT_CLIENT_HELLO_2
+#                                       ServerHello
+#                                       {EncryptedExtensions}
+#                                       {CertificateRequest*}             client_auth, not resuming
+#                                       {Certificate*}                    not when resuming (§4.2.11)
+#                                       {CertificateVerify*}
+#                            <--------  {Finished}
+#     {Certificate*}         -------->                                    EXPECT_CERTIFICATE
+#     {CertificateVerify*}   -------->                                    EXPECT_CERTIFICATE_VERIFY (not if empty)
+#     {Finished}             -------->                                    EXPECT_FINISHED
+#                            <--------  [NewSessionTicket*]               COMPLETE: export; the rest is appd's
+#
+# One row per (state, client message) we accept. Any other pair is unexpected_message (§6.2), judged
+# on the message header before its body is read (ServerHandshake._check_header): a third ClientHello,
+# a KeyUpdate before the Finished (§4.6.3), and EndOfEarlyData, as we never accept 0-RTT (§4.2.10:
+# rejected early data is skipped record by record, so there is no state that waits for it). The
+# handler returns the next state, which must be in its row (ServerHandshake._dispatch); a failure
+# anywhere is CLOSED (ServerHandshake._close).
+_S, _H, _E = State, HandshakeType, ServerHandshake
+TRANSITIONS: dict[tuple[State, int], Transition] = {
+    (_S.EXPECT_CLIENT_HELLO, _H.client_hello): _row(
+        _E._on_client_hello, "§4.1.2; HRR §4.1.4, or ServerHello §4.1.3 and our flight §4.3-§4.4",
+        _S.EXPECT_CLIENT_HELLO_2,  # we sent a HelloRetryRequest
+        _S.EXPECT_CERTIFICATE,  # our flight had a CertificateRequest (client_auth, not resuming)
+        _S.EXPECT_FINISHED,
+    ),
+    (_S.EXPECT_CLIENT_HELLO_2, _H.client_hello): _row(
+        _E._on_client_hello, "§4.1.2 (the retried hello); ServerHello §4.1.3 and our flight §4.3-§4.4",
+        _S.EXPECT_CERTIFICATE,
+        _S.EXPECT_FINISHED,
+    ),
+    (_S.EXPECT_CERTIFICATE, _H.certificate): _row(
+        _E._on_certificate, "§4.4.2, §4.4.2.4",
+        _S.EXPECT_CERTIFICATE_VERIFY,  # a chain, verified
+        _S.EXPECT_FINISHED,  # empty, and client_auth is optional
+    ),
+    (_S.EXPECT_CERTIFICATE_VERIFY, _H.certificate_verify): _row(
+        _E._on_certificate_verify, "§4.4.3",
+        _S.EXPECT_FINISHED,
+    ),
+    (_S.EXPECT_FINISHED, _H.finished): _row(
+        _E._on_finished, "§4.4.4; NewSessionTicket §4.6.1",
+        _S.COMPLETE,
+    ),
+}
+del _S, _H, _E
