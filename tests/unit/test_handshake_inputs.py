@@ -46,6 +46,11 @@ def _expect_plain_alert(hs: ServerHandshake, data: bytes, alert: AD) -> None:
 Edit = Callable[[Client], bytes | None]
 
 
+def _flip_last_bit(record: bytes) -> bytes:
+    """The record with one bit of its own AEAD tag flipped: it can never authenticate."""
+    return record[:-1] + bytes([record[-1] ^ 1])
+
+
 def _raw_ch(c: Client, mutate: Callable[[bytes], bytes]) -> bytes:
     """A ClientHello whose body is edited; the handshake header is recomputed to match."""
     return record(22, m.handshake(1, mutate(c.hello.encode()[4:])), 0x0301)
@@ -251,7 +256,7 @@ FLIGHT_CASES: list[tuple[str, FlightEdit, AD]] = [
     ("empty CCS", lambda c: record(20, b""), A.unexpected_message),
     ("bad Finished verify_data", lambda c: c.protect(c.finished_message(corrupt=True)), A.decrypt_error),
     ("Finished one byte short", lambda c: c.protect(c.finished_message()[:-1][:1] + b"\x00\x00\x1f" + c.finished_message()[4:-1]), A.decode_error),
-    ("Finished record with a flipped tag bit", lambda c: c.protect(c.finished_message())[:-1] + bytes([c.protect(b"x")[-1] ^ 1]), A.bad_record_mac),
+    ("Finished record with a flipped tag bit", lambda c: _flip_last_bit(c.protect(c.finished_message())), A.bad_record_mac),
     ("application data instead of Finished", lambda c: c.protect(b"hello", content_type=23), A.unexpected_message),
     ("plaintext handshake after ServerHello", lambda c: record(22, c.finished_message()), A.unexpected_message),
     ("unprotected application data after ServerHello", lambda c: record(23, b"x" * 40), A.bad_record_mac),
