@@ -27,7 +27,7 @@ with atheris.instrument_imports(include=["tls_privsep"]):
     from fuzz.common import CONFIG_NAMES, SecondFlight, first_flight, new_server
     from tls_privsep.secured.handshake import ServerHandshake, State
     from tls_privsep.shared.errors import Alert, LocalAlert
-    from tls_privsep.shared.record import RecordLayer
+    from tls_privsep.shared.record import Phase, RecordLayer
 
 
 def after_handshake(hs: ServerHandshake) -> None:
@@ -36,7 +36,7 @@ def after_handshake(hs: ServerHandshake) -> None:
     layer = RecordLayer()
     layer.set_read_key(state.suite, state.read_secret, state.read_seq)
     layer.set_write_key(state.suite, state.write_secret, state.write_seq)
-    layer.application_mode = True
+    layer.enter(Phase.APPLICATION)
     try:
         layer.receive_data(hs.trailing)
         while layer.next_event() is not None:

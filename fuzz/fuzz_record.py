@@ -22,7 +22,7 @@ with atheris.instrument_imports(include=["tls_privsep"]):
     from fuzz.base import Finding, check_local_alert, ops
     from tls_privsep.shared.errors import Alert, LocalAlert
     from tls_privsep.shared.keyschedule import SUITES
-    from tls_privsep.shared.record import Event, Protection, RecordLayer
+    from tls_privsep.shared.record import Event, Phase, Protection, RecordLayer
 
 SUITE_IDS = sorted(SUITES)
 MODES = ("plaintext", "handshake", "application", "skip_early", "skip_plain", "sealed_app", "sealed_hs")
@@ -38,8 +38,10 @@ def make_layer(mode: str, suite: int) -> RecordLayer:
     if mode != "plaintext":
         layer.set_read_key(suite, secret(suite, 1))
         layer.set_write_key(suite, secret(suite, 2))
-    layer.application_mode = mode in ("application", "sealed_app")
-    layer.ccs_allowed = mode in ("plaintext", "handshake", "skip_early", "sealed_hs")
+    if mode in ("application", "sealed_app"):
+        layer.enter(Phase.APPLICATION)
+    elif mode in ("plaintext", "handshake", "skip_early", "sealed_hs"):
+        layer.enter(Phase.HANDSHAKE_CCS)
     if mode == "skip_early":
         layer.skip_early_data(4000)
     elif mode == "skip_plain":

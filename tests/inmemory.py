@@ -20,7 +20,7 @@ from tests import certs
 from tls_privsep.secured.credentials import ClientCertVerifier, Credential, CredentialStore
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.secured.tickets import TicketKeys
-from tls_privsep.shared.record import ApplicationData, CloseNotify, Event, RecordLayer
+from tls_privsep.shared.record import ApplicationData, CloseNotify, Event, Phase, RecordLayer
 from tls_privsep.shared.state import TrafficState
 
 
@@ -92,7 +92,7 @@ def imported(engine: ServerHandshake) -> RecordLayer:
     rl = RecordLayer()
     rl.set_read_key(state.suite, state.read_secret, state.read_seq)
     rl.set_write_key(state.suite, state.write_secret, state.write_seq)
-    rl.application_mode = True
+    rl.enter(Phase.APPLICATION)
     rl.receive_data(engine.trailing)
     return rl
 
@@ -137,7 +137,7 @@ class Pair:
         rl = RecordLayer()
         rl.set_read_key(state.suite, state.read_secret, state.read_seq)
         rl.set_write_key(state.suite, state.write_secret, state.write_seq)
-        rl.application_mode = True
+        rl.enter(Phase.APPLICATION)
         rl.receive_data(self.server.trailing)
         self.rl = rl
 

@@ -24,7 +24,7 @@ from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared import config
 from tls_privsep.shared.errors import AlertDescription as AD
 from tls_privsep.shared.errors import ConfigError, LocalAlert
-from tls_privsep.shared.record import MAX_CLIENT_HELLO, ApplicationData, Protection, RecordLayer
+from tls_privsep.shared.record import MAX_CLIENT_HELLO, ApplicationData, Phase, Protection, RecordLayer
 from tls_privsep.shared.state import TrafficState
 from tls_privsep.shared.wire import u16, vector
 
@@ -308,7 +308,7 @@ def stream_and_client(**limits: Any) -> tuple[RecordStream, RecordLayer, trio.ab
     client = RecordLayer()
     client.set_read_key(SUITE, SERVER_SECRET)
     client.set_write_key(SUITE, CLIENT_SECRET)
-    client.application_mode = True
+    client.enter(Phase.APPLICATION)
     return stream, client, client_end
 
 
@@ -418,7 +418,7 @@ def test_wired_into_the_engine() -> None:
     engine = from_settings(settings, credentials=creds)
     assert (engine.max_handshake_message, engine.max_handshake_records) == (5000, 9)
     hs = ServerHandshake(engine)
-    assert (hs._rl.max_handshake_message, hs._rl.max_handshake_records) == (5004, 9)
+    assert (hs._rl.limits.max_handshake_message, hs._rl.limits.max_handshake_records) == (5004, 9)
 
 
 

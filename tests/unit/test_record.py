@@ -19,6 +19,7 @@ from tls_privsep.shared.record import (
     HandshakeMessage,
     HandshakeType,
     KeyUpdated,
+    Phase,
     Protection,
     RecordLayer,
 )
@@ -66,7 +67,8 @@ def reader(app: bool = False, suite: int = AES128) -> RecordLayer:
     """A server-side layer reading under the client secret."""
     layer = RecordLayer()
     layer.set_read_key(suite, secrets_for(suite)[0])
-    layer.application_mode = app
+    if app:
+        layer.enter(Phase.APPLICATION)
     return layer
 
 
@@ -82,7 +84,9 @@ def pair(suite: int = AES128, app: bool = True) -> tuple[RecordLayer, RecordLaye
     server.set_write_key(suite, s)
     client.set_read_key(suite, s)
     client.set_write_key(suite, c)
-    server.application_mode = client.application_mode = app
+    if app:
+        server.enter(Phase.APPLICATION)
+        client.enter(Phase.APPLICATION)
     return server, client
 
 
@@ -136,7 +140,7 @@ def test_rfc8448_through_record_layer() -> None:
     server.set_read_key(AES128, v["client_application_traffic_secret_0"])
     server.set_write_key(AES128, v["server_application_traffic_secret_0"])
     assert server.send_handshake(v["new_session_ticket"]) == v["new_session_ticket_record"]
-    server.application_mode = True
+    server.enter(Phase.APPLICATION)
     got = events(server, v["client_application_data_record"] + v["client_alert_record"])
     assert got == [ApplicationData(bytes(range(50))), CloseNotify()]
     assert server.closed
@@ -158,7 +162,7 @@ def test_rfc8448_compat_mode_ccs_is_dropped() -> None:
     assert v["client_change_cipher_spec_record"] == CCS
     server = RecordLayer()
     assert server.send_ccs() == v["server_change_cipher_spec_record"]
-    server.ccs_allowed = True
+    server.enter(Phase.HANDSHAKE_CCS)
     server.set_read_key(AES128, _compat_client_hs_secret())
     got = events(server, v["client_change_cipher_spec_record"] + v["client_finished_record"])
     assert [type(e) for e in got] == [HandshakeMessage]
@@ -317,6 +321,37 @@ def test_repr_and_errors_show_no_secrets() -> None:
 def test_handshake_message_raw() -> None:
     assert HandshakeMessage(20, b"\xaa" * 3).raw == b"\x14\x00\x00\x03\xaa\xaa\xaa"
     assert HandshakeMessage(1, b"").raw == b"\x01\x00\x00\x00"
+
+
+# -- phase ------------------------------------------------------------------------------------------
+
+
+def test_phase_moves_only_as_the_table_says() -> None:
+    layer = RecordLayer()
+    assert layer.phase is Phase.HANDSHAKE and not layer.ccs_allowed
+    layer.enter(Phase.HANDSHAKE_CCS)
+    layer.enter(Phase.HANDSHAKE_CCS)  # a second ClientHello, after a HelloRetryRequest
+    assert layer.ccs_allowed
+    with pytest.raises(errors.InternalError):
+        layer.enter(Phase.APPLICATION)  # only after the client Finished closed the CCS window
+    layer.ccs_allowed = False  # the engine's spelling, checked the same way
+    assert layer.phase is Phase.HANDSHAKE
+    layer.enter(Phase.APPLICATION)
+    for phase in (Phase.HANDSHAKE, Phase.HANDSHAKE_CCS, Phase.APPLICATION):
+        with pytest.raises(errors.InternalError):
+            layer.enter(phase)
+    with pytest.raises(errors.InternalError):
+        layer.ccs_allowed = True
+    assert layer.phase is Phase.APPLICATION
+
+
+def test_close_notify_is_the_last_phase() -> None:
+    layer = reader(app=True)
+    assert events(layer, sender().seal(21, b"\x01\x00")) == [CloseNotify()]
+    assert layer.phase is Phase.CLOSED and layer.closed
+    for phase in Phase:
+        with pytest.raises(errors.InternalError):
+            layer.enter(phase)
 
 
 # -- round trips between two layers ---------------------------------------------------------------
@@ -514,7 +549,7 @@ def test_plaintext_record_too_long(ctype: int) -> None:
 
 def test_plaintext_application_data_record_too_long_in_application_mode() -> None:
     layer = RecordLayer()
-    layer.application_mode = True
+    layer.enter(Phase.APPLICATION)
     with pytest.raises(errors.RecordOverflow):
         events(layer, b"\x17\x03\x03" + (MAX_PLAINTEXT + 1).to_bytes(2, "big"))
 
@@ -542,17 +577,18 @@ def test_alert_not_two_bytes(payload: bytes) -> None:
 
 def test_ccs_dropped_only_when_allowed_and_well_formed() -> None:
     layer = RecordLayer()
-    layer.ccs_allowed = True
+    layer.enter(Phase.HANDSHAKE_CCS)
     assert events(layer, CCS + plain(22, hs(1, b"x"))) == [HandshakeMessage(1, b"x")]
     layer = reader()
-    layer.ccs_allowed = True
+    layer.enter(Phase.HANDSHAKE_CCS)
     assert events(layer, CCS + sender().seal(22, hs(20, b"f"))) == [HandshakeMessage(20, b"f")]
 
 
 @pytest.mark.parametrize("payload", [b"\x01", b"\x02", b"\x00", b"", b"\x01\x01"])
 def test_ccs_refused(payload: bytes) -> None:
     layer = RecordLayer()
-    layer.ccs_allowed = payload != b"\x01"  # the well-formed one is refused only when not allowed
+    if payload != b"\x01":  # the well-formed one is refused only when not allowed
+        layer.enter(Phase.HANDSHAKE_CCS)
     with pytest.raises(errors.UnexpectedMessage):
         events(layer, plain(20, payload))
 
@@ -622,7 +658,7 @@ def test_inner_plaintext_without_content_type(inner: bytes) -> None:
 
 def test_protected_ccs_refused_even_when_allowed() -> None:
     layer = reader()
-    layer.ccs_allowed = True
+    layer.enter(Phase.HANDSHAKE_CCS)
     with pytest.raises(errors.UnexpectedMessage):
         events(layer, sender().seal(20, b"\x01"))
 
@@ -679,7 +715,7 @@ def test_header_check_comes_before_the_size_limit() -> None:
 @pytest.mark.parametrize("interloper", ["ccs", "alert", "close_notify", "app"])
 def test_other_record_inside_a_fragmented_handshake_message(interloper: str) -> None:
     layer = reader(app=False)
-    layer.ccs_allowed = True
+    layer.enter(Phase.HANDSHAKE_CCS)
     p = sender()
     first = p.seal(22, hs(11, b"c" * 50)[:20])
     others = {
@@ -770,7 +806,7 @@ def test_other_alerts_raise_peer_alert(level: int, description: int) -> None:
 
 def test_empty_records_are_limited() -> None:
     server, client = pair()
-    server.max_empty_records = 5
+    server.limits.max_empty_records = 5
     for _ in range(5):
         assert events(server, client.send_application_data(b"")) == []
     assert events(server, client.send_application_data(b"x")) == [ApplicationData(b"x")]
@@ -782,7 +818,7 @@ def test_empty_records_are_limited() -> None:
 
 def test_dropped_ccs_counts_as_empty() -> None:
     layer = RecordLayer(max_empty_records=3)
-    layer.ccs_allowed = True
+    layer.enter(Phase.HANDSHAKE_CCS)
     events(layer, CCS * 3)
     with pytest.raises(errors.UnexpectedMessage):
         events(layer, CCS)
@@ -858,7 +894,7 @@ def test_key_update_must_end_its_record() -> None:
 
 def test_too_many_key_updates() -> None:
     server, client = pair()
-    server.max_key_updates = 3
+    server.limits.max_key_updates = 3
     for _ in range(3):
         events(server, client.send_key_update(False))
     events(server, client.send_application_data(b"resets"))
@@ -878,7 +914,7 @@ def test_other_handshake_message_after_handshake(msg_type: int) -> None:
 
 
 def test_key_update_during_handshake_is_just_a_message() -> None:
-    """Before application_mode the engine sees it and decides (it is unexpected there)."""
+    """Before the application phase the engine sees it and decides (it is unexpected there)."""
     assert events(reader(), sender().seal(22, hs(24, b"\x00"))) == [HandshakeMessage(24, b"\x00")]
 
 
@@ -909,7 +945,7 @@ def test_skip_early_data_budget() -> None:
 
 def test_skip_early_data_many_small_records_are_fine_empty_ones_are_counted() -> None:
     layer = reader()
-    layer.max_empty_records = 3
+    layer.limits.max_empty_records = 3
     early = Protection(AES128, S_SECRET)
     layer.skip_early_data(10_000)
     assert events(layer, b"".join(early.seal(23, b"x" * 9) for _ in range(50))) == []
@@ -928,7 +964,7 @@ def test_skip_early_data_first_decrypting_record_is_checked_normally() -> None:
 
 def test_skip_plaintext_app_data_after_hrr() -> None:
     layer = RecordLayer()
-    layer.ccs_allowed = True
+    layer.enter(Phase.HANDSHAKE_CCS)
     events(layer, plain(22, hs(1, b"ch1")))
     early = Protection(AES128, S_SECRET)
     layer.skip_plaintext_app_data()

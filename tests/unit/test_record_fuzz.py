@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from tls_privsep.shared import errors
 from tls_privsep.shared.keyschedule import SUITES
-from tls_privsep.shared.record import MAX_PLAINTEXT, ApplicationData, Event, Protection, RecordLayer
+from tls_privsep.shared.record import MAX_PLAINTEXT, ApplicationData, Event, Phase, Protection, RecordLayer
 
 BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUITE_IDS = sorted(SUITES)
@@ -23,8 +23,10 @@ def make_layer(mode: str, suite: int = 0x1301) -> RecordLayer:
     if mode != "plaintext":
         layer.set_read_key(suite, secret(suite, 1))
         layer.set_write_key(suite, secret(suite, 2))
-    layer.application_mode = mode == "application"
-    layer.ccs_allowed = mode in ("plaintext", "handshake", "skip_early")
+    if mode == "application":
+        layer.enter(Phase.APPLICATION)
+    elif mode in ("plaintext", "handshake", "skip_early"):
+        layer.enter(Phase.HANDSHAKE_CCS)
     if mode == "skip_early":
         layer.skip_early_data(2000)
     if mode == "skip_plain":
@@ -150,7 +152,7 @@ def test_layer_round_trip_any_size(suite: int, data: bytes) -> None:
     tx, rx = RecordLayer(), RecordLayer()
     tx.set_write_key(suite, secret(suite, 3))
     rx.set_read_key(suite, secret(suite, 3))
-    rx.application_mode = True
+    rx.enter(Phase.APPLICATION)
     events = feed(rx, [tx.send_application_data(data)])
     assert b"".join(e.data for e in events if isinstance(e, ApplicationData)) == data
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.inmemory import completed_engine
 from tls_privsep.shared import channel as ch
-from tls_privsep.shared.record import ApplicationData, RecordLayer
+from tls_privsep.shared.record import ApplicationData, Phase, RecordLayer
 from tls_privsep.shared.state import TrafficState
 
 
@@ -23,7 +23,7 @@ def _layer(state: TrafficState) -> RecordLayer:
     rl = RecordLayer()
     rl.set_read_key(state.suite, bytearray(state.read_secret), state.read_seq)
     rl.set_write_key(state.suite, bytearray(state.write_secret), state.write_seq)
-    rl.application_mode = True
+    rl.enter(Phase.APPLICATION)
     return rl
 
 

@@ -31,7 +31,7 @@ from tls_privsep.appd.apps import Backend, parse_backend, proxy_v2_header, serve
 from tls_privsep.appd.stream import IdleTimeout, RecordStream, TruncatedError
 from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared.errors import AlertDescription, BadRecordMac, ConfigError
-from tls_privsep.shared.record import ApplicationData, CloseNotify, KeyUpdated, RecordLayer
+from tls_privsep.shared.record import ApplicationData, CloseNotify, KeyUpdated, Phase, RecordLayer
 from tls_privsep.shared.state import TrafficState
 
 LOG = structlog.get_logger("test")
@@ -73,7 +73,7 @@ def mirror_layer(state: TrafficState) -> RecordLayer:
     rl = RecordLayer()
     rl.set_read_key(m.suite, m.read_secret, m.read_seq)
     rl.set_write_key(m.suite, m.write_secret, m.write_seq)
-    rl.application_mode = True
+    rl.enter(Phase.APPLICATION)
     return rl
 
 

@@ -34,6 +34,7 @@ from tls_privsep.shared.record import (
     ApplicationData,
     CloseNotify,
     KeyUpdated,
+    Phase,
     RecordLayer,
 )
 from tls_privsep.shared.state import TLS13, TrafficState
@@ -182,7 +183,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
                             max_warning_alerts=max_warning_alerts)
         layer.set_read_key(state.suite, state.read_secret, state.read_seq)
         layer.set_write_key(state.suite, state.write_secret, state.write_seq)
-        layer.application_mode = True
+        layer.enter(Phase.APPLICATION)
         layer.receive_data(initial)
         state.wipe()
         self._layer = layer
@@ -362,7 +363,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
                     self.key_updates_sent += 1
                 self._log.debug("tls key update received", update_requested=event.update_requested)
                 await self._write_queued()
-            else:  # application_mode never yields a handshake message; refuse rather than ignore
+            else:  # the application phase never yields a handshake message; refuse rather than ignore
                 raise UnexpectedMessage(f"{type(event).__name__} after the handshake")
 
     def _take(self, max_bytes: int | None) -> bytes | bytearray:

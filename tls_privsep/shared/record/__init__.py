@@ -1,0 +1,39 @@
+"""The sans-IO TLS 1.3 record layer (RFC 8446 §5), one job per module.
+
+- ``framing``: content types, size limits, the one header reader and writer, the receive buffer
+- ``protection``: the protection scheme seam (``RecordProtection``) and TLS 1.3's AEAD (``Protection``)
+- ``messages``: handshake message reassembly
+- ``events``: what ``next_event`` returns
+- ``phase``: the receiving phase and its transition table
+- ``limits``: every count that bounds a peer's records without application data
+- ``bulk``: the steady-state path that decrypts a run of application data into one buffer
+- ``layer``: ``RecordLayer``, which ties them together and makes the protocol decisions
+
+Callers import from here.
+"""
+
+from tls_privsep.shared.record.events import ApplicationData, CloseNotify, Event, HandshakeMessage, KeyUpdated
+from tls_privsep.shared.record.framing import MAX_CIPHERTEXT, MAX_PLAINTEXT, BytesLike, ContentType, whole_records
+from tls_privsep.shared.record.layer import RecordLayer
+from tls_privsep.shared.record.messages import MAX_CLIENT_HELLO, HandshakeType
+from tls_privsep.shared.record.phase import Phase
+from tls_privsep.shared.record.protection import Protection, RecordProtection
+
+__all__ = [
+    "MAX_CIPHERTEXT",
+    "MAX_CLIENT_HELLO",
+    "MAX_PLAINTEXT",
+    "ApplicationData",
+    "BytesLike",
+    "CloseNotify",
+    "ContentType",
+    "Event",
+    "HandshakeMessage",
+    "HandshakeType",
+    "KeyUpdated",
+    "Phase",
+    "Protection",
+    "RecordLayer",
+    "RecordProtection",
+    "whole_records",
+]
