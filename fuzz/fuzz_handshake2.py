@@ -27,16 +27,13 @@ with atheris.instrument_imports(include=["tls_privsep"]):
     from fuzz.common import CONFIG_NAMES, SecondFlight, first_flight, new_server
     from tls_privsep.secured.handshake import ServerHandshake, State
     from tls_privsep.shared.errors import Alert, LocalAlert
-    from tls_privsep.shared.record import Phase, RecordLayer
+    from tls_privsep.shared.record import RecordLayer
 
 
 def after_handshake(hs: ServerHandshake) -> None:
     """appd's side: import the exported state and read what followed the Finished."""
     state = hs.export()
-    layer = RecordLayer()
-    layer.set_read_key(state.suite, state.read_secret, state.read_seq)
-    layer.set_write_key(state.suite, state.write_secret, state.write_seq)
-    layer.enter(Phase.APPLICATION)
+    layer = RecordLayer.from_traffic_state(state)
     try:
         layer.receive_data(hs.trailing)
         while layer.next_event() is not None:

@@ -20,7 +20,7 @@ from tests import certs
 from tls_privsep.secured.credentials import ClientCertVerifier, Credential, CredentialStore
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.secured.tickets import TicketKeys
-from tls_privsep.shared.record import ApplicationData, CloseNotify, Event, Phase, RecordLayer
+from tls_privsep.shared.record import ApplicationData, CloseNotify, Event, RecordLayer
 from tls_privsep.shared.state import TrafficState
 
 
@@ -88,11 +88,7 @@ def client_verifier() -> ClientCertVerifier:
 def imported(engine: ServerHandshake) -> RecordLayer:
     """A completed engine's traffic state imported into a fresh record layer, as appd does it, fed
     the bytes that followed the client Finished."""
-    state = engine.export()
-    rl = RecordLayer()
-    rl.set_read_key(state.suite, state.read_secret, state.read_seq)
-    rl.set_write_key(state.suite, state.write_secret, state.write_seq)
-    rl.enter(Phase.APPLICATION)
+    rl = RecordLayer.from_traffic_state(engine.export())
     rl.receive_data(engine.trailing)
     return rl
 
@@ -134,10 +130,7 @@ class Pair:
     def _import(self) -> None:
         state = self.server.export()
         self.state = state
-        rl = RecordLayer()
-        rl.set_read_key(state.suite, state.read_secret, state.read_seq)
-        rl.set_write_key(state.suite, state.write_secret, state.write_seq)
-        rl.enter(Phase.APPLICATION)
+        rl = RecordLayer.from_traffic_state(state)
         rl.receive_data(self.server.trailing)
         self.rl = rl
 

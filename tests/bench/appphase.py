@@ -33,7 +33,7 @@ from tls_privsep.appd.__main__ import tune_allocator
 from tls_privsep.appd.apps import Backend, serve
 from tls_privsep.appd.stream import RecordStream
 from tls_privsep.shared.errors import AlertDescription, AlertLevel
-from tls_privsep.shared.record import ApplicationData, Phase, RecordLayer
+from tls_privsep.shared.record import ApplicationData, RecordLayer
 from tls_privsep.shared.state import TrafficState
 
 PING = b"ping\n"
@@ -66,10 +66,7 @@ async def _appd(sock: socket.socket, state: TrafficState, log: structlog.typing.
 async def _client(sock: socket.socket, state: TrafficState, close_notify: bool) -> float:
     """Send the ping, read the echo, hang up; returns the CPU spent in the client's record layer."""
     t0 = time.thread_time()
-    rl = RecordLayer()
-    rl.set_read_key(state.suite, state.read_secret, state.read_seq)
-    rl.set_write_key(state.suite, state.write_secret, state.write_seq)
-    rl.enter(Phase.APPLICATION)
+    rl = RecordLayer.from_traffic_state(state)
     ping = rl.send_application_data(PING)
     spent = time.thread_time() - t0
     tcp = trio.SocketStream(trio.socket.from_stdlib_socket(sock))

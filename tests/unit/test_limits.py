@@ -24,7 +24,7 @@ from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared import config
 from tls_privsep.shared.errors import AlertDescription as AD
 from tls_privsep.shared.errors import ConfigError, LocalAlert
-from tls_privsep.shared.record import MAX_CLIENT_HELLO, ApplicationData, Phase, Protection, RecordLayer
+from tls_privsep.shared.record import MAX_CLIENT_HELLO, ApplicationData, Protection, RecordLayer
 from tls_privsep.shared.state import TrafficState
 from tls_privsep.shared.wire import u16, vector
 
@@ -305,10 +305,7 @@ def stream_and_client(**limits: Any) -> tuple[RecordStream, RecordLayer, trio.ab
     server_end, client_end = trio.testing.memory_stream_pair()
     state = TrafficState(SUITE, bytearray(CLIENT_SECRET), bytearray(SERVER_SECRET))
     stream = RecordStream(server_end, state, log=LOG, **limits)
-    client = RecordLayer()
-    client.set_read_key(SUITE, SERVER_SECRET)
-    client.set_write_key(SUITE, CLIENT_SECRET)
-    client.enter(Phase.APPLICATION)
+    client = RecordLayer.from_traffic_state(TrafficState(SUITE, bytearray(SERVER_SECRET), bytearray(CLIENT_SECRET)))
     return stream, client, client_end
 
 

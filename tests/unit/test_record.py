@@ -23,6 +23,7 @@ from tls_privsep.shared.record import (
     Protection,
     RecordLayer,
 )
+from tls_privsep.shared.state import TrafficState
 
 ALL_SUITES = [0x1301, 0x1302, 0x1303]
 AES128 = 0x1301
@@ -352,6 +353,18 @@ def test_close_notify_is_the_last_phase() -> None:
     for phase in Phase:
         with pytest.raises(errors.InternalError):
             layer.enter(phase)
+
+
+def test_from_traffic_state_is_the_import() -> None:
+    state = TrafficState(AES128, bytearray(C_SECRET), bytearray(S_SECRET), read_seq=3, write_seq=5)
+    layer = RecordLayer.from_traffic_state(state, max_empty_records=7)
+    assert layer.phase is Phase.APPLICATION and layer.limits.max_empty_records == 7
+    assert layer.read is not None and layer.write is not None and (layer.read.seq, layer.write.seq) == (3, 5)
+    assert layer.send_application_data(b"x") == Protection(AES128, S_SECRET, 5).seal(23, b"x")
+    state.wipe()  # the layer holds its own copies
+    assert events(layer, Protection(AES128, C_SECRET, 3).seal(23, b"y")) == [ApplicationData(b"y")]
+    with pytest.raises(ValueError, match="version"):
+        RecordLayer.from_traffic_state(TrafficState(AES128, bytearray(C_SECRET), bytearray(S_SECRET), version=0x0303))
 
 
 # -- round trips between two layers ---------------------------------------------------------------

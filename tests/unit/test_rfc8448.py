@@ -25,7 +25,7 @@ from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.secured.tickets import TicketState
 from tls_privsep.shared.errors import DecryptError
 from tls_privsep.shared.keyschedule import KeySchedule, transcript_hash
-from tls_privsep.shared.record import ApplicationData, CloseNotify, ContentType, Phase, Protection, RecordLayer
+from tls_privsep.shared.record import ApplicationData, CloseNotify, ContentType, Protection, RecordLayer
 
 SUITE = 0x1301
 # §3's ticket_age_add: the §4 client's obfuscated age minus this is the 6 ms the trace describes.
@@ -121,10 +121,7 @@ def _check_application_phase(hs: ServerHandshake, v: dict[str, bytes], write_seq
     assert state.suite == SUITE and state.write_seq == write_seq and state.read_seq == 0
     assert bytes(state.read_secret) == v["client_application_traffic_secret_0"]
     assert bytes(state.write_secret) == v["server_application_traffic_secret_0"]
-    rl = RecordLayer()
-    rl.set_read_key(state.suite, state.read_secret, state.read_seq)
-    rl.set_write_key(state.suite, state.write_secret, state.write_seq)
-    rl.enter(Phase.APPLICATION)
+    rl = RecordLayer.from_traffic_state(state)
     rl.receive_data(v["client_application_data_record"])
     event = rl.next_event()
     assert isinstance(event, ApplicationData) and event.data == bytes(range(50))

@@ -15,16 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.inmemory import completed_engine
 from tls_privsep.shared import channel as ch
-from tls_privsep.shared.record import ApplicationData, Phase, RecordLayer
-from tls_privsep.shared.state import TrafficState
-
-
-def _layer(state: TrafficState) -> RecordLayer:
-    rl = RecordLayer()
-    rl.set_read_key(state.suite, bytearray(state.read_secret), state.read_seq)
-    rl.set_write_key(state.suite, bytearray(state.write_secret), state.write_seq)
-    rl.enter(Phase.APPLICATION)
-    return rl
+from tls_privsep.shared.record import ApplicationData, RecordLayer
 
 
 def _channel_keys() -> tuple[ch.ChannelKeys, ch.ChannelKeys]:
@@ -44,7 +35,7 @@ def test_exported_and_imported_state_seal_identically(suite: int, tickets: int) 
     blob = secured_keys.sealer().seal(exported, conn=7)
     imported = appd_keys.opener().open(blob, conn=7)
 
-    a, b = _layer(exported), _layer(imported)
+    a, b = RecordLayer.from_traffic_state(exported), RecordLayer.from_traffic_state(imported)  # as appd imports
     exported.wipe()  # secured's copy goes; the imported side must not care
     for size in (0, 1, 100, 16384, 20000):
         data = os.urandom(size)

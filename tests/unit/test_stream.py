@@ -31,7 +31,7 @@ from tls_privsep.appd.apps import Backend, parse_backend, proxy_v2_header, serve
 from tls_privsep.appd.stream import IdleTimeout, RecordStream, TruncatedError
 from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared.errors import AlertDescription, BadRecordMac, ConfigError
-from tls_privsep.shared.record import ApplicationData, CloseNotify, KeyUpdated, Phase, RecordLayer
+from tls_privsep.shared.record import ApplicationData, CloseNotify, KeyUpdated, RecordLayer
 from tls_privsep.shared.state import TrafficState
 
 LOG = structlog.get_logger("test")
@@ -69,12 +69,7 @@ def mirror_state(state: TrafficState) -> TrafficState:
 
 
 def mirror_layer(state: TrafficState) -> RecordLayer:
-    m = mirror_state(state)
-    rl = RecordLayer()
-    rl.set_read_key(m.suite, m.read_secret, m.read_seq)
-    rl.set_write_key(m.suite, m.write_secret, m.write_seq)
-    rl.enter(Phase.APPLICATION)
-    return rl
+    return RecordLayer.from_traffic_state(mirror_state(state))
 
 
 class SslClient:

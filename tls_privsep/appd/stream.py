@@ -34,10 +34,9 @@ from tls_privsep.shared.record import (
     ApplicationData,
     CloseNotify,
     KeyUpdated,
-    Phase,
     RecordLayer,
 )
-from tls_privsep.shared.state import TLS13, TrafficState
+from tls_privsep.shared.state import TrafficState
 
 __all__ = ["BULK_RECEIVE", "CLOSE_TIMEOUT", "RECEIVE_SIZE", "IdleTimeout", "RecordStream", "TruncatedError"]
 
@@ -167,8 +166,6 @@ class RecordStream(trio.abc.HalfCloseableStream):
         max_key_updates: int = 32,
         max_warning_alerts: int = 4,
     ) -> None:
-        if state.version != TLS13:
-            raise ValueError(f"cannot import a state of version 0x{state.version:04x}")
         if key_update_after < 2:
             raise ValueError("key_update_after must leave room for the KeyUpdate record itself")
         if idle_timeout is not None and idle_timeout <= 0:
@@ -179,11 +176,9 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self.sni = state.sni
         self.psk_resumed = state.psk_resumed
         self.peer_certs = list(state.peer_certs)
-        layer = RecordLayer(max_empty_records=max_empty_records, max_key_updates=max_key_updates,
-                            max_warning_alerts=max_warning_alerts)
-        layer.set_read_key(state.suite, state.read_secret, state.read_seq)
-        layer.set_write_key(state.suite, state.write_secret, state.write_seq)
-        layer.enter(Phase.APPLICATION)
+        layer = RecordLayer.from_traffic_state(state, max_empty_records=max_empty_records,
+                                               max_key_updates=max_key_updates,
+                                               max_warning_alerts=max_warning_alerts)
         layer.receive_data(initial)
         state.wipe()
         self._layer = layer

@@ -39,6 +39,7 @@ from tls_privsep.shared.record.limits import Limits
 from tls_privsep.shared.record.messages import MAX_CLIENT_HELLO, HandshakeType, Reassembly
 from tls_privsep.shared.record.phase import Phase, check_transition
 from tls_privsep.shared.record.protection import Protection, RecordProtection
+from tls_privsep.shared.state import TLS13, TrafficState
 
 # Enum members the per-record code compares against, bound to module names once: in CPython 3.11 a
 # lookup on the enum class costs about 0.1 µs, which these paths would pay several times a record.
@@ -88,6 +89,30 @@ class RecordLayer:
         self._skip = _Skip.NONE
         self._skip_budget = 0
         self._stop: tuple[int, bytes] | LocalAlert | None = None  # what the last bulk run stopped at
+
+    @classmethod
+    def from_traffic_state(
+        cls,
+        state: TrafficState,
+        *,
+        max_empty_records: int = 32,
+        max_key_updates: int = 32,
+        max_warning_alerts: int = 4,
+    ) -> RecordLayer:
+        """The import of an exported :class:`TrafficState`: appd's, and the only one the tests use.
+
+        Both keys at their sequence numbers, in the application phase, so that the imported layer
+        seals exactly what the exporter's would have. The secrets are copied into the layer;
+        wiping ``state`` is the caller's decision.
+        """
+        if state.version != TLS13:
+            raise ValueError(f"cannot import a state of version 0x{state.version:04x}")
+        layer = cls(max_empty_records=max_empty_records, max_key_updates=max_key_updates,
+                    max_warning_alerts=max_warning_alerts)
+        layer.set_read_key(state.suite, state.read_secret, state.read_seq)
+        layer.set_write_key(state.suite, state.write_secret, state.write_seq)
+        layer.enter(Phase.APPLICATION)
+        return layer
 
     def __repr__(self) -> str:
         return f"RecordLayer(read={self.read!r}, write={self.write!r}, phase={self._phase.value})"
