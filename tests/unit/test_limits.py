@@ -434,7 +434,8 @@ def test_key_update_after(limit: int, delta: int) -> None:
 
     async def main() -> None:
         server_end, client_end = trio.testing.memory_stream_pair()
-        state = TrafficState(SUITE, bytearray(CLIENT_SECRET), bytearray(SERVER_SECRET), write_seq=start)
+        state = TrafficState(SUITE, bytearray(CLIENT_SECRET), bytearray(SERVER_SECRET), write_seq=start,
+                             records_protected=start)
         stream = RecordStream(server_end, state, log=LOG, key_update_after=limit)
         for i in range(sends):
             await stream.send_all(b"%d" % i)

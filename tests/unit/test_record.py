@@ -931,6 +931,52 @@ def test_key_update_during_handshake_is_just_a_message() -> None:
     assert events(reader(), sender().seal(22, hs(24, b"\x00"))) == [HandshakeMessage(24, b"\x00")]
 
 
+def test_key_update_at_the_usage_limit() -> None:
+    """No write key protects more than key_update_after records, its own KeyUpdate included."""
+    server, client = pair()
+    server.key_update_after = 3
+    twin, _ = pair()
+    assert twin.write is not None
+    wire = b"".join(bytes(server.send_application_data(bytes([i]) * 10)) for i in range(5))
+    # Under the first key: two data records and the KeyUpdate; under the next: two more, and so on.
+    expected = twin.write.seal(23, bytes(10)) + twin.write.seal(23, b"\x01" * 10)
+    expected += twin.send_key_update(False)
+    assert wire.startswith(expected)
+    assert events(client, wire) == [
+        ApplicationData(bytes(10)), ApplicationData(b"\x01" * 10), KeyUpdated(False),
+        ApplicationData(b"\x02" * 10), ApplicationData(b"\x03" * 10), KeyUpdated(False),
+        ApplicationData(b"\x04" * 10),
+    ]
+    assert server.key_updates_sent == 2 and client.key_updates_received == 2
+    # One large write crosses the limit in the middle: the rest goes under the next key.
+    big = bytes(range(256)) * 300
+    got = events(client, server.send_application_data(big, into=bytearray()))
+    assert b"".join(e.data for e in got if isinstance(e, ApplicationData)) == big
+    assert got.count(KeyUpdated(False)) == 2 and server.key_updates_sent == 4  # 5 records: 1 | 2 | 2
+
+
+def test_usage_count_goes_on_from_the_imported_state() -> None:
+    state = TrafficState(AES128, bytearray(C_SECRET), bytearray(S_SECRET), write_seq=1, records_protected=6)
+    layer = RecordLayer.from_traffic_state(state, key_update_after=8)
+    assert layer.records_before_key_update() == 1
+    reference = Protection(AES128, S_SECRET, 1)
+    wire = bytes(layer.send_application_data(b"a" * 20000))
+    assert wire.startswith(reference.seal(23, b"a" * MAX_PLAINTEXT) + reference.seal(22, b"\x18\x00\x00\x01\x00"))
+    assert layer.key_updates_sent == 1 and layer.records_before_key_update() == 8 - 1 - 1
+    with pytest.raises(ValueError):
+        RecordLayer(key_update_after=1)
+
+
+def test_no_key_update_answer_after_our_close_notify() -> None:
+    server, client = pair()
+    bye = server.send_alert(0, 1)
+    assert events(server, client.send_key_update(True) + client.send_application_data(b"late")) == [
+        KeyUpdated(True), ApplicationData(b"late"),
+    ]
+    assert server.data_to_send() == b"" and server.key_updates_sent == 0 and server.key_updates_received == 1
+    assert events(client, bye) == [CloseNotify()]
+
+
 # -- skipping 0-RTT ---------------------------------------------------------------------------------------
 
 

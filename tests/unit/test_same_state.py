@@ -36,6 +36,8 @@ def test_exported_and_imported_state_seal_identically(suite: int, tickets: int) 
     imported = appd_keys.opener().open(blob, conn=7)
 
     a, b = RecordLayer.from_traffic_state(exported), RecordLayer.from_traffic_state(imported)  # as appd imports
+    assert imported.records_protected == exported.records_protected == exported.write_seq
+    assert a.records_before_key_update() == b.records_before_key_update()  # the AEAD usage count goes on
     exported.wipe()  # secured's copy goes; the imported side must not care
     for size in (0, 1, 100, 16384, 20000):
         data = os.urandom(size)

@@ -7,6 +7,10 @@ like trio's ``SSLStream``: an I/O-free engine, three states (OK, BROKEN, CLOSED)
 transport failure translated into trio's stream exceptions in one place (:meth:`RecordStream._boundary`),
 so the application side only ever sees ``trio.BrokenResourceError`` / ``trio.ClosedResourceError``.
 
+The engine makes every protocol decision, KeyUpdate included (answering the peer's request, and
+updating our key before its AEAD usage limit); this shell moves bytes and keeps the counters of the
+summary line.
+
 Ordering rule: bytes reach the transport in the order they were sealed, because a record's nonce is
 its sequence number. Everything that seals a record does so while holding ``_send_lock`` and writes it
 before releasing the lock; the one exception, the KeyUpdate the engine seals by itself when the peer
@@ -29,6 +33,7 @@ from structlog.typing import FilteringBoundLogger
 
 from tls_privsep.shared.errors import AlertDescription, AlertLevel, LocalAlert, PeerAlert, UnexpectedMessage
 from tls_privsep.shared.record import (
+    AEAD_RECORD_LIMIT,
     MAX_CIPHERTEXT,
     MAX_PLAINTEXT,
     ApplicationData,
@@ -138,17 +143,16 @@ class RecordStream(trio.abc.HalfCloseableStream):
     ``send_eof`` sends close_notify and keeps the read side open (TLS 1.3 half-close); it does not
     shut down the transport's write side.
 
-    ``key_update_after`` is the most records one write key protects, the KeyUpdate that retires it
-    included (the AEAD usage limit, RFC 8446 §5.5). The ``max_*`` limits go to the record layer: runs
-    of empty records, KeyUpdates and warning alerts without application data in between.
+    The limits go to the record layer: ``key_update_after`` is the most records one write key
+    protects, the KeyUpdate that retires it included (the AEAD usage limit, RFC 8446 §5.5); the
+    ``max_*`` bound runs of empty records, KeyUpdates and warning alerts without application data.
     """
 
     # One per established connection: without an instance dict an idle stream is ~40 % smaller.
     __slots__ = (
         "_close_reason", "_layer", "_log", "_pending", "_pending_off", "_receive_guard", "_send_guard",
         "_send_lock", "_state", "alert_received", "alert_sent", "alpn", "bytes_in", "bytes_out",
-        "close_timeout", "eof_received", "eof_sent", "idle_timeout",
-        "key_update_after", "key_updates_received", "key_updates_sent", "last_activity", "peer_certs",
+        "close_timeout", "eof_received", "eof_sent", "idle_timeout", "last_activity", "peer_certs",
         "psk_resumed", "records_in", "records_out", "sni", "suite", "transport",
     )
 
@@ -160,14 +164,12 @@ class RecordStream(trio.abc.HalfCloseableStream):
         initial: bytes = b"",
         log: FilteringBoundLogger | None = None,
         idle_timeout: float | None = None,
-        key_update_after: int = 2**24,
+        key_update_after: int = AEAD_RECORD_LIMIT,
         close_timeout: float = CLOSE_TIMEOUT,
         max_empty_records: int = 32,
         max_key_updates: int = 32,
         max_warning_alerts: int = 4,
     ) -> None:
-        if key_update_after < 2:
-            raise ValueError("key_update_after must leave room for the KeyUpdate record itself")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
         self.transport = transport
@@ -176,7 +178,8 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self.sni = state.sni
         self.psk_resumed = state.psk_resumed
         self.peer_certs = list(state.peer_certs)
-        layer = RecordLayer.from_traffic_state(state, max_empty_records=max_empty_records,
+        layer = RecordLayer.from_traffic_state(state, key_update_after=key_update_after,
+                                               max_empty_records=max_empty_records,
                                                max_key_updates=max_key_updates,
                                                max_warning_alerts=max_warning_alerts)
         layer.receive_data(initial)
@@ -184,7 +187,6 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self._layer = layer
         self._log: FilteringBoundLogger = log if log is not None else structlog.get_logger("appd.stream")
         self.idle_timeout = idle_timeout
-        self.key_update_after = key_update_after
         self.close_timeout = close_timeout
 
         self._state = _State.OK
@@ -205,8 +207,6 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self.bytes_out = 0
         self.records_in = 0
         self.records_out = 0
-        self.key_updates_sent = 0
-        self.key_updates_received = 0
 
     def __repr__(self) -> str:
         return (
@@ -215,6 +215,14 @@ class RecordStream(trio.abc.HalfCloseableStream):
         )
 
     # -- status ---------------------------------------------------------------------------------
+
+    @property
+    def key_updates_sent(self) -> int:
+        return self._layer.key_updates_sent
+
+    @property
+    def key_updates_received(self) -> int:
+        return self._layer.key_updates_received
 
     @property
     def key_updates(self) -> int:
@@ -353,9 +361,6 @@ class RecordStream(trio.abc.HalfCloseableStream):
                 self.eof_received = True
                 self._log.debug("tls close_notify received")
             elif isinstance(event, KeyUpdated):
-                self.key_updates_received += 1
-                if event.update_requested and not self.eof_sent:
-                    self.key_updates_sent += 1
                 self._log.debug("tls key update received", update_requested=event.update_requested)
                 await self._write_queued()
             else:  # the application phase never yields a handshake message; refuse rather than ignore
@@ -418,8 +423,6 @@ class RecordStream(trio.abc.HalfCloseableStream):
 
     async def _drain_queued(self) -> None:
         while out := self._layer.data_to_send():
-            if self.eof_sent:
-                return  # nothing may follow our close_notify; the peer would ignore it anyway
             await self._write(out)
 
     # -- sending --------------------------------------------------------------------------------
@@ -436,29 +439,15 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self.last_activity = trio.current_time()
 
     def _seal(self, data: memoryview, into: bytearray | None = None) -> bytes | bytearray:
-        """Protect ``data``, putting a KeyUpdate in before the write key reaches its usage limit.
-
-        ``into``, when given, is a buffer to seal into if ``data`` goes out in one piece.
-        """
+        """Protect ``data`` (sealed into ``into`` when given, unless a KeyUpdate had to go in between)."""
         layer = self._layer
-        parts: list[bytes | bytearray] = []
-        off = 0
-        while off < len(data):
-            assert layer.write is not None
-            room = self.key_update_after - 1 - layer.write.seq  # data records before the KeyUpdate's slot
-            if room <= 0:
-                parts.append(layer.send_key_update(False))
-                self.key_updates_sent += 1
-                self._log.debug("tls key update sent", reason="usage_limit")
-                continue
-            n = min(len(data) - off, room * MAX_PLAINTEXT)
-            with data[off : off + n] as chunk:
-                sealed = layer.send_application_data(chunk, into=into if n == len(data) else None)
-            parts.append(sealed)
-            self.records_out += -(-n // MAX_PLAINTEXT)
-            self.bytes_out += n
-            off += n
-        return parts[0] if len(parts) == 1 else b"".join(parts)  # one part: no copy
+        updates = layer.key_updates_sent
+        sealed = layer.send_application_data(data, into=into)
+        if layer.key_updates_sent != updates:
+            self._log.debug("tls key update sent", reason="usage_limit")
+        self.records_out += -(-len(data) // MAX_PLAINTEXT)
+        self.bytes_out += len(data)
+        return sealed
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as records of at most 2^14 bytes each; returns when the transport took them."""

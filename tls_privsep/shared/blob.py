@@ -30,6 +30,8 @@ from tls_privsep.shared.state import TLS13, TrafficState, wipe_bytes
 MAX_BLOB = 64 * 1024
 """Hard cap on a sealed blob, checked before any parsing (peer_certs make up most of it)."""
 BLOB_VERSION = 1
+"""Unchanged since records_protected began to be read (the write key's usage count on import): the
+schema did not change, only what appd does with a field it always received (docs/blob.md, *Versions*)."""
 KEY_LEN = 32
 CHANNEL_ID_LEN = 16
 UINT64_MAX = 2**64 - 1

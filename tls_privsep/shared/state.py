@@ -31,6 +31,8 @@ class TrafficState:
     write_secret: bytearray = field(repr=False)
     read_seq: int = 0
     write_seq: int = 0
+    # Records the write key has protected, wherever: the importer's AEAD usage count goes on from here
+    # (RFC 8446 §5.5 limits a key, not a process). Equal to write_seq for a key numbered from 0.
     records_protected: int = 0
     alpn: str | None = None
     sni: str | None = None

@@ -14,12 +14,13 @@ Callers import from here.
 
 from tls_privsep.shared.record.events import ApplicationData, CloseNotify, Event, HandshakeMessage, KeyUpdated
 from tls_privsep.shared.record.framing import MAX_CIPHERTEXT, MAX_PLAINTEXT, BytesLike, ContentType, whole_records
-from tls_privsep.shared.record.layer import RecordLayer
+from tls_privsep.shared.record.layer import AEAD_RECORD_LIMIT, RecordLayer
 from tls_privsep.shared.record.messages import MAX_CLIENT_HELLO, HandshakeType
 from tls_privsep.shared.record.phase import Phase
 from tls_privsep.shared.record.protection import Protection, RecordProtection
 
 __all__ = [
+    "AEAD_RECORD_LIMIT",
     "MAX_CIPHERTEXT",
     "MAX_CLIENT_HELLO",
     "MAX_PLAINTEXT",

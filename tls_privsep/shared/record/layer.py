@@ -47,6 +47,11 @@ _INVALID, _CCS, _ALERT = ContentType.invalid, ContentType.change_cipher_spec, Co
 _HANDSHAKE, _APPLICATION_DATA = ContentType.handshake, ContentType.application_data
 _APPLICATION, _CLOSED = Phase.APPLICATION, Phase.CLOSED
 
+# RFC 8446 §5.5: an AES-GCM key is good for 2^24.5 full-size records; 2^24 is the round number below it
+# (ChaCha20-Poly1305 has no practical limit, but one number for all suites keeps it simple). The
+# ceiling of appd.key_update_after in shared/config.py is the same number.
+AEAD_RECORD_LIMIT = 2**24
+
 
 class _Skip(enum.Enum):
     NONE = "none"
@@ -60,6 +65,10 @@ class RecordLayer:
     Any peer misbehaviour raises a :class:`shared.errors.LocalAlert` subclass (send that alert and
     close); an alert from the peer raises :class:`shared.errors.PeerAlert`. After either, the
     object must not be used for receiving any more.
+
+    The layer decides about KeyUpdate itself: it answers a peer's update_requested (unless our
+    close_notify went out: nothing follows it), and no write key protects more than
+    ``key_update_after`` records, the KeyUpdate that retires it included (RFC 8446 §5.5).
     """
 
     def __init__(
@@ -70,8 +79,11 @@ class RecordLayer:
         max_key_updates: int = 32,
         max_warning_alerts: int = 4,
         max_handshake_records: int = 64,
+        key_update_after: int = AEAD_RECORD_LIMIT,
         check_handshake_header: Callable[[int, int], None] | None = None,
     ) -> None:
+        if key_update_after < 2:
+            raise ValueError("key_update_after must leave room for the KeyUpdate record itself")
         self.limits = Limits(
             max_handshake_message=max_handshake_message, max_handshake_records=max_handshake_records,
             max_empty_records=max_empty_records, max_key_updates=max_key_updates,
@@ -80,6 +92,9 @@ class RecordLayer:
         # Called with (type, length) of each handshake message as soon as its 4-byte header is in,
         # before the size limit and before any of its body is buffered; raises the alert to send.
         self.check_handshake_header = check_handshake_header
+        self.key_update_after = key_update_after
+        self.key_updates_sent = 0  # answers to the peer and ours at the usage limit alike
+        self.key_updates_received = 0
         self.read: RecordProtection | None = None
         self.write: RecordProtection | None = None
         self._phase = Phase.HANDSHAKE
@@ -89,12 +104,17 @@ class RecordLayer:
         self._skip = _Skip.NONE
         self._skip_budget = 0
         self._stop: tuple[int, bytes] | LocalAlert | None = None  # what the last bulk run stopped at
+        # Records the write key protected that its sequence number does not count: an imported
+        # state's records_protected - write_seq, so 0 whenever the key's numbering started at 0.
+        self._write_uncounted = 0
+        self._close_sent = False  # our close_notify went out
 
     @classmethod
     def from_traffic_state(
         cls,
         state: TrafficState,
         *,
+        key_update_after: int = AEAD_RECORD_LIMIT,
         max_empty_records: int = 32,
         max_key_updates: int = 32,
         max_warning_alerts: int = 4,
@@ -102,15 +122,17 @@ class RecordLayer:
         """The import of an exported :class:`TrafficState`: appd's, and the only one the tests use.
 
         Both keys at their sequence numbers, in the application phase, so that the imported layer
-        seals exactly what the exporter's would have. The secrets are copied into the layer;
-        wiping ``state`` is the caller's decision.
+        seals exactly what the exporter's would have; the write key's usage count goes on from the
+        state's ``records_protected`` (the AEAD limit is per key, wherever the key was used). The
+        secrets are copied into the layer; wiping ``state`` is the caller's decision.
         """
         if state.version != TLS13:
             raise ValueError(f"cannot import a state of version 0x{state.version:04x}")
-        layer = cls(max_empty_records=max_empty_records, max_key_updates=max_key_updates,
-                    max_warning_alerts=max_warning_alerts)
+        layer = cls(key_update_after=key_update_after, max_empty_records=max_empty_records,
+                    max_key_updates=max_key_updates, max_warning_alerts=max_warning_alerts)
         layer.set_read_key(state.suite, state.read_secret, state.read_seq)
         layer.set_write_key(state.suite, state.write_secret, state.write_seq)
+        layer._write_uncounted = state.records_protected - state.write_seq
         layer.enter(Phase.APPLICATION)
         return layer
 
@@ -164,9 +186,17 @@ class RecordLayer:
             old.wipe()
 
     def set_write_protection(self, protection: RecordProtection) -> None:
+        """Write under ``protection`` from now on; the old one is wiped, the usage count starts over."""
         old, self.write = self.write, protection
+        self._write_uncounted = 0
         if old is not None:
             old.wipe()
+
+    def records_before_key_update(self) -> int:
+        """Application data records the write key may still protect before the KeyUpdate that retires it."""
+        if self.write is None:
+            raise InternalError("no write key")
+        return self.key_update_after - 1 - (self.write.seq + self._write_uncounted)
 
     def skip_early_data(self, max_bytes: int) -> None:
         """Rejected 0-RTT (§4.2.10): drop records that fail deprotection, up to ``max_bytes``."""
@@ -274,7 +304,9 @@ class RecordLayer:
         if self.read is None:
             raise InternalError("KeyUpdate without a read key")
         self.set_read_protection(self.read.next_generation())
-        if value:
+        self.key_updates_received += 1
+        # §4.6.3: answer before our next application data; after our close_notify there is none.
+        if value and not self._close_sent:
             self._out += self._seal_key_update(False)
         return KeyUpdated(bool(value))
 
@@ -436,12 +468,36 @@ class RecordLayer:
         ``into`` (resized to fit): a caller that writes out each result before it seals the next
         can pass the previous one back and keep allocating nothing. Without ``into``, data that
         fits one record comes back as bytes.
+
+        Where the write key reaches its usage limit, a KeyUpdate goes in between and the rest is
+        sealed under the next key (then the result is one new buffer, not ``into``).
         """
         if self.write is None:
             raise InternalError("application data without a write key")
-        return self._send(_APPLICATION_DATA, data, into)
+        if max(1, -(-len(data) // MAX_PLAINTEXT)) <= self.records_before_key_update():
+            return self._send(_APPLICATION_DATA, data, into)
+        return self._send_across_key_updates(data)
+
+    def _send_across_key_updates(self, data: BytesLike) -> bytes:
+        """The records the write key may still protect, its KeyUpdate, the rest under the next key, ..."""
+        parts: list[bytes | bytearray] = []
+        with memoryview(data) as view:
+            off, n = 0, len(view)
+            while True:
+                room = self.records_before_key_update()
+                if room <= 0:
+                    self._out += self._seal_key_update(False)  # the key's last record
+                    continue
+                end = min(n, off + room * MAX_PLAINTEXT)
+                with view[off:end] as piece:
+                    parts.append(self._send(_APPLICATION_DATA, piece))
+                off = end
+                if off >= n:
+                    return b"".join(parts)
 
     def send_alert(self, description: int, level: int = 2) -> bytes:
+        if description == AlertDescription.close_notify:
+            self._close_sent = True
         return bytes(self._send(_ALERT, bytes((level, description))))
 
     def send_ccs(self) -> bytes:
@@ -455,6 +511,7 @@ class RecordLayer:
         message = bytes((HandshakeType.key_update, 0, 0, 1, request_peer))
         record = write.seal(_HANDSHAKE, message)
         self.set_write_protection(write.next_generation())
+        self.key_updates_sent += 1
         return record
 
     def send_key_update(self, request_peer: bool) -> bytes:
