@@ -1,4 +1,5 @@
-"""Test helpers: a throwaway CA, and a real secured + appd pair in front of a backend.
+"""Test helpers: certificates (a throwaway CA, and ``make_certificate`` for what it would not issue), and a real
+secured + appd pair in front of a backend.
 
 This is the engine of the pytest plugin (:mod:`launcher.pytest_plugin`) and of the project's own
 integration fixtures; it does not import pytest. Importing it is cheap: ``cryptography`` is loaded
@@ -14,6 +15,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import itertools
+import json
 import os
 import secrets
 import select
@@ -21,23 +23,25 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 from tls_privsep.shared import cli, hardening
 
 if TYPE_CHECKING:
     from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-KeyType = Literal["ecdsa", "rsa"]
+KeyType = Literal["ecdsa", "rsa", "ed25519"]
 DaemonName = Literal["secured", "appd"]
 Backend: TypeAlias = str | os.PathLike[str] | tuple[str, int]
+PrivateKey: TypeAlias = "rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey"
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 STARTUP_TIMEOUT = 20.0  # the launcher's own READY_TIMEOUT
@@ -54,11 +58,90 @@ class StartupError(RuntimeError):
     """The pair did not come up; the message ends with both daemons' log tails."""
 
 
+# --- certificates -------------------------------------------------------------------------------------------------
+
+
 class IssuedCert(NamedTuple):
     """A certificate (PEM, leaf then CA) and its private key (PEM, PKCS#8), as files."""
 
     cert_file: Path
     key_file: Path
+
+
+def new_key(key_type: KeyType = "ecdsa") -> PrivateKey:
+    """A fresh private key: ECDSA P-256, RSA-2048 or Ed25519."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if key_type == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"key_type must be 'ecdsa', 'rsa' or 'ed25519', not {key_type!r}")
+
+
+def make_certificate(
+    key: PrivateKey,
+    names: Sequence[str] = (),
+    *,
+    issuer: tuple[x509.Certificate, PrivateKey] | None = None,
+    common_name: str | None = None,
+    ca: bool = False,
+    path_length: int | None = None,
+    client: bool = False,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
+) -> x509.Certificate:
+    """A certificate for ``key``, signed by ``issuer`` (certificate, key) or, without one, by ``key`` itself.
+
+    Every certificate :class:`ThrowawayCA` makes comes from here; call it for the ones it would not
+    issue: expired or not yet valid, without a subjectAltName, an intermediate CA, a key of your own.
+    ``names`` (DNS names or IP addresses) go in the subjectAltName, the first one in the subject too
+    (or ``common_name``). A leaf is for a server (serverAuth) or, with ``client=True``, a client
+    (clientAuth); ``ca=True`` makes a CA, limited to ``path_length`` CAs below it when given. Valid
+    from a day ago (``not_before``) for 30 days (``not_after``).
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    cn = common_name or (names[0] if names else "tls-privsep test")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    public = key.public_key()
+    ski = x509.SubjectKeyIdentifier.from_public_key(public)
+    if issuer is None:
+        issuer_name, signing_key = subject, key
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    else:
+        issuer_name, signing_key = issuer[0].subject, issuer[1]
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key())
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - _days(1))
+        .not_valid_after(not_after or now + _days(30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(_key_usage(cert_sign=True), critical=True)
+    else:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        builder = (builder.add_extension(_key_usage(encipher=isinstance(key, rsa.RSAPrivateKey)), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]),
+                                        critical=False)
+    builder = builder.add_extension(ski, critical=False).add_extension(aki, critical=False)
+    plain_signature = isinstance(signing_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+    return builder.sign(signing_key, None if plain_signature else hashes.SHA256())
 
 
 class ThrowawayCA:
@@ -69,31 +152,12 @@ class ThrowawayCA:
     """
 
     def __init__(self, directory: str | os.PathLike[str], name: str = "tls-privsep throwaway CA") -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
+        from cryptography.hazmat.primitives import serialization
 
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = _now()
-        ski = x509.SubjectKeyIdentifier.from_public_key(self._key.public_key())
-        self.cert: x509.Certificate = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _days(1))
-            .not_valid_after(now + _days(30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(cert_sign=True), critical=True)
-            .add_extension(ski, critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-            .sign(self._key, hashes.SHA256())
-        )
+        self._key = new_key("ecdsa")
+        self.cert: x509.Certificate = make_certificate(self._key, common_name=name, ca=True, path_length=0)
         self.cert_pem: bytes = self.cert.public_bytes(serialization.Encoding.PEM)
         self.ca_file = self.directory / "ca.pem"
         self.ca_file.write_bytes(self.cert_pem)
@@ -103,41 +167,19 @@ class ThrowawayCA:
     def __repr__(self) -> str:
         return f"ThrowawayCA(ca_file={str(self.ca_file)!r})"
 
+    @property
+    def key(self) -> PrivateKey:
+        """The CA's private key: ``make_certificate(..., issuer=(ca.cert, ca.key))`` signs with it."""
+        return self._key
+
     def issue(self, *names: str, key_type: KeyType = "ecdsa", client: bool = False) -> IssuedCert:
         """A fresh key and a certificate for ``names`` (DNS names or IP addresses; default: localhost,
         127.0.0.1 and ::1), for a server (serverAuth) or, with ``client=True``, a client (clientAuth)."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec, rsa
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        from cryptography.hazmat.primitives import serialization
 
         names = names or (("client",) if client else LOCAL_NAMES)
-        key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-        if key_type == "ecdsa":
-            key = ec.generate_private_key(ec.SECP256R1())
-        elif key_type == "rsa":
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        else:
-            raise ValueError(f"key_type must be 'ecdsa' or 'rsa', not {key_type!r}")
-        now = _now()
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _days(1))
-            .not_valid_after(now + _days(30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(encipher=key_type == "rsa"), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                           critical=False)
-            .sign(self._key, hashes.SHA256())
-        )
+        key = new_key(key_type)
+        cert = make_certificate(key, names, issuer=(self.cert, self._key), client=client)
         n = next(self._serial)
         stem = f"{'client' if client else 'server'}{n}-{key_type}"
         issued = IssuedCert(self.directory / f"{stem}.pem", self.directory / f"{stem}.key")
@@ -192,6 +234,80 @@ def _general_name(name: str) -> x509.GeneralName:
 # --- the pair ---------------------------------------------------------------------------------------------------
 
 
+class NotifySocket:
+    """A stand-in for systemd's ``$NOTIFY_SOCKET``: an abstract datagram socket that records every sd_notify
+    message with its sender's pid, as systemd sees them (``SO_PASSCRED``).
+
+    Pass it to :func:`spawn` (``notify=``) to hear both daemons (``READY=1``, ``STATUS=…``, ``RELOADING=1``,
+    ``STOPPING=1``); with ``watchdog`` (seconds) the daemons are also told to send ``WATCHDOG=1`` within that
+    time, as ``WatchdogSec=`` does. Close it (or use it as a context manager) when done.
+    """
+
+    def __init__(self, watchdog: float | None = None) -> None:
+        self.name = f"tls-privsep-test-{os.getpid()}-{secrets.token_hex(8)}"
+        self.watchdog = watchdog
+        self.messages: list[tuple[int, str]] = []
+        # Abstract: no path for nobody to be refused, gone with the last reference.
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self.sock.bind("\0" + self.name)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def __enter__(self) -> NotifySocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def address(self) -> str:
+        """The value for ``NOTIFY_SOCKET`` (``@`` for the abstract namespace)."""
+        return "@" + self.name
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What systemd puts in a notify service's environment: ``NOTIFY_SOCKET``, and ``WATCHDOG_USEC``."""
+        env = {"NOTIFY_SOCKET": self.address}
+        if self.watchdog is not None:
+            env["WATCHDOG_USEC"] = str(round(self.watchdog * 1_000_000))
+        return env
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def receive(self, timeout: float = 0.0) -> bool:
+        """Record one message if one arrives within ``timeout`` seconds; False if none did."""
+        readable, _, _ = select.select([self.sock], [], [], max(timeout, 0.0))
+        if not readable:
+            return False
+        data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+        pid = 0
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = int.from_bytes(payload[:4], sys.byteorder, signed=True)
+        self.messages.append((pid, data.decode(errors="replace")))
+        return True
+
+    def collect(self, until: Callable[[list[tuple[int, str]]], object], timeout: float = 10.0) -> list[tuple[int, str]]:
+        """Record messages until ``until(messages)`` holds or ``timeout`` seconds pass; returns them all."""
+        deadline = time.monotonic() + timeout
+        while not until(self.messages):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.receive(left):
+                break
+        return self.messages
+
+    def lines(self, pid: int) -> list[str]:
+        """Every line ``pid`` has sent so far (of the messages recorded)."""
+        return [line for sender, text in self.messages if sender == pid for line in text.split("\n")]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @dataclass
 class Daemons:
     """A running secured + appd pair: the two processes, appd's first address, and their log files."""
@@ -220,6 +336,47 @@ class Daemons:
             return self.log_file(daemon).read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def events(self, daemon: DaemonName, event: str) -> list[dict[str, Any]]:
+        """The daemon's log entries (JSON lines) for ``event``, oldest first."""
+        found = []
+        for line in self.log_text(daemon).splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == event:
+                found.append(entry)
+        return found
+
+    def wait_log(self, daemon: DaemonName, text: str, timeout: float = 5.0) -> str:
+        """Wait until ``text`` appears in the daemon's log and return the log; an ``AssertionError`` with the
+        log's tail if it has not within ``timeout`` seconds, or the daemon exited without writing it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self._proc(daemon).poll() is not None
+            log = self.log_text(daemon)
+            if text in log:
+                return log
+            if exited or time.monotonic() > deadline:
+                why = f"{daemon} exited ({self._proc(daemon).returncode})" if exited else f"after {timeout:g} s"
+                raise AssertionError(f"{text!r} not in {daemon}'s log ({why}):\n{log[-LOG_TAIL:]}")
+            time.sleep(0.05)
+
+    def wait_events(self, daemon: DaemonName, event: str, count: int = 1,
+                    timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until the daemon has logged ``event`` at least ``count`` times; returns those entries. An
+        ``AssertionError`` with the log's tail if it has not within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.events(daemon, event)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(found)} {event!r} lines in {daemon}'s log, expected {count}:\n"
+                                     f"{self.log_text(daemon)[-LOG_TAIL:]}")
+            time.sleep(0.05)
+        return found
+
+    def _proc(self, daemon: DaemonName) -> subprocess.Popen[bytes]:
+        return self.secured if daemon == "secured" else self.appd
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM to appd (it drains its connections) and secured; SIGKILL for one still there after ``timeout``."""
@@ -259,14 +416,19 @@ def spawn(
     user: str | None = None,
     timeout: float = STARTUP_TIMEOUT,
     env: Mapping[str, str] | None = None,
+    python: str | os.PathLike[str] | None = None,
+    notify: NotifySocket | None = None,
 ) -> Daemons:
     """Start secured and appd on a fresh socketpair, both with ``args`` (the common flags).
 
     appd listens on 127.0.0.1:0 unless ``args`` has ``--listen``. As root both drop to ``user``
     (default ``nobody``). Returns once appd has bound its port and secured has loaded its keys and
-    serves the channel (its sd_notify ``READY=1``, sent to a socket of ours); a daemon that exits first,
-    or ``timeout`` seconds without both, is a :class:`StartupError` carrying their logs. Whatever goes
-    wrong, neither daemon is left running.
+    serves the channel (its sd_notify ``READY=1``, sent to a socket of ours, or to ``notify``); a daemon
+    that exits first, or ``timeout`` seconds without both, is a :class:`StartupError` carrying their logs.
+    Whatever goes wrong, neither daemon is left running.
+
+    ``python`` starts the daemons with another interpreter (another install of tls-privsep). With
+    ``notify`` (a :class:`NotifySocket`), both daemons speak sd_notify to it for as long as they run.
 
     Called from the main thread, the daemons also get ``$TLS_PRIVSEP_PARENT_PID``: they stop (SIGTERM) when
     this process dies, even by SIGKILL. (The kernel ties that to the thread that started them, so a pair
@@ -276,13 +438,13 @@ def spawn(
     logs.mkdir(parents=True, exist_ok=True)
     listen = [] if any(a == "--listen" or a.startswith("--listen=") for a in args) else ["--listen", "127.0.0.1:0"]
     as_user = ["--user", user or "nobody"] if os.geteuid() == 0 else []
+    interpreter = None if python is None else os.fspath(python)
     base_env = daemon_env(env)
     if threading.current_thread() is threading.main_thread():
         base_env[hardening.PARENT_PID_VARIABLE] = str(os.getpid())
-    # An abstract socket: no path for nobody to be refused, gone with the last reference.
-    notify_name = f"tls-privsep-test-{os.getpid()}-{secrets.token_hex(8)}"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    notify.bind("\0" + notify_name)
+    listener = notify if notify is not None else NotifySocket()  # ours: for secured's READY=1 alone
+    secured_env = {**base_env, **listener.environment}
+    appd_env = secured_env if notify is not None else base_env
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ready_r, ready_w = os.pipe()
     secured: subprocess.Popen[bytes] | None = None
@@ -290,22 +452,20 @@ def spawn(
     try:
         with open(logs / "secured.log", "wb") as slog, open(logs / "appd.log", "wb") as alog:
             secured = subprocess.Popen(
-                [*cli.daemon_argv("secured"), "--ipc-fd", str(a.fileno()), "--log-format", "json",
-                 *as_user,
-                 *args, *secured_args],
-                pass_fds=(a.fileno(),), stdin=subprocess.DEVNULL, stdout=slog, stderr=slog,
-                env={**base_env, "NOTIFY_SOCKET": "@" + notify_name},
+                [*cli.daemon_argv("secured", interpreter), "--ipc-fd", str(a.fileno()), "--log-format", "json",
+                 *as_user, *args, *secured_args],
+                pass_fds=(a.fileno(),), stdin=subprocess.DEVNULL, stdout=slog, stderr=slog, env=secured_env,
             )
             appd = subprocess.Popen(
-                [*cli.daemon_argv("appd"), "--ipc-fd", str(b.fileno()), "--ready-fd", str(ready_w),
+                [*cli.daemon_argv("appd", interpreter), "--ipc-fd", str(b.fileno()), "--ready-fd", str(ready_w),
                  "--log-format", "json", *as_user, *listen, *args, *appd_args],
-                pass_fds=(b.fileno(), ready_w), stdin=subprocess.DEVNULL, stdout=alog, stderr=alog, env=base_env,
+                pass_fds=(b.fileno(), ready_w), stdin=subprocess.DEVNULL, stdout=alog, stderr=alog, env=appd_env,
             )
         a.close()
         b.close()
         os.close(ready_w)
         ready_w = -1
-        line = _wait_ready(ready_r, notify, secured, appd, timeout)
+        line = _wait_ready(ready_r, listener, secured, appd, timeout)
         addresses = tuple(line.split())
         host, _, port = addresses[0].rpartition(":") if addresses else ("", "", "")
         if not port.isdigit():
@@ -320,7 +480,8 @@ def spawn(
     finally:
         a.close()
         b.close()
-        notify.close()
+        if listener is not notify:
+            listener.close()
         os.close(ready_r)
         if ready_w >= 0:
             os.close(ready_w)
@@ -346,7 +507,7 @@ class _NotReady(Exception):
     pass
 
 
-def _wait_ready(ready_fd: int, notify: socket.socket, secured: subprocess.Popen[bytes],
+def _wait_ready(ready_fd: int, notify: NotifySocket, secured: subprocess.Popen[bytes],
                 appd: subprocess.Popen[bytes], timeout: float) -> str:
     """appd's ready line once secured has said READY=1 too; _NotReady on an exit or at the deadline."""
     deadline = time.monotonic() + timeout
@@ -373,8 +534,8 @@ def _wait_ready(ready_fd: int, notify: socket.socket, secured: subprocess.Popen[
                     continue  # closed without a line: appd is exiting; the poll above reports it
                 line_done = True
         if notify.fileno() in readable:
-            message = notify.recv(4096).decode(errors="replace")
-            secured_ready = secured_ready or "READY=1" in message.splitlines()
+            notify.receive()
+            secured_ready = "READY=1" in notify.lines(secured.pid)
     return line.decode().strip()
 
 
