@@ -28,7 +28,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.inmemory import client_context, server_config
-from tests.integration.conftest import ROOT, stop_processes
+from tests.integration.helpers import ROOT, stop_processes
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.shared import channel as ch
 from tls_privsep.shared import cli

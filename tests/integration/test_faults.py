@@ -31,9 +31,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, Pki, Server
-from tests.integration.test_lifecycle import AS_ROOT, ENV, USERS, alive, cert_args, children, echo, free_port, wait_for
-from tests.integration.test_traffic import MIB, BioClient, PeerClosed, TcpBackend, expected_digest, keystream
+from tests.integration.helpers import (
+    AS_ROOT,
+    ENV,
+    MIB,
+    ROOT,
+    USERS,
+    BioClient,
+    Pair,
+    PeerClosed,
+    Pki,
+    TcpBackend,
+    alive,
+    children,
+    echo,
+    expected_digest,
+    free_port,
+    keystream,
+    wait_for,
+)
 from tests.tlsclient import Client
 from tls_privsep.shared import channel as ch
 from tls_privsep.shared import cli
@@ -58,7 +74,7 @@ def echo_handler(sock: socket.socket, result: dict[str, object]) -> None:
     result["echoed"] = n
 
 
-def connection_lines(server: Server, count: int, timeout: float = 5.0) -> list[dict[str, object]]:
+def connection_lines(server: Pair, count: int, timeout: float = 5.0) -> list[dict[str, object]]:
     """appd's summary lines (one per connection, in the order they ended), once there are ``count`` of them."""
     deadline = time.monotonic() + timeout
     while True:
@@ -140,7 +156,7 @@ def launch(pki: Pki, client_ctx: ssl.SSLContext, tmp_path: Path) -> Iterator[Cal
         out, err = tmp_path / f"stdout{len(started)}", tmp_path / f"stderr{len(started)}"
         with open(out, "wb") as o, open(err, "wb") as e:
             proc = subprocess.Popen(
-                [*cli.daemon_argv("launcher"), "run", "--listen", f"127.0.0.1:{port}", *cert_args(pki),
+                [*cli.daemon_argv("launcher"), "run", "--listen", f"127.0.0.1:{port}", *pki.cert_args("ecdsa", "rsa"),
                  "--backend", backend, "--runtime-dir", str(base / "run"), "--log-format", "json", *USERS],
                 stdout=o, stderr=e, env=ENV,
             )
@@ -259,7 +275,7 @@ def test_kill_secured_mid_stream_keeps_the_stream_and_handshakes_come_back(
 # ---- 2. secured gone for good --------------------------------------------------------------------------------------
 
 
-def test_secured_gone_for_good(pair: Callable[..., Server], client_ctx: ssl.SSLContext) -> None:
+def test_secured_gone_for_good(pair: Callable[..., Pair], client_ctx: ssl.SSLContext) -> None:
     """No restart (the pair fixture): an established session carries on and closes cleanly; every new connection
     gets internal_error within ~3 s (appd waits 2 s for a channel first); appd stays up and says why."""
     server = pair("--backend", "echo")
@@ -500,7 +516,7 @@ def test_hostile_channel_peer_is_cut_off_and_appd_keeps_serving(
 
 
 def test_backend_refusing_gives_close_notify_then_eof_promptly(
-        pair: Callable[..., Server], client_ctx: ssl.SSLContext) -> None:
+        pair: Callable[..., Pair], client_ctx: ssl.SSLContext) -> None:
     """Nothing listens at the tcp:// port: close_notify, then the TCP close, within 2 s, without the client
     answering; appd stays up. (test_traffic checks the close_notify itself and serving afterwards.)"""
     port = free_port()
@@ -527,7 +543,7 @@ def test_backend_refusing_gives_close_notify_then_eof_promptly(
 
 
 def test_backend_reset_mid_answer_gives_internal_error(
-        pair: Callable[..., Server], client_ctx: ssl.SSLContext) -> None:
+        pair: Callable[..., Pair], client_ctx: ssl.SSLContext) -> None:
     """The backend sends half an answer, then resets the connection: the client gets that half, then an
     internal_error alert (never close_notify: a cut-off answer must not look complete); appd keeps serving."""
     half = b"".join(keystream(5, 200_000))

@@ -4,7 +4,7 @@ As root, both daemons drop to an unprivileged user once their sockets and keys a
 0700 directory (root's home, ``mktemp -d``) is then out of their reach, so they must have imported
 everything before the drop (tls_privsep/shared/preload.py). The sealed-install test runs the interop,
 reload and backend suites against daemons started from such an install; every pair those suites start
-fails its test if a daemon logged a late import (tests/integration/conftest.py).
+fails its test if a daemon logged a late import (tests/integration/helpers.py).
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import tls_privsep
-from tests.integration.conftest import ROOT, Pki
+from tests.integration.helpers import AS_ROOT, ROOT, Pki
 from tls_privsep.shared import cli
 
-AS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not AS_ROOT and os.environ.get("CI") != "true",
                                 reason="the daemons drop privileges only when started as root")
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tlslite.api import HandshakeSettings, TLSConnection
 from tlslite.constants import KeyUpdateMessageType
 
-from tests.integration.conftest import Pki, Server, require_binary, start_pair
+from tests.integration.helpers import CERTS, Pair, Pki, require_binary, start_pair
 
 pytestmark = pytest.mark.interop
 
@@ -54,16 +54,13 @@ class Pool:
 
     def __init__(self, tmp: Path, pki: Pki) -> None:
         self.tmp, self.pki = tmp, pki
-        self.servers: dict[tuple[str, tuple[str, ...]], Server] = {}
+        self.servers: dict[tuple[str, tuple[str, ...]], Pair] = {}
 
-    def get(self, certs: str, *args: str) -> Server:
+    def get(self, certs: str, *args: str) -> Pair:
         key = (certs, args)
         if key not in self.servers:
-            chosen = {"both": [self.pki.rsa, self.pki.ecdsa], "rsa": [self.pki.rsa], "ecdsa": [self.pki.ecdsa]}[certs]
-            cert_args = [a for cert, k in chosen for a in ("--cert", str(cert), "--key", str(k))]
-            d = self.tmp / f"server{len(self.servers)}"
-            d.mkdir()
-            self.servers[key] = start_pair(d, [*cert_args, *args])
+            self.servers[key] = start_pair(self.tmp / f"server{len(self.servers)}",
+                                           [*self.pki.cert_args(*CERTS[certs]), *args])
         server = self.servers[key]
         for name, proc in (("secured", server.secured), ("appd", server.appd)):
             assert proc.poll() is None, f"{name} died in an earlier test:\n{server.log_text(name)[-3000:]}"
@@ -81,11 +78,11 @@ def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pool]:
     p.close()
 
 
-def echo_server(pool: Pool, certs: str = "both", *args: str) -> Server:
+def echo_server(pool: Pool, certs: str = "both", *args: str) -> Pair:
     return pool.get(certs, "--backend", "echo", *args)
 
 
-def handshakes(server: Server) -> list[dict[str, Any]]:
+def handshakes(server: Pair) -> list[dict[str, Any]]:
     """secured's "handshake done" log entries, oldest first."""
     entries = []
     for line in server.log_text("secured").splitlines():
@@ -94,7 +91,7 @@ def handshakes(server: Server) -> list[dict[str, Any]]:
     return entries
 
 
-def new_handshakes(server: Server, before: int, count: int = 1) -> list[dict[str, Any]]:
+def new_handshakes(server: Pair, before: int, count: int = 1) -> list[dict[str, Any]]:
     """Wait for ``count`` handshakes logged after the first ``before``; return them."""
     deadline = time.monotonic() + 5
     while len(entries := handshakes(server)) < before + count and time.monotonic() < deadline:
@@ -191,7 +188,7 @@ def echo_steps(*lines: bytes) -> list[Step]:
 # -- openssl s_client -----------------------------------------------------------------------------
 
 
-def s_client(server: Server, pki: Pki, *args: str) -> list[str]:
+def s_client(server: Pair, pki: Pki, *args: str) -> list[str]:
     return [require_binary("openssl"), "s_client", "-connect", f"{server.host}:{server.port}", "-servername",
             "localhost", "-CAfile", str(pki.ca_file), "-verify_return_error", "-tls1_3", *args]
 
@@ -321,7 +318,7 @@ def test_openssl_alpn_mismatch(pool: Pool, pki: Pki) -> None:
     assert run.rc != 0
 
 
-def mtls_server(pool: Pool, pki: Pki) -> Server:
+def mtls_server(pool: Pool, pki: Pki) -> Pair:
     return echo_server(pool, "both", "--client-ca", str(pki.client_ca_file), "--client-auth", "required")
 
 
@@ -354,7 +351,7 @@ def test_openssl_client_certificate_refused(pool: Pool, pki: Pki, use_cert: bool
 # -- gnutls-cli -----------------------------------------------------------------------------------
 
 
-def gnutls_cli(server: Server, pki: Pki, priority: str, *args: str, data: bytes = b"",
+def gnutls_cli(server: Pair, pki: Pki, priority: str, *args: str, data: bytes = b"",
                timeout: float = TIMEOUT) -> str:
     """gnutls-cli half-closes at the end of stdin and waits for the server's close: plain input works."""
     cmd = [require_binary("gnutls-cli"), server.host, "-p", str(server.port), "--sni-hostname", "localhost",
@@ -439,7 +436,7 @@ def test_gnutls_client_certificate(pool: Pool, pki: Pki) -> None:
 # -- curl -----------------------------------------------------------------------------------------
 
 
-def http_server(pool: Pool) -> Server:
+def http_server(pool: Pool) -> Pair:
     return pool.get("both", "--backend", "http")
 
 
@@ -497,7 +494,7 @@ def py_context(pki: Pki) -> ssl.SSLContext:
     return ctx
 
 
-def py_echo(server: Server, ctx: ssl.SSLContext, data: bytes,
+def py_echo(server: Pair, ctx: ssl.SSLContext, data: bytes,
             session: ssl.SSLSession | None = None) -> tuple[bytes, ssl.SSLSocket]:
     """Send ``data``, read it all back, close cleanly; returns what came back and the (closed) socket."""
     with socket.create_connection((server.host, server.port), timeout=5) as raw:
@@ -588,7 +585,7 @@ def test_python_ssl_finished_and_data_in_one_segment(pool: Pool, pki: Pki) -> No
                 incoming.write(chunk)
 
 
-def test_python_ssl_simultaneous_connections(pair: Callable[..., Server], pki: Pki) -> None:
+def test_python_ssl_simultaneous_connections(pair: Callable[..., Pair], pki: Pki) -> None:
     """16 clients connecting at once, three times over: every one is served and appd stays up."""
     server = pair("--backend", "echo")
     ctx = py_context(pki)
@@ -628,7 +625,7 @@ def tlslite_settings(suite: str = "TLS_AES_128_GCM_SHA256", curves: Sequence[str
     return settings
 
 
-def tlslite_connect(server: Server, settings: HandshakeSettings, session: Any = None) -> TLSConnection:
+def tlslite_connect(server: Pair, settings: HandshakeSettings, session: Any = None) -> TLSConnection:
     conn = TLSConnection(socket.create_connection((server.host, server.port), timeout=5))
     conn.handshakeClientCert(settings=settings, serverName="localhost", session=session)
     return conn

@@ -34,7 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from tests.integration.conftest import Pki, Server
+from tests.integration.helpers import Pair, Pki
 from tests.tlsclient import Client
 from tls_privsep.shared.record import Protection
 
@@ -234,7 +234,7 @@ def key_needles(pki: Pki) -> dict[str, bytes]:
     return out
 
 
-def wait_connections(server: Server, count: int, timeout: float = 10.0) -> str:
+def wait_connections(server: Pair, count: int, timeout: float = 10.0) -> str:
     """Wait until appd has written ``count`` connection summaries (its last line per connection)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -250,7 +250,7 @@ def _table(title: str, counts: dict[str, int]) -> str:
     return "\n".join([title, *(f"  {name:42} {n}" for name, n in counts.items())])
 
 
-def test_private_keys_never_in_appd_memory(pair: Callable[..., Server], pki: Pki) -> None:
+def test_private_keys_never_in_appd_memory(pair: Callable[..., Pair], pki: Pki) -> None:
     require_root()
     server = pair("--backend", "echo", certs="both")
     rsa_pub = x509.load_pem_x509_certificate(pki.rsa[0].read_bytes()).public_key()
@@ -337,7 +337,7 @@ def unix_inodes(pid: int) -> set[int]:
     return set(table_inodes("/proc/net/unix", 6)) | set(table_inodes(f"/proc/{pid}/net/unix", 6))
 
 
-def test_secured_has_no_internet_socket(pair: Callable[..., Server], pki: Pki) -> None:
+def test_secured_has_no_internet_socket(pair: Callable[..., Pair], pki: Pki) -> None:
     require_root()
     server = pair("--backend", "echo", certs="both")
     spid, apid = server.secured.pid, server.appd.pid
@@ -479,7 +479,7 @@ def ptrace_as(user: pwd.struct_passwd, pids: Iterable[int]) -> dict[str, int | s
     return out
 
 
-def test_daemons_cannot_be_dumped_or_traced(pair: Callable[..., Server], pki: Pki) -> None:
+def test_daemons_cannot_be_dumped_or_traced(pair: Callable[..., Pair], pki: Pki) -> None:
     require_root()
     user = nobody()
     server = pair("--backend", "echo", certs="both")
@@ -575,7 +575,7 @@ def test_secret_matcher_finds_planted_secrets() -> None:
     assert find_secret("nothing to see here\n" * 100, secret) == []
 
 
-def test_debug_logs_carry_no_traffic_secrets(pair: Callable[..., Server], pki: Pki, tmp_path: Path) -> None:
+def test_debug_logs_carry_no_traffic_secrets(pair: Callable[..., Pair], pki: Pki, tmp_path: Path) -> None:
     server = pair("--backend", "echo", "--log-level", "debug", certs="both")
     keylog = tmp_path / "keylog.txt"
     ctx = ssl.create_default_context(cafile=str(pki.ca_file))

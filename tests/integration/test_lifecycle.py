@@ -15,76 +15,15 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, Pki, Server
+from tests.integration.helpers import ENV, USERS, Pair, Pki, alive, children, echo, free_port, launcher, wait_for
 from tls_privsep.shared import cli
 
-AS_ROOT = os.geteuid() == 0
-USERS = ["--secured-user", "nobody", "--appd-user", "nobody"] if AS_ROOT else []
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 EX_CONFIG = 78
-
-
-def launcher(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*cli.daemon_argv("launcher"), *args], capture_output=True, text=True, env=ENV,
-                          timeout=60, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := condition():
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def children(pid: int) -> dict[str, int]:
-    """The launcher's live children, by daemon name (from /proc)."""
-    found: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        state = stat.rpartition(")")[2].split()[0]
-        if ppid != pid or state == "Z":
-            continue
-        for name in ("secured", "appd"):
-            if f"tls_privsep.{name}".encode() in cmdline:
-                found[name] = int(entry.name)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="tls-privsep-life-"))
-    os.chmod(d, 0o711)
-    yield d / "run"
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -93,21 +32,7 @@ def client_ctx(pki: Pki) -> ssl.SSLContext:
 
 
 def cert_args(pki: Pki) -> list[str]:
-    return ["--cert", str(pki.ecdsa[0]), "--key", str(pki.ecdsa[1]), "--cert", str(pki.rsa[0]), "--key",
-            str(pki.rsa[1])]
-
-
-def echo(ctx: ssl.SSLContext, port: int, message: bytes = b"ping") -> bool:
-    """One echo exchange with a clean close; False on any failure (for polling)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(message)
-            ok = tls.recv(100) == message
-            tls.unwrap()
-            return ok
-    except (OSError, ssl.SSLError):
-        return False
+    return pki.cert_args("ecdsa", "rsa")
 
 
 # ---- tls-privsep run ----------------------------------------------------------------------------------------------
@@ -279,7 +204,7 @@ def test_check_config_bad(pki: Pki, tmp_path: Path, make: Callable[[Pki, Path], 
 # ---- appd drains on SIGTERM ---------------------------------------------------------------------------------------
 
 
-def test_sigterm_to_appd_drains_an_open_connection(pair: Callable[..., Server], client_ctx: ssl.SSLContext) -> None:
+def test_sigterm_to_appd_drains_an_open_connection(pair: Callable[..., Pair], client_ctx: ssl.SSLContext) -> None:
     server = pair("--backend", "echo")
     with socket.create_connection((server.host, server.port), timeout=5) as raw, \
             client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:

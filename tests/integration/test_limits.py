@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, Pki, Server, start_pair, stop_processes
+from tests.integration.helpers import AS_ROOT, ROOT, Pair, Pki, start_pair, stop_processes
 from tests.tlsclient import Client, record
 from tls_privsep.shared import cli
 from tls_privsep.shared.errors import AlertDescription as AD
@@ -48,7 +48,7 @@ def ssl_context(pki: Pki) -> ssl.SSLContext:
     return ctx
 
 
-def full_handshake(server: Server, pki: Pki, timeout: float = 5.0) -> ssl.SSLSocket:
+def full_handshake(server: Pair, pki: Pki, timeout: float = 5.0) -> ssl.SSLSocket:
     """A new connection through the whole handshake, checked with one echo."""
     raw = socket.create_connection((server.host, server.port), timeout=timeout)
     tls = ssl_context(pki).wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
@@ -57,7 +57,7 @@ def full_handshake(server: Server, pki: Pki, timeout: float = 5.0) -> ssl.SSLSoc
     return tls
 
 
-def stalled(server: Server, first_bytes: bytes = b"") -> socket.socket:
+def stalled(server: Pair, first_bytes: bytes = b"") -> socket.socket:
     """A connection that sends ``first_bytes`` (maybe nothing) and then nothing at all."""
     sock = socket.create_connection((server.host, server.port), timeout=5)
     if first_bytes:
@@ -80,16 +80,6 @@ def nothing_within(sock: socket.socket, seconds: float) -> bool:
     return not ready
 
 
-def log_events(server: Server, name: str, event: str) -> list[dict[str, object]]:
-    out = []
-    for line in server.log_text(name).splitlines():
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if entry.get("event") == event:
-                out.append(entry)
-    return out
-
-
 class RawTls:
     """A TLS 1.3 client on a real socket where every record the server sends can be inspected.
 
@@ -97,7 +87,7 @@ class RawTls:
     follows the server's KeyUpdates, remembering under which key generation each record arrived.
     """
 
-    def __init__(self, server: Server, timeout: float = 5.0) -> None:
+    def __init__(self, server: Pair, timeout: float = 5.0) -> None:
         self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
         self.client = Client()
         self._buf = b""
@@ -182,7 +172,7 @@ max_warning_alerts = 2
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Server]:
+def small(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pair]:
     d = tmp_path_factory.mktemp("small-limits")
     args = ["-c", write_config(d, SMALL), "--cert", str(pki.ecdsa[0]), "--key", str(pki.ecdsa[1])]
     server = start_pair(d, args)
@@ -191,7 +181,7 @@ def small(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Server
 
 
 @pytest.mark.parametrize("delta", [-1, 0, 1], ids=["N-1", "N", "N+1"])
-def test_client_hello_size_from_the_config(small: Server, delta: int) -> None:
+def test_client_hello_size_from_the_config(small: Pair, delta: int) -> None:
     c = Client()
     c.hello.set(21, b"")
     c.hello.set(21, bytes(2048 + delta - (len(c.hello.encode()) - 4)))
@@ -236,7 +226,7 @@ def test_client_hello_over_the_largest_is_refused_by_the_daemons(pair) -> None: 
 
 
 @pytest.mark.parametrize("delta", [-1, 0, 1], ids=["N-1", "N", "N+1"])
-def test_records_before_the_handshake_from_the_config(small: Server, delta: int) -> None:
+def test_records_before_the_handshake_from_the_config(small: Pair, delta: int) -> None:
     msg = Client().hello.encode()
     pieces = 8 + delta
     cut = [len(msg) * i // pieces for i in range(pieces + 1)]
@@ -269,7 +259,7 @@ RUNS = {
 
 @pytest.mark.parametrize("kind", list(RUNS))
 @pytest.mark.parametrize("delta", [-1, 0, 1], ids=["N-1", "N", "N+1"])
-def test_runs_without_data_from_the_config(small: Server, kind: str, delta: int) -> None:
+def test_runs_without_data_from_the_config(small: Pair, kind: str, delta: int) -> None:
     tls = RawTls(small).handshake()
     ticket(tls)
     for _ in range(2 + delta):
@@ -287,7 +277,7 @@ def test_runs_without_data_from_the_config(small: Server, kind: str, delta: int)
 # ---- the AEAD usage limit: appd updates its own key (appd.key_update_after) ----------------------
 
 
-def test_key_update_after_n_records(small: Server) -> None:
+def test_key_update_after_n_records(small: Pair) -> None:
     """key_update_after = 8: one key protects 8 records, the KeyUpdate that retires it included.
 
     So under every key the client sees N-1 = 7 records that are not a KeyUpdate, the Nth is the
@@ -328,7 +318,7 @@ def test_key_update_after_n_records(small: Server) -> None:
     tls.close()
 
 
-def test_key_updates_with_openssl_as_the_client(small: Server, pki: Pki) -> None:
+def test_key_updates_with_openssl_as_the_client(small: Pair, pki: Pki) -> None:
     """Python's ssl (OpenSSL) follows every KeyUpdate appd sends: 400 echoes, 57 key changes, no byte lost."""
     tls = full_handshake(small, pki)
     for i in range(400):
@@ -344,7 +334,7 @@ def test_key_updates_with_openssl_as_the_client(small: Server, pki: Pki) -> None
 # ---- idle timeout (appd.idle_timeout) ----------------------------------------------------------
 
 
-def test_idle_timeout(small: Server, pki: Pki) -> None:
+def test_idle_timeout(small: Pair, pki: Pki) -> None:
     idle = 1.0
     tls = full_handshake(small, pki)
     start = time.monotonic()
@@ -386,14 +376,14 @@ def test_max_connections(pair, pki: Pki, tmp_path: Path) -> None:  # type: ignor
 # ---- handshakes in flight in secured, per channel -------------------------------------------------
 
 
-def hello_sent(server: Server | Appd) -> socket.socket:
+def hello_sent(server: Pair | Appd) -> socket.socket:
     """A connection that sends a ClientHello and stalls: it holds a handshake in secured."""
     sock = stalled(server, Client().client_hello_record())
     assert sock.recv(1) == b"\x16"  # secured answered: the handshake is in flight there
     return sock
 
 
-def served_soon(server: Server | Appd, pki: Pki, within: float = 5.0) -> None:
+def served_soon(server: Pair | Appd, pki: Pki, within: float = 5.0) -> None:
     """A full handshake succeeds within ``within`` seconds (refusals before that are retried)."""
     deadline = time.monotonic() + within
     while True:
@@ -417,7 +407,7 @@ def test_handshakes_per_channel(pair, pki: Pki, tmp_path: Path) -> None:  # type
     refused = stalled(server, Client().client_hello_record())  # N+1
     assert read_until_closed(refused, 3) == INTERNAL_ERROR
     server.wait_log("secured", '"handshake refused"')
-    assert [e["limit"] for e in log_events(server, "secured", "handshake refused")] == ["per_channel"]
+    assert [e["limit"] for e in server.events("secured", "handshake refused")] == ["per_channel"]
     with pytest.raises(ssl.SSLError, match="INTERNAL_ERROR"):
         ssl_context(pki).wrap_socket(stalled(server), server_hostname="localhost")
     held.pop().close()
@@ -504,7 +494,6 @@ def test_handshake_deadline(pair, pki: Pki, tmp_path: Path, whose: str) -> None:
 
 # ---- several appds on one secured: handshakes in flight in total (secured.max_handshakes_total) ----
 
-AS_ROOT = os.geteuid() == 0
 AS_USER = ["--user", "nobody"] if AS_ROOT else []
 
 
@@ -607,7 +596,7 @@ def fd_room(n: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
 
 
-def timed_handshake(server: Server, pki: Pki) -> float:
+def timed_handshake(server: Pair, pki: Pki) -> float:
     start = time.monotonic()
     full_handshake(server, pki).close()
     return time.monotonic() - start

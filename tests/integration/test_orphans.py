@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Pki
-from tests.integration.test_lifecycle import ENV, USERS, alive, cert_args, rundir, wait_for  # noqa: F401
+from tests.integration.helpers import ENV, USERS, Pki, alive, wait_for
 from tls_privsep.launcher import testing
 from tls_privsep.shared import cli
 
@@ -79,12 +78,13 @@ def wait_gone(pids: set[int], timeout: float = GONE_WITHIN) -> set[int]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_sigkill_to_the_launcher_takes_the_daemons_and_workers_along(pki: Pki, rundir: Path,  # noqa: F811
-                                                                     tmp_path: Path, workers: int) -> None:
+def test_sigkill_to_the_launcher_takes_the_daemons_and_workers_along(pki: Pki, rundir: Path, tmp_path: Path,
+                                                                     workers: int) -> None:
     with open(tmp_path / "stderr", "wb") as err:
         proc = subprocess.Popen(
-            [*cli.daemon_argv("launcher"), "run", "--listen", "127.0.0.1:0", *cert_args(pki), "--backend", "echo",
-             "--workers", str(workers), "--runtime-dir", str(rundir), "--log-format", "json", *USERS],
+            [*cli.daemon_argv("launcher"), "run", "--listen", "127.0.0.1:0", *pki.cert_args("ecdsa", "rsa"),
+             "--backend", "echo", "--workers", str(workers), "--runtime-dir", str(rundir), "--log-format", "json",
+             *USERS],
             stdout=subprocess.PIPE, stderr=err, env=ENV,
         )
     everyone: set[int] = set()

@@ -24,36 +24,23 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests import certs
-from tests.integration.conftest import Server
-from tests.integration.test_systemd import NotifySocket, notify_socket  # noqa: F401 (fixture)
-from tests.integration.test_traffic import MIB, BioClient, TcpBackend, backend_factory, keystream  # noqa: F401
+from tests.integration.helpers import MIB, USERS, BioClient, Pair, TcpBackend, free_port, keystream, launcher
+from tls_privsep.launcher.testing import IssuedCert, NotifySocket, ThrowawayCA
 
 STREAM = 48 * MIB
 
 
 @pytest.fixture(scope="module")
-def ca() -> tuple[x509.Certificate, certs.PrivateKey]:
-    return certs.make_ca("tls-privsep reload CA")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayCA:
+    return ThrowawayCA(tmp_path_factory.mktemp("reload-ca"), "tls-privsep reload CA")
 
 
-@pytest.fixture
-def keydir() -> Iterator[Path]:
-    """A directory secured's user can read after dropping root (pytest's tmp_path is root-only)."""
-    d = Path(tempfile.mkdtemp(prefix="tls-privsep-reload-"))
-    if os.geteuid() == 0:
-        os.chown(d, pwd.getpwnam("nobody").pw_uid, -1)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def install(keydir: Path, cert: x509.Certificate, key: certs.PrivateKey | bytes) -> tuple[Path, Path]:
-    """Write cert.pem and key.pem the way a certificate tool does: a new file renamed over the old."""
-    key_pem = key if isinstance(key, bytes) else key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+def install(keydir: Path, cert: IssuedCert, key: IssuedCert | bytes) -> tuple[Path, Path]:
+    """Write cert.pem (``cert``'s chain) and key.pem (``key``'s key, or these bytes) the way a certificate tool
+    does: a new file renamed over the old."""
+    key_pem = key if isinstance(key, bytes) else key.key_file.read_bytes()
     paths = []
-    for name, data, mode in (("cert.pem", cert.public_bytes(serialization.Encoding.PEM), 0o644),
-                             ("key.pem", key_pem, 0o600)):
+    for name, data, mode in (("cert.pem", cert.cert_file.read_bytes(), 0o644), ("key.pem", key_pem, 0o600)):
         tmp = keydir / f".{name}.new"
         tmp.write_bytes(data)
         os.chmod(tmp, mode)
@@ -64,8 +51,8 @@ def install(keydir: Path, cert: x509.Certificate, key: certs.PrivateKey | bytes)
     return paths[0], paths[1]
 
 
-def client_ctx(ca_cert: x509.Certificate) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cadata=ca_cert.public_bytes(serialization.Encoding.PEM).decode())
+def client_ctx(ca: ThrowawayCA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     return ctx
 
@@ -79,11 +66,12 @@ def served_cert(port: int, ctx: ssl.SSLContext) -> bytes:
         return der
 
 
-def der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
+def der(cert: IssuedCert) -> bytes:
+    """The leaf's DER, as a client sees it."""
+    return x509.load_pem_x509_certificate(cert.cert_file.read_bytes()).public_bytes(serialization.Encoding.DER)
 
 
-def sighup_and_wait(server: Server, event: str, count: int) -> None:
+def sighup_and_wait(server: Pair, event: str, count: int) -> None:
     """SIGHUP secured and wait for its ``count``-th ``event`` log line."""
     server.secured.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
@@ -99,21 +87,18 @@ def echo_handler(sock: socket.socket, result: dict[str, object]) -> None:
     sock.shutdown(socket.SHUT_WR)
 
 
-def test_reload_under_load(pair: Callable[..., Server], ca: tuple[x509.Certificate, certs.PrivateKey], keydir: Path,
-                           backend_factory: Callable[..., TcpBackend], notify_socket: NotifySocket,  # noqa: F811
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reload_under_load(pair: Callable[..., Pair], ca: ThrowawayCA, keydir: Path,
+                           backend_factory: Callable[..., TcpBackend], notify_socket: NotifySocket) -> None:
     """A 48 MiB echo stream through the tcp:// proxy keeps flowing while SIGHUP swaps the certificate; the next
     handshake presents the new one; a handshake in flight across the reload completes; a broken key is refused
     and the certificate before it stays; systemd hears RELOADING=1 (with MONOTONIC_USEC) then READY=1."""
-    ca_cert, ca_key = ca
-    old_cert, old_key = certs.make_leaf(ca_cert, ca_key, "ecdsa")
-    new_cert, new_key = certs.make_leaf(ca_cert, ca_key, "rsa2048", names=("localhost", "reloaded.example"))
-    cert_path, key_path = install(keydir, old_cert, old_key)
+    old_cert = ca.issue("localhost", key_type="ecdsa")
+    new_cert = ca.issue("localhost", "reloaded.example", key_type="rsa")
+    cert_path, key_path = install(keydir, old_cert, old_cert)
     backend = backend_factory(echo_handler)
-    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
     server = pair("--backend", f"tcp://127.0.0.1:{backend.port}", certs="none",
-                  secured_args=["--cert", str(cert_path), "--key", str(key_path)])
-    ctx = client_ctx(ca_cert)
+                  secured_args=["--cert", str(cert_path), "--key", str(key_path)], notify=notify_socket)
+    ctx = client_ctx(ca)
     assert served_cert(server.port, ctx) == der(old_cert)
 
     streamed = 0
@@ -128,7 +113,7 @@ def test_reload_under_load(pair: Callable[..., Server], ca: tuple[x509.Certifica
                 time.sleep(0.01)
             # A handshake in flight: our Finished is ready but not yet sent when the reload happens.
             inflight = InFlight(server, ctx)
-            install(keydir, new_cert, new_key)
+            install(keydir, new_cert, new_cert)
             sighup_and_wait(server, "certificates reloaded", 1)
             inflight_result.append(inflight.finish())
             after_reload.append(served_cert(server.port, ctx))
@@ -166,8 +151,8 @@ def test_reload_under_load(pair: Callable[..., Server], ca: tuple[x509.Certifica
     assert inflight_result == [(der(old_cert), b"finished after the reload")]
 
     # A key that does not belong to the certificate: refused, the current certificate stays.
-    other_cert, _ = certs.make_leaf(ca_cert, ca_key, "ecdsa", names=("localhost", "broken.example"))
-    install(keydir, other_cert, new_key)
+    other_cert = ca.issue("localhost", "broken.example", key_type="ecdsa")
+    install(keydir, other_cert, new_cert)
     sighup_and_wait(server, "reload refused", 1)
     assert "private key does not match the certificate" in server.log_text("secured")
     assert served_cert(server.port, ctx) == der(new_cert)
@@ -192,7 +177,7 @@ def test_reload_under_load(pair: Callable[..., Server], ca: tuple[x509.Certifica
 class InFlight:
     """A client handshake paused just before its Finished leaves: the server side is still in flight."""
 
-    def __init__(self, server: Server, ctx: ssl.SSLContext) -> None:
+    def __init__(self, server: Pair, ctx: ssl.SSLContext) -> None:
         self.sock = socket.create_connection((server.host, server.port), timeout=10)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
@@ -226,15 +211,12 @@ class InFlight:
         return cert, echoed
 
 
-def test_tls_privsep_reload_reports_the_outcome(ca: tuple[x509.Certificate, certs.PrivateKey], keydir: Path) -> None:
+def test_tls_privsep_reload_reports_the_outcome(ca: ThrowawayCA, keydir: Path) -> None:
     """``tls-privsep reload`` on a background instance: 0 and the new fingerprint when secured took the new
     certificate, 78 and secured's reason when it refused it (still serving the previous one), 7 when stopped."""
-    from tests.integration.test_lifecycle import USERS, free_port, launcher
-
-    ca_cert, ca_key = ca
-    first, first_key = certs.make_leaf(ca_cert, ca_key, "ecdsa")
-    second, second_key = certs.make_leaf(ca_cert, ca_key, "rsa2048")
-    cert_path, key_path = install(keydir, first, first_key)
+    first = ca.issue("localhost", key_type="ecdsa")
+    second = ca.issue("localhost", key_type="rsa")
+    cert_path, key_path = install(keydir, first, first)
     rundir = Path(tempfile.mkdtemp(prefix="tls-privsep-reload-run-"))
     os.chmod(rundir, 0o711)
     port = free_port()
@@ -243,7 +225,7 @@ def test_tls_privsep_reload_reports_the_outcome(ca: tuple[x509.Certificate, cert
                        "--backend", "echo", *common, *USERS)
     try:
         assert started.returncode == 0, started.stderr
-        ctx = client_ctx(ca_cert)
+        ctx = client_ctx(ca)
         deadline = time.monotonic() + 5
         while True:  # the first connection may wait for the channel (see test_lifecycle)
             try:
@@ -253,13 +235,13 @@ def test_tls_privsep_reload_reports_the_outcome(ca: tuple[x509.Certificate, cert
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
 
-        install(keydir, second, second_key)
+        install(keydir, second, second)
         result = launcher("reload", *common)
         assert result.returncode == 0, (result.stdout, result.stderr)
         assert result.stdout.startswith("tls-privsep: reloaded: "), result.stdout
         assert served_cert(port, ctx) == der(second)
 
-        install(keydir, first, second_key)  # the key of the other certificate
+        install(keydir, first, second)  # the key of the other certificate
         result = launcher("reload", *common)
         assert result.returncode == 78, (result.stdout, result.stderr)
         assert result.stderr.startswith("tls-privsep: reload refused, previous certificates kept: "), result.stderr

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.conftest import Pki, Server
+from tests.integration.helpers import Pair, Pki
 
 
-def test_python_ssl_echo(pair: Callable[..., Server], pki: Pki) -> None:
+def test_python_ssl_echo(pair: Callable[..., Pair], pki: Pki) -> None:
     server = pair("--backend", "echo")
     ctx = ssl.create_default_context(cafile=str(pki.ca_file))
     with socket.create_connection((server.host, server.port)) as raw, \
@@ -25,7 +25,7 @@ def test_python_ssl_echo(pair: Callable[..., Server], pki: Pki) -> None:
     server.wait_log("appd", '"connection"')
 
 
-def test_ipv4_and_ipv6_listeners_at_once(pair: Callable[..., Server], pki: Pki) -> None:
+def test_ipv4_and_ipv6_listeners_at_once(pair: Callable[..., Pair], pki: Pki) -> None:
     """Two --listen addresses, one per family; appd reports both and serves on each."""
     with socket.socket(socket.AF_INET) as s4, socket.socket(socket.AF_INET6) as s6:
         s4.bind(("127.0.0.1", 0))
@@ -40,7 +40,7 @@ def test_ipv4_and_ipv6_listeners_at_once(pair: Callable[..., Server], pki: Pki) 
     server.wait_log("appd", f"[::1]:{p6}")
 
 
-def test_one_summary_line_per_connection_failed_handshakes_included(pair: Callable[..., Server], pki: Pki) -> None:
+def test_one_summary_line_per_connection_failed_handshakes_included(pair: Callable[..., Pair], pki: Pki) -> None:
     """Operators grep one line per connection: the same keys whether the handshake worked or not."""
     server = pair("--backend", "echo", "--alpn", "h2")
     ctx = ssl.create_default_context(cafile=str(pki.ca_file))

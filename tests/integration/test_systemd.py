@@ -14,18 +14,17 @@ import shutil
 import signal
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, Pki, Server, require_binary, stop_processes
+from tests.integration.helpers import ROOT, Pair, Pki, free_port, require_binary, stop_processes
+from tls_privsep.launcher.testing import NotifySocket
 from tls_privsep.shared import restarts
 
 UNITS = ROOT / "systemd"
@@ -123,46 +122,6 @@ def test_sysusers_and_tmpfiles(tmp_path: Path) -> None:
 
 # ---- sd_notify and socket activation, for real --------------------------------------------------------
 
-class NotifySocket:
-    """An abstract AF_UNIX datagram socket standing in for systemd's, recording (sender pid, message)."""
-
-    def __init__(self) -> None:
-        self.name = f"tls-privsep-test-{uuid.uuid4().hex}"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + self.name)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the sender's pid, as systemd gets it
-        self.messages: list[tuple[int, str]] = []
-
-    @property
-    def address(self) -> str:
-        return "@" + self.name
-
-    def collect(self, until: Callable[[list[tuple[int, str]]], bool], timeout: float = 10.0) -> list[tuple[int, str]]:
-        deadline = time.monotonic() + timeout
-        while not until(self.messages) and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
-            except TimeoutError:
-                break
-            pid = 0
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                    pid = struct.unpack("3i", payload[:12])[0]
-            self.messages.append((pid, data.decode()))
-        return self.messages
-
-    def lines(self, pid: int) -> list[str]:
-        return [line for sender, text in self.messages if sender == pid for line in text.split("\n")]
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[NotifySocket]:
-    ns = NotifySocket()
-    yield ns
-    ns.sock.close()
-
-
 def _has(pid: int, prefix: str) -> Callable[[list[tuple[int, str]]], bool]:
     return lambda msgs: any(sender == pid and any(line.startswith(prefix) for line in text.split("\n"))
                             for sender, text in msgs)
@@ -177,11 +136,10 @@ def _echo(server_port: int, ca: Path, payload: bytes, timeout: float = 30.0) -> 
         return tls.recv(len(payload) + 100)
 
 
-def test_notify_ready_status_watchdog_stopping(pair: Callable[..., Server], pki: Pki, notify_socket: NotifySocket,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
-    monkeypatch.setenv("WATCHDOG_USEC", "300000")  # 0.3 s: heartbeat (WATCHDOG=1 + STATUS) every 0.15 s
-    server = pair("--backend", "echo")
+def test_notify_ready_status_watchdog_stopping(pair: Callable[..., Pair], pki: Pki,
+                                              notify_socket: NotifySocket) -> None:
+    notify_socket.watchdog = 0.3  # WATCHDOG_USEC=300000: heartbeat (WATCHDOG=1 + STATUS) every 0.15 s
+    server = pair("--backend", "echo", notify=notify_socket)
     appd = server.appd.pid
     notify_socket.collect(lambda m: _has(appd, "READY=1")(m) and _has(server.secured.pid, "READY=1")(m))
     assert _echo(server.port, pki.ca_file, b"notify me") == b"notify me"
@@ -242,18 +200,12 @@ def _deny_write_execute() -> None:
         raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_socket_activation_both_daemons(pki: Pki, notify_socket: NotifySocket) -> None:
     """appd on an activated TCP socket named https, secured on an activated SEQPACKET socket, keys as
     credentials (relative paths + CREDENTIALS_DIRECTORY), both under no-W+X memory when the kernel can."""
     activate = require_binary("systemd-socket-activate")
     mdwe = _mdwe_supported()
-    port = _free_port()
+    port = free_port()
     # Not under pytest's 0700 tmp dirs: appd drops to nobody (as root) and must reach the channel socket.
     with tempfile.TemporaryDirectory(prefix="tls-privsep-sa-") as tmp:
         d = Path(tmp)

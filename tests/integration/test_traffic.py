@@ -7,109 +7,23 @@ threads, and a blocking ``unwrap()`` cannot keep reading application data after 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
-import select
 import shutil
 import socket
 import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from tests.integration.conftest import Pki, Server
+from tests.integration.helpers import MIB, BioClient, Pair, Pki, TcpBackend, expected_digest, keystream
 
-MIB = 1 << 20
 BULK = 100 * MIB
-CHUNK = 256 * 1024
-
-
-def keystream(seed: int, total: int, chunk: int = CHUNK) -> Iterator[bytes]:
-    """``total`` deterministic pseudo-random bytes (AES-128-CTR keystream), in chunks."""
-    enc = Cipher(algorithms.AES(seed.to_bytes(16, "big")), modes.CTR(bytes(16))).encryptor()
-    zeros = bytes(chunk)
-    sent = 0
-    while sent < total:
-        n = min(chunk, total - sent)
-        yield enc.update(zeros[:n])
-        sent += n
-
-
-def expected_digest(seed: int, total: int) -> str:
-    h = hashlib.sha256()
-    for block in keystream(seed, total):
-        h.update(block)
-    return h.hexdigest()
-
-
-# ---- a plain TCP backend, one thread per connection --------------------------------------------------------------
-
-
-class TcpBackend:
-    """Listens on 127.0.0.1:0 and runs ``handler(sock, results)`` in a thread for every accepted connection."""
-
-    def __init__(self, handler: Callable[[socket.socket, dict[str, object]], None],
-                 listener: socket.socket | None = None) -> None:
-        self.handler = handler
-        self.listener = listener if listener is not None else socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1] if self.listener.family != socket.AF_UNIX else 0
-        self.results: list[dict[str, object]] = []
-        self.errors: list[BaseException] = []
-        self._done = threading.Condition()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._run, args=(sock,), daemon=True).start()
-
-    def _run(self, sock: socket.socket) -> None:
-        result: dict[str, object] = {}
-        try:
-            with sock:
-                self.handler(sock, result)
-        except BaseException as exc:  # reported by wait()
-            self.errors.append(exc)
-        with self._done:
-            self.results.append(result)
-            self._done.notify_all()
-
-    def wait(self, count: int = 1, timeout: float = 30.0) -> list[dict[str, object]]:
-        """Wait until ``count`` connections have finished; returns their results."""
-        with self._done:
-            assert self._done.wait_for(lambda: len(self.results) >= count or self.errors, timeout), "backend stuck"
-        if self.errors:
-            raise self.errors[0]
-        return self.results
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-@pytest.fixture
-def backend_factory() -> Iterator[Callable[..., TcpBackend]]:
-    made: list[TcpBackend] = []
-
-    def make(handler: Callable[[socket.socket, dict[str, object]], None]) -> TcpBackend:
-        made.append(TcpBackend(handler))
-        return made[-1]
-
-    yield make
-    for b in made:
-        b.close()
 
 
 def read_to_eof(sock: socket.socket, result: dict[str, object], key: str = "received") -> None:
@@ -122,146 +36,6 @@ def read_to_eof(sock: socket.socket, result: dict[str, object], key: str = "rece
     result[key + "_bytes"], result[key + "_sha256"], result[key + "_eof_at"] = n, h.hexdigest(), time.monotonic()
 
 
-# ---- a full-duplex TLS client over memory BIOs ---------------------------------------------------------------------
-
-
-class PeerClosed(Exception):
-    """The server's close_notify arrived (a clean end of its direction)."""
-
-
-@dataclass
-class BioClient:
-    """One TLS 1.3 connection driven in a single thread: write, read and close each direction independently."""
-
-    host: str
-    port: int
-    ctx: ssl.SSLContext
-    timeout: float = 30.0
-    sock: socket.socket = field(init=False)
-    obj: ssl.SSLObject = field(init=False)
-    eof_received: bool = False
-    eof_received_at: float = 0.0
-    eof_sent: bool = False
-
-    def __post_init__(self) -> None:
-        self.sock = socket.create_connection((self.host, self.port))
-        self.sock.setblocking(False)
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = self.ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
-        self._raw_out = bytearray()
-        self.deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                self.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self._pump(want_read=True)
-        self._flush()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _flush(self) -> None:
-        """Move what OpenSSL produced to the socket, as far as it takes it without blocking."""
-        self._raw_out += self.outgoing.read()
-        while self._raw_out:
-            try:
-                n = self.sock.send(self._raw_out)
-            except BlockingIOError:
-                return
-            del self._raw_out[:n]
-
-    def _pump(self, *, want_read: bool, want_write: bool = False) -> None:
-        """One select round: send pending bytes, feed received bytes to OpenSSL."""
-        self._flush()
-        remaining = self.deadline - time.monotonic()
-        assert remaining > 0, "transfer timed out"
-        r, w, _ = select.select([self.sock] if want_read else [], [self.sock] if self._raw_out or want_write else [],
-                                [], min(remaining, 1.0))
-        if w:
-            self._flush()
-        if r:
-            data = self.sock.recv(MIB)
-            if data:
-                self.incoming.write(data)
-            else:
-                self.incoming.write_eof()
-
-    def read_some(self) -> bytes:
-        """Plaintext already decrypted (b"" when none yet); raises PeerClosed at the server's close_notify."""
-        out = bytearray()
-        while True:
-            try:
-                data = self.obj.read(MIB)
-            except ssl.SSLWantReadError:
-                return bytes(out)
-            except ssl.SSLZeroReturnError:  # close_notify after ours
-                data = b""
-            if not data:  # CPython returns b"" for a close_notify that comes before ours
-                self.eof_received, self.eof_received_at = True, time.monotonic()
-                if out:
-                    return bytes(out)
-                raise PeerClosed
-            out += data
-
-    def send_eof(self) -> bytes:
-        """Our close_notify; our read side stays open (TLS 1.3 half-close). Returns the plaintext read first.
-
-        CPython's ``unwrap()`` calls SSL_shutdown twice, and the second call fails with
-        APPLICATION_DATA_AFTER_CLOSE_NOTIFY if a whole application record is waiting: drain those first.
-        """
-        data = b""
-        if not self.eof_received:
-            with contextlib.suppress(PeerClosed):
-                data = self.read_some()
-        with contextlib.suppress(ssl.SSLWantReadError):
-            self.obj.unwrap()
-        self.eof_sent = True
-        self._flush()
-        return data
-
-    def transfer(self, upload: Iterator[bytes], on_data: Callable[[bytes], None], *, close_after_upload: bool = True,
-                 until_peer_closed: bool = True) -> None:
-        """Upload everything from ``upload`` while handing every received byte to ``on_data``."""
-        pending = next(upload, None)
-        uploaded = False
-        while True:
-            # Keep a bounded amount of ciphertext queued, so reading is never starved by writing.
-            while pending is not None and len(self._raw_out) < 4 * CHUNK:
-                self.obj.write(pending)
-                self._raw_out += self.outgoing.read()
-                pending = next(upload, None)
-            if pending is None and not uploaded and not self._raw_out:
-                uploaded = True
-                if close_after_upload and (data := self.send_eof()):
-                    on_data(data)
-            if not self.eof_received:
-                with contextlib.suppress(PeerClosed):
-                    if data := self.read_some():
-                        on_data(data)
-            if uploaded and not self._raw_out and (self.eof_received or not until_peer_closed):
-                return
-            self._pump(want_read=not self.eof_received, want_write=pending is not None)
-
-
-def appd_events(server: Server, event: str) -> list[dict[str, object]]:
-    out = []
-    for line in server.log_text("appd").splitlines():
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if entry.get("event") == event:
-                out.append(entry)
-    return out
-
-
-def wait_events(server: Server, event: str, count: int, timeout: float = 10.0) -> list[dict[str, object]]:
-    deadline = time.monotonic() + timeout
-    while len(found := appd_events(server, event)) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(found) >= count, f"{len(found)} {event!r} lines, expected {count}:\n{server.log_text('appd')[-3000:]}"
-    return found
-
-
 @pytest.fixture
 def client_ctx(pki: Pki) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(pki.ca_file))
@@ -272,7 +46,7 @@ def client_ctx(pki: Pki) -> ssl.SSLContext:
 # ---- tests --------------------------------------------------------------------------------------------------------
 
 
-def test_bulk_100_mib_each_way_through_the_tcp_proxy(pair: Callable[..., Server], client_ctx: ssl.SSLContext,
+def test_bulk_100_mib_each_way_through_the_tcp_proxy(pair: Callable[..., Pair], client_ctx: ssl.SSLContext,
                                                      backend_factory: Callable[..., TcpBackend]) -> None:
     """One connection: 100 MiB up and 100 MiB down at the same time, both compared by SHA-256."""
     up_seed, down_seed = 1, 2
@@ -313,12 +87,12 @@ def test_bulk_100_mib_each_way_through_the_tcp_proxy(pair: Callable[..., Server]
     assert result["received_sha256"] == expected_digest(up_seed, BULK)
     assert got == BULK
     assert down.hexdigest() == expected_digest(down_seed, BULK)
-    (conn,) = wait_events(server, "connection", 1)
+    (conn,) = server.wait_events("appd", "connection", 1)
     assert conn["outcome"] == "closed"
     assert conn["bytes_in"] == BULK and conn["bytes_out"] == BULK
 
 
-def test_200_concurrent_connections(pair: Callable[..., Server], client_ctx: ssl.SSLContext) -> None:
+def test_200_concurrent_connections(pair: Callable[..., Pair], client_ctx: ssl.SSLContext) -> None:
     """200 TLS connections open at the same time, each echoing its own message, all closed cleanly."""
     n = 200
     server = pair("--backend", "echo")
@@ -342,14 +116,14 @@ def test_200_concurrent_connections(pair: Callable[..., Server], client_ctx: ssl
     with ThreadPoolExecutor(max_workers=n) as pool:
         results = list(pool.map(one, range(n)))
     assert len(set(results)) == n
-    conns = wait_events(server, "connection", n)
+    conns = server.wait_events("appd", "connection", n)
     assert len(conns) == n
     assert [c for c in conns if c["outcome"] != "closed"] == []
     assert server.appd.poll() is None
 
 
 def test_half_close_client_first_while_backend_still_sends(
-        pair: Callable[..., Server], client_ctx: ssl.SSLContext, backend_factory: Callable[..., TcpBackend]) -> None:
+        pair: Callable[..., Pair], client_ctx: ssl.SSLContext, backend_factory: Callable[..., TcpBackend]) -> None:
     """Client close_notify -> backend sees EOF; the backend's answer after that EOF still reaches the client."""
     after = 3 * MIB
 
@@ -374,12 +148,12 @@ def test_half_close_client_first_while_backend_still_sends(
     assert received[:7] == b"before "
     assert hashlib.sha256(received[7:]).hexdigest() == expected_digest(7, after)
     assert client.eof_received and client.eof_sent
-    (conn,) = wait_events(server, "connection", 1)
+    (conn,) = server.wait_events("appd", "connection", 1)
     assert conn["outcome"] == "closed"
 
 
 def test_unix_backend_with_a_proxy_header(
-        pair: Callable[..., Server], client_ctx: ssl.SSLContext, tmp_path: Path) -> None:
+        pair: Callable[..., Pair], client_ctx: ssl.SSLContext, tmp_path: Path) -> None:
     """unix: backend with appd.proxy_protocol: the backend reads a PROXY v2 header, then the client's bytes,
     and its answer reaches the client (as root, appd reaches the socket as nobody)."""
     base = Path(tempfile.mkdtemp(prefix="tls-privsep-unix-backend-"))
@@ -420,7 +194,7 @@ def test_unix_backend_with_a_proxy_header(
 
 
 def test_half_close_backend_first_while_client_still_sends(
-        pair: Callable[..., Server], client_ctx: ssl.SSLContext, backend_factory: Callable[..., TcpBackend]) -> None:
+        pair: Callable[..., Pair], client_ctx: ssl.SSLContext, backend_factory: Callable[..., TcpBackend]) -> None:
     """Backend EOF -> client gets close_notify; the client keeps sending, and the backend gets all of it."""
     later = 3 * MIB
 
@@ -448,12 +222,12 @@ def test_half_close_backend_first_while_client_still_sends(
         h.update(block)
     assert result["received_bytes"] == len(b"hello ") + later
     assert result["received_sha256"] == h.hexdigest()
-    (conn,) = wait_events(server, "connection", 1)
+    (conn,) = server.wait_events("appd", "connection", 1)
     assert conn["outcome"] == "closed"
 
 
 def test_backend_down_gives_a_clean_close_and_appd_keeps_serving(
-        pair: Callable[..., Server], client_ctx: ssl.SSLContext) -> None:
+        pair: Callable[..., Pair], client_ctx: ssl.SSLContext) -> None:
     """Nothing at the tcp:// port: the client gets close_notify (not an alert, not a reset); appd stays up."""
     with socket.socket() as probe:  # a port with nothing listening
         probe.bind(("127.0.0.1", 0))
@@ -467,10 +241,10 @@ def test_backend_down_gives_a_clean_close_and_appd_keeps_serving(
             return tls.recv(100)  # b"" only on close_notify; a bare EOF would raise SSLEOFError
 
     assert attempt() == b""
-    assert wait_events(server, "backend unavailable", 1)
+    assert server.wait_events("appd", "backend unavailable", 1)
     assert server.appd.poll() is None
     assert attempt() == b""  # and again: appd serves the next connection the same way
-    conns = wait_events(server, "connection", 2)
+    conns = server.wait_events("appd", "connection", 2)
     assert [c["outcome"] for c in conns] == ["closed", "closed"]
 
     # Once something listens there, the very same appd proxies to it.

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Pki
-from tests.integration.test_lifecycle import USERS, alive, children, echo, free_port, launcher, rundir, wait_for  # noqa: F401
-from tests.integration.test_reload import keydir  # noqa: F401 (fixture)
+from tests.integration.helpers import USERS, Pki, alive, children, echo, free_port, launcher, wait_for
 
 WORKERS = 2
 
@@ -54,7 +52,7 @@ def log_events(logfile: Path, event: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def started(pki: Pki, rundir: Path, keydir: Path) -> Iterator[tuple[int, int, Path]]:  # noqa: F811
+def started(pki: Pki, rundir: Path, keydir: Path) -> Iterator[tuple[int, int, Path]]:
     """A background instance with two workers per daemon: (launcher pid, port, log file). The key is readable by
     secured's user, so that a reload (which reads it again after dropping root) can work."""
     port = free_port()
@@ -125,7 +123,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(pki: Pki, started: t
     assert len(log_events(logfile, "worker exited; restarting")) == 2
 
 
-def test_reload_and_stop_reach_every_worker(pki: Pki, started: tuple[int, int, Path], rundir: Path) -> None:  # noqa: F811
+def test_reload_and_stop_reach_every_worker(pki: Pki, started: tuple[int, int, Path], rundir: Path) -> None:
     pid, port, logfile = started
     daemons = children(pid)
     ctx = ssl.create_default_context(cafile=str(pki.ca_file))
