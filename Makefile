@@ -61,10 +61,10 @@ bench: venv sysdeps
 	$(PY) -m bench
 
 bench-engine: venv
-	$(PY) tests/bench/engine.py
+	$(PY) -m bench.engine
 
 bench-handoff: venv
-	$(PY) tests/bench/handoff.py
+	$(PY) -m bench.handoff
 
 bench-appphase: venv
 	$(PY) tests/bench/appphase.py

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import proc, report, servers
+from bench import pki, proc, report, servers
 from bench.servers import ROOT, Server, Workdir
 
 ALL = ("ours", "openssl", "trio_ssl")
@@ -72,20 +72,6 @@ def log(msg: str) -> None:
 
 
 # -- set-up ---------------------------------------------------------------------------------------
-
-
-def make_certs(path: Path) -> dict[str, tuple[Path, Path]]:
-    """One throwaway CA and one leaf per kind; every server is handed the same files."""
-    from tests import certs
-
-    ca, ca_key = certs.make_ca("tls-privsep bench CA")
-    out = {}
-    for kind in ("ecdsa", "rsa2048"):
-        leaf, key = certs.make_leaf(ca, ca_key, kind, names=("localhost",))
-        cert_path, key_path = certs.write_pair(path, [leaf], key)
-        key_path.chmod(0o600)
-        out[kind] = (cert_path, key_path)
-    return out
 
 
 def machine() -> dict[str, Any]:
@@ -265,14 +251,14 @@ def interleaved(plan: Plan, group: dict[str, Server], measure: Callable[[Server]
 
 
 def phase_handshake(work: Workdir, plan: Plan, results: dict[str, Any], latency: bool) -> None:
-    from tests.bench import engine
-    from tests.inmemory import client_context, server_config
+    from bench import engine
+    from bench.pki import in_memory
 
     hs = results.setdefault("handshake", {})
     for kind in ("ecdsa", "rsa2048"):
         entry = hs.setdefault(kind, {})
         entry["floor_us"] = engine.crypto_floor(kind, plan.micro_n) * 1e6
-        config, ctx = server_config((kind,), ticket_keys=None, tickets=0), client_context()
+        config, ctx = in_memory().server_config(kind), in_memory().client_context()
         for _ in range(10):
             engine.one_handshake(config, ctx)
         n = max(50, plan.micro_n // 5)
@@ -291,7 +277,7 @@ def phase_handshake(work: Workdir, plan: Plan, results: dict[str, Any], latency:
 
 
 def phase_resumed(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
-    from tests.bench import engine
+    from bench import engine
 
     res = results.setdefault("resumed", {"floor_us": engine.crypto_floor(None, plan.micro_n) * 1e6})
     with started(work, ALL, "ecdsa", tickets=2) as group:
@@ -426,7 +412,7 @@ def phase_workers(work: Workdir, plan: Plan, results: dict[str, Any], backend: t
 def phase_handoff(plan: Plan, results: dict[str, Any]) -> None:
     import trio
 
-    from tests.bench import handoff
+    from bench import handoff
 
     trio.run(handoff.run, 200)
     total, seal, imp = trio.run(handoff.run, plan.micro_n * 2)
@@ -504,7 +490,7 @@ def main() -> int:
 
     path = Path(tempfile.mkdtemp(prefix="tls-privsep-bench-"))
     path.chmod(0o711)  # appd, as nobody, must reach secured's socket in a subdirectory
-    work = Workdir(path, make_certs(path), server_core, client_core)
+    work = Workdir(path, pki.write_certs(path), server_core, client_core)
     work.openssl_conf.write_text(servers.OPENSSL_CNF)
     work.env = {"OPENSSL_CONF": str(work.openssl_conf), "PYTHONPATH": str(ROOT)}
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")

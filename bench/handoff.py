@@ -4,10 +4,10 @@ What privilege separation adds to a handshake, measured in one process so both e
 appd's Open (with the ClientHello) and Hs, answered by Hs and Done, over a real SEQPACKET
 socketpair with the daemons' own transport (shared.dgram) and order checker on both ends, with
 handshake-sized payloads; secured sealing the blob and the fallback alert; appd opening the blob
-and deriving the record keys. The engine's own handshake CPU (tests/bench/engine.py) is the
+and deriving the record keys. The engine's own handshake CPU (bench/engine.py) is the
 denominator for the "handoff / handshake" ratio.
 
-    .venv/bin/python tests/bench/handoff.py [--n 2000]
+    .venv/bin/python -m bench.handoff [--n 2000]
 """
 
 from __future__ import annotations
@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import trio
 

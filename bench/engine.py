@@ -5,25 +5,22 @@ inside the engine's calls (receive_data, data_to_send, export) is counted, as th
 crypto floor is the same handshake's ``cryptography`` calls alone (ephemeral keygen + ECDH + the
 signature), so "overhead" is what our Python adds.
 
-    .venv/bin/python tests/bench/engine.py [--n 200] [--profile]
+    .venv/bin/python -m bench.engine [--n 200] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
 import ssl
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 
-from tests.inmemory import client_context, pki, server_config
+from bench.pki import KINDS, in_memory
+from tls_privsep.launcher.testing import new_key
 from tls_privsep.secured.handshake import ServerHandshake
 
 
@@ -59,7 +56,7 @@ def one_handshake(config: object, ctx: ssl.SSLContext) -> float:
 def crypto_floor(kind: str | None, n: int) -> float:
     """CPU of one handshake's public-key work: an ephemeral X25519 key and exchange, plus the signature
     with ``kind``'s key (None: no signature, as in a resumed handshake)."""
-    key = pki().creds[kind].key if kind else None
+    key = new_key(KINDS[kind]) if kind else None  # signing costs the same with any key of the kind
     peer = x25519.X25519PrivateKey.generate().public_key()
     t0 = time.thread_time()
     for _ in range(n):
@@ -82,10 +79,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the ECDSA run")
     args = ap.parse_args()
-    ctx = client_context()
+    setup = in_memory()
+    ctx = setup.client_context()
     print(f"{'certificate':<12} {'engine µs/hs':>13} {'crypto floor µs':>16} {'overhead µs':>12} {'x floor':>7}")
     for kind in ("ecdsa", "rsa2048"):
-        config = server_config((kind,), ticket_keys=None, tickets=0)
+        config = setup.server_config(kind)
         for _ in range(10):
             one_handshake(config, ctx)
         prof = cProfile.Profile() if args.profile and kind == "ecdsa" else None
