@@ -17,8 +17,6 @@ EphemeralKey: TypeAlias = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
 
 SUPPORTED_GROUPS = (NamedGroup.x25519, NamedGroup.secp256r1)
 SHARE_LENGTH: dict[int, int] = {NamedGroup.x25519: 32, NamedGroup.secp256r1: 65}
-# Plain ints for the per-handshake comparisons (an enum member lookup is a class attribute lookup).
-_X25519, _P256 = int(NamedGroup.x25519), int(NamedGroup.secp256r1)
 
 
 def generate(group: int) -> EphemeralKey:
@@ -45,9 +43,9 @@ def exchange(group: int, key: EphemeralKey, share: bytes) -> bytes:
     """The shared secret with the client's share; every failure is the client's fault."""
     check_share_length(group, share)
     try:
-        if group == _X25519 and isinstance(key, x25519.X25519PrivateKey):
+        if group == NamedGroup.x25519 and isinstance(key, x25519.X25519PrivateKey):
             secret = key.exchange(x25519.X25519PublicKey.from_public_bytes(share))
-        elif group == _P256 and isinstance(key, ec.EllipticCurvePrivateKey):
+        elif group == NamedGroup.secp256r1 and isinstance(key, ec.EllipticCurvePrivateKey):
             if share[0] != 4:  # TLS 1.3 allows only the uncompressed form
                 raise IllegalParameter("P-256 share is not an uncompressed point")
             peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), share)
