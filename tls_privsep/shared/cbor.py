@@ -149,7 +149,12 @@ _Layout = list[tuple[bytes, object]]
 _layouts: dict[tuple[object, ...], tuple[_Layout, bool]] = {}
 """Key order per key set, with whether all its keys are text. Equal tuples of text keys encode
 alike; a tuple with integers also equals one holding True or 1.0 there, so it is used only after
-checking that every key is exactly an int or a str."""
+checking that every key is exactly an int or a str.
+
+It still pays (CPython 3.11, with and without it interleaved in one process): a channel ``hs`` map
+encodes in 1.3 µs instead of 2.4 (``Hs.encode()`` 2.2 instead of 3.3), a blob seal takes 15.7 µs
+instead of 20.9, and bench/handoff.py 219 µs per connection instead of 229 (best of 20 runs; median
+274 against 288). Decoding does not use it."""
 _MAX_LAYOUTS = 256  # the channel and the blob use a dozen key sets; others are simply not remembered
 _KEY_TYPES = frozenset((int, str))
 
