@@ -933,8 +933,9 @@ def test_key_update_during_handshake_is_just_a_message() -> None:
 
 def test_key_update_at_the_usage_limit() -> None:
     """No write key protects more than key_update_after records, its own KeyUpdate included."""
-    server, client = pair()
-    server.key_update_after = 3
+    _, client = pair()
+    server = RecordLayer(key_update_after=3)
+    server.set_write_key(AES128, S_SECRET)
     twin, _ = pair()
     assert twin.write is not None
     wire = b"".join(bytes(server.send_application_data(bytes([i]) * 10)) for i in range(5))

@@ -7,6 +7,7 @@ The one place that reads a record header (:func:`read_header`) and the one that 
 from __future__ import annotations
 
 import enum
+import struct
 from typing import TypeAlias
 
 from tls_privsep.shared.errors import LocalAlert, RecordOverflow, UnexpectedMessage
@@ -24,7 +25,8 @@ class ContentType(enum.IntEnum):
 
 MAX_PLAINTEXT = 2**14
 MAX_CIPHERTEXT = 2**14 + 256
-HEADER_LEN = 5
+_HEADER = struct.Struct(">BHH")  # content type, legacy_record_version (0x0303, never checked on receipt), length
+HEADER_LEN = _HEADER.size
 _KNOWN_TYPES = frozenset(ContentType) - {ContentType.invalid}
 # A buffer that grew past this while bulk data went through is dropped once it is drained.
 _KEEP_BUFFER = 2 * (HEADER_LEN + MAX_CIPHERTEXT)
@@ -36,8 +38,7 @@ def read_header(buf: BytesLike, pos: int) -> tuple[int, int]:
     Raises the alert for a header no record can have: an unknown content type or a length over
     2^14+256. The legacy version is ignored, as §5.1 says. The caller checks the 5 bytes are there.
     """
-    ctype = buf[pos]
-    length = (buf[pos + 3] << 8) | buf[pos + 4]
+    ctype, _, length = _HEADER.unpack_from(buf, pos)
     if ctype not in _KNOWN_TYPES:
         raise UnexpectedMessage(f"unknown record content type {ctype}")
     if length > MAX_CIPHERTEXT:
@@ -46,8 +47,8 @@ def read_header(buf: BytesLike, pos: int) -> tuple[int, int]:
 
 
 def header(ctype: int, length: int) -> bytes:
-    """A record header: ``ctype``, legacy_record_version 0x0303 (never checked on receipt), ``length``."""
-    return bytes((ctype, 3, 3, length >> 8, length & 0xFF))
+    """A record header: ``ctype``, legacy_record_version 0x0303, ``length``."""
+    return _HEADER.pack(ctype, 0x0303, length)
 
 
 CCS_RECORD = header(ContentType.change_cipher_spec, 1) + b"\x01"
@@ -112,12 +113,6 @@ class ReceiveBuffer:
         with memoryview(buf) as view:  # bytearray slice assignment would copy bytes into a temporary
             view[end : end + n] = data
         self.off, self.end = off, end + n
-
-    def next_header(self) -> tuple[int, int] | None:
-        """The next record's (content type, length), checked; None until its header is in."""
-        if self.end - self.off < HEADER_LEN:
-            return None
-        return read_header(self.buf, self.off)
 
     def release_drained(self) -> None:
         """Everything is parsed: drop a buffer a bulk transfer grew, rather than keep it while idle."""

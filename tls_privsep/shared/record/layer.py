@@ -34,6 +34,7 @@ from tls_privsep.shared.record.framing import (
     ContentType,
     ReceiveBuffer,
     plaintext_records,
+    read_header,
 )
 from tls_privsep.shared.record.limits import Limits
 from tls_privsep.shared.record.messages import MAX_CLIENT_HELLO, HandshakeType, Reassembly
@@ -54,7 +55,8 @@ AEAD_RECORD_LIMIT = 2**24
 
 
 class _Skip(enum.Enum):
-    NONE = "none"
+    """What the handshake drops instead of reading (None: nothing)."""
+
     TRIAL = "trial"  # rejected 0-RTT: drop records that fail deprotection under the handshake key
     OUTER_APP = "outer_app"  # after HRR: drop every outer application_data record until a handshake record
 
@@ -92,7 +94,7 @@ class RecordLayer:
         # Called with (type, length) of each handshake message as soon as its 4-byte header is in,
         # before the size limit and before any of its body is buffered; raises the alert to send.
         self.check_handshake_header = check_handshake_header
-        self.key_update_after = key_update_after
+        self._key_update_after = key_update_after
         self.key_updates_sent = 0  # answers to the peer and ours at the usage limit alike
         self.key_updates_received = 0
         self.read: RecordProtection | None = None
@@ -101,12 +103,12 @@ class RecordLayer:
         self._rx = ReceiveBuffer()
         self._hs = Reassembly()
         self._out = bytearray()  # bytes we queued ourselves (KeyUpdate answers)
-        self._skip = _Skip.NONE
+        self._skip: _Skip | None = None
         self._skip_budget = 0
         self._stop: tuple[int, bytes] | LocalAlert | None = None  # what the last bulk run stopped at
-        # Records the write key protected that its sequence number does not count: an imported
-        # state's records_protected - write_seq, so 0 whenever the key's numbering started at 0.
-        self._write_uncounted = 0
+        # The write sequence number the KeyUpdate that retires the key takes, its key_update_after-th
+        # record: a key's sequence numbers count its records from 0 (an import corrects for any it did not).
+        self._key_update_seq = key_update_after - 1
         self._close_sent = False  # our close_notify went out
 
     @classmethod
@@ -132,7 +134,7 @@ class RecordLayer:
                     max_key_updates=max_key_updates, max_warning_alerts=max_warning_alerts)
         layer.set_read_key(state.suite, state.read_secret, state.read_seq)
         layer.set_write_key(state.suite, state.write_secret, state.write_seq)
-        layer._write_uncounted = state.records_protected - state.write_seq
+        layer._key_update_seq -= state.records_protected - state.write_seq  # protected, but not counted by seq
         layer.enter(Phase.APPLICATION)
         return layer
 
@@ -188,15 +190,19 @@ class RecordLayer:
     def set_write_protection(self, protection: RecordProtection) -> None:
         """Write under ``protection`` from now on; the old one is wiped, the usage count starts over."""
         old, self.write = self.write, protection
-        self._write_uncounted = 0
+        self._key_update_seq = self._key_update_after - 1
         if old is not None:
             old.wipe()
+
+    @property
+    def key_update_after(self) -> int:
+        return self._key_update_after
 
     def records_before_key_update(self) -> int:
         """Application data records the write key may still protect before the KeyUpdate that retires it."""
         if self.write is None:
             raise InternalError("no write key")
-        return self.key_update_after - 1 - (self.write.seq + self._write_uncounted)
+        return self._key_update_seq - self.write.seq
 
     def skip_early_data(self, max_bytes: int) -> None:
         """Rejected 0-RTT (§4.2.10): drop records that fail deprotection, up to ``max_bytes``."""
@@ -243,21 +249,24 @@ class RecordLayer:
             msg = self._next_handshake_message()
             if msg is not None:
                 return msg
-            stop, self._stop = self._stop, None
-            if stop is None and max_data and self._steady():
-                assert self.read is not None
-                run = bulk.read_run(self._rx, self.read, max_data, self.limits)
-                if run is not None:
-                    self._stop = run.stop
-                    if run.data is not None:
-                        return run.data
-                    continue
-            if isinstance(stop, LocalAlert):
-                raise stop
-            record = stop if stop is not None else self._read_record()
-            if record is None:
-                self._rx.release_drained()
-                return None
+            record = self._stop
+            if record is not None:
+                self._stop = None
+                if isinstance(record, LocalAlert):
+                    raise record
+            else:
+                if max_data and self._steady():
+                    assert self.read is not None
+                    run = bulk.read_run(self._rx, self.read, max_data, self.limits)
+                    if run is not None:
+                        self._stop = run.stop
+                        if run.data is not None:
+                            return run.data
+                        continue
+                record = self._read_record()
+                if record is None:
+                    self._rx.release_drained()
+                    return None
             event = self._dispatch(*record)
             if event is not None:
                 return event
@@ -266,7 +275,7 @@ class RecordLayer:
     def _steady(self) -> bool:
         """Whether the bulk path may run: application phase, a read key, nothing skipped, no fragment."""
         return (
-            self._phase is _APPLICATION and self.read is not None and self._skip is _Skip.NONE
+            self._phase is _APPLICATION and self.read is not None and self._skip is None
             and not self._hs.pending()
         )
 
@@ -317,12 +326,11 @@ class RecordLayer:
         CCS or skipped early data); a protected record can never decode to type 0.
         """
         rx = self._rx
-        head = rx.next_header()
-        if head is None:
+        if rx.end - rx.off < HEADER_LEN:
             return None
-        outer, length = head
+        outer, length = read_header(rx.buf, rx.off)
         # TLS 1.3 protects outer application_data records only (§5.2): alerts and CCS may stay plaintext.
-        protected = outer == _APPLICATION_DATA and (self.read is not None or self._skip is not _Skip.NONE)
+        protected = outer == _APPLICATION_DATA and (self.read is not None or self._skip is not None)
         if not protected:
             if length > MAX_PLAINTEXT:
                 raise RecordOverflow("plaintext record longer than 2^14 bytes")
@@ -346,10 +354,10 @@ class RecordLayer:
                 self.limits.empty_record()
                 return _INVALID, b""
             if outer == _HANDSHAKE and self._skip is _Skip.OUTER_APP:
-                self._skip = _Skip.NONE
+                self._skip = None
             return outer, content
         head_bytes = bytes(rx.buf[start : start + HEADER_LEN])
-        if self._skip is _Skip.NONE:
+        if self._skip is None:
             assert self.read is not None
             with memoryview(rx.buf) as view, view[start + HEADER_LEN : end] as payload:
                 return self.read.open(head_bytes, payload)
@@ -360,7 +368,7 @@ class RecordLayer:
             except BadRecordMac:
                 pass
             else:
-                self._skip = _Skip.NONE
+                self._skip = None
                 return opened
         # Skipped: count the most early data this record can hold against the budget. §4.2.10
         # counts payload only, not the content-type byte; padding is invisible to us, so a record
@@ -472,11 +480,13 @@ class RecordLayer:
         Where the write key reaches its usage limit, a KeyUpdate goes in between and the rest is
         sealed under the next key (then the result is one new buffer, not ``into``).
         """
-        if self.write is None:
+        write = self.write
+        if write is None:
             raise InternalError("application data without a write key")
-        if max(1, -(-len(data) // MAX_PLAINTEXT)) <= self.records_before_key_update():
-            return self._send(_APPLICATION_DATA, data, into)
-        return self._send_across_key_updates(data)
+        n = len(data)
+        if write.seq + (1 if n <= MAX_PLAINTEXT else -(-n // MAX_PLAINTEXT)) > self._key_update_seq:
+            return self._send_across_key_updates(data)
+        return self._send(_APPLICATION_DATA, data, into)
 
     def _send_across_key_updates(self, data: BytesLike) -> bytes:
         """The records the write key may still protect, its KeyUpdate, the rest under the next key, ..."""
