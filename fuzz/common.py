@@ -8,17 +8,19 @@ below avoid depending on it (the second-flight harness computes Finished and Cer
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from tests import certs
 from tests.inmemory import client_verifier, pki, server_config
 from tests.tlsclient import P256, X25519, Client
 from tls_privsep.secured import messages as m
-from tls_privsep.secured.credentials import Credential
+from tls_privsep.secured.credentials import Credential, CredentialStore, Signer
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.secured.tickets import TicketKeys
 from tls_privsep.shared import keyschedule as ks
@@ -62,19 +64,42 @@ def server_ephemeral(group: int) -> x25519.X25519PrivateKey | ec.EllipticCurvePr
     raise ValueError(f"unsupported group {group:#06x}")
 
 
-_SIGNATURES: dict[tuple[str, int, bytes], bytes] = {}
+class MemoSigner:
+    """A credential's own signer, each signature computed once per content: ECDSA and PSS are
+    randomized, and a fixed flight keeps the transcript (so the client's Finished) the same for every
+    run of an input."""
+
+    def __init__(self, real: Signer) -> None:
+        self._real = real
+        self._signatures: dict[tuple[int, bytes], bytes] = {}
+
+    @property
+    def schemes(self) -> tuple[int, ...]:
+        return self._real.schemes
+
+    def public_key(self) -> PublicKeyTypes:
+        return self._real.public_key()
+
+    def sign(self, scheme: int, content: bytes) -> bytes:
+        sig = self._signatures.get((scheme, content))
+        if sig is None:
+            if len(self._signatures) > 512:
+                self._signatures.clear()
+            sig = self._signatures[scheme, content] = self._real.sign(scheme, content)
+        return sig
 
 
-def memo_signer(credential: Credential, scheme: int, content: bytes) -> bytes:
-    """The real signature, computed once per content: ECDSA and PSS are randomized, and a fixed
-    flight keeps the transcript (so the client's Finished) the same for every run of an input."""
-    key = (credential.fingerprint, scheme, content)
-    sig = _SIGNATURES.get(key)
-    if sig is None:
-        if len(_SIGNATURES) > 512:
-            _SIGNATURES.clear()
-        sig = _SIGNATURES[key] = credential.sign(scheme, content)
-    return sig
+_MEMO_CREDENTIALS: dict[str, Credential] = {}
+
+
+def _memo_signing(cfg: ServerConfig) -> ServerConfig:
+    """``cfg`` with each credential signing through a MemoSigner, one per certificate for all configs."""
+    creds = []
+    for cred in cfg.credentials.credentials:
+        if cred.fingerprint not in _MEMO_CREDENTIALS:
+            _MEMO_CREDENTIALS[cred.fingerprint] = Credential.from_signer(cred.chain, MemoSigner(cred.signer))
+        creds.append(_MEMO_CREDENTIALS[cred.fingerprint])
+    return dataclasses.replace(cfg, credentials=CredentialStore(creds))
 
 
 def ticket_keys() -> TicketKeys:
@@ -99,14 +124,14 @@ def config(index: int) -> ServerConfig:
         else:
             cfg = server_config(("rsa2048", "ecdsa"), ticket_keys=ticket_keys(), client_auth="required",
                                 client_verifier=client_verifier(), cipher_suites=(0x1302, 0x1303))
-        _CONFIGS[name] = cfg
+        _CONFIGS[name] = _memo_signing(cfg)
     return _CONFIGS[name]
 
 
 def new_server(index: int) -> ServerHandshake:
     """A fresh engine whose every choice (random, ephemeral key, signature, time) is reproducible."""
     return ServerHandshake(config(index), rng=DetRandom(b"fuzz server"), clock=fixed_clock,
-                           ephemeral=server_ephemeral, signer=memo_signer)
+                           ephemeral=server_ephemeral)
 
 
 # ---- the second client flight ---------------------------------------------------------------------

@@ -17,8 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests import certs
-from tls_privsep.secured.credentials import ClientCertVerifier, Credential, CredentialStore
+from tls_privsep.secured.credentials import Credential, CredentialStore
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.secured.peerauth import ClientCertVerifier
 from tls_privsep.secured.tickets import TicketKeys
 from tls_privsep.shared.record import ApplicationData, CloseNotify, Event, RecordLayer
 from tls_privsep.shared.state import TrafficState

@@ -1,12 +1,10 @@
-"""secured.credentials: loading, selection (RFC 8446 §4.4.2.2), signatures, client certificates."""
+"""secured.credentials: loading, selection (RFC 8446 §4.4.2.2), signing through the Signer seam."""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,29 +12,15 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from tests.certs import leaf_key, make_ca, make_leaf, write_pair
-from tls_privsep.secured.credentials import (
-    CLIENT_VERIFY_SCHEMES,
-    ClientCertVerifier,
-    Credential,
-    CredentialStore,
-    SignatureScheme,
-    verify_signature,
-)
+from tls_privsep.secured.credentials import Credential, CredentialStore, KeySigner
+from tls_privsep.secured.peerauth import CLIENT_SIG_SCHEMES, verify_signature
+from tls_privsep.secured.sigschemes import SignatureScheme
 from tls_privsep.secured.tickets import TicketState
-from tls_privsep.shared.errors import (
-    BadCertificate,
-    CertificateExpired,
-    CertificateRequired,
-    ConfigError,
-    DecryptError,
-    HandshakeFailure,
-    IllegalParameter,
-    UnknownCa,
-    UnsupportedCertificate,
-)
+from tls_privsep.shared.errors import ConfigError, HandshakeFailure
 
 S = SignatureScheme
 DATA = b" " * 64 + b"TLS 1.3, server CertificateVerify\x00" + bytes(32)
@@ -275,7 +259,7 @@ def self_signed_ed25519_issuer() -> tuple[x509.Certificate, ed25519.Ed25519Priva
     return cert, key
 
 
-# ---- signatures -----------------------------------------------------------------------------------
+# ---- signing ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["rsa2048", "ecdsa", "ed25519"])
@@ -286,7 +270,7 @@ def test_sign_then_verify(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey
         sig = c.sign(scheme, DATA)
         verify_signature(leaf, scheme, DATA, sig)
         verify_signature(leaf.public_key(), scheme, DATA, sig)
-        assert scheme in CLIENT_VERIFY_SCHEMES
+        assert scheme in CLIENT_SIG_SCHEMES  # what we sign, we would also accept
 
 
 @pytest.mark.parametrize(
@@ -318,194 +302,76 @@ def test_sign_refuses_foreign_scheme_and_uses_injected_signer(
     leaf, key = make_leaf(*ca, "ecdsa")
     calls: list[tuple[int, bytes]] = []
 
-    def signer(scheme: int, data: bytes) -> bytes:
-        calls.append((scheme, data))
-        return b"vector"
+    class Vector:  # the Signer seam: what a PKCS#11 token or a test vector plugs into
+        schemes = (S.ecdsa_secp256r1_sha256,)
 
-    fixed = Credential.from_objects([leaf], key, signer=signer)
+        def public_key(self) -> PublicKeyTypes:
+            return key.public_key()
+
+        def sign(self, scheme: int, data: bytes) -> bytes:
+            calls.append((scheme, data))
+            return b"vector"
+
+    fixed = Credential.from_signer([leaf], Vector())
     assert fixed.sign(S.ecdsa_secp256r1_sha256, DATA) == b"vector"
     assert calls == [(S.ecdsa_secp256r1_sha256, DATA)]
+    with pytest.raises(ValueError):
+        fixed.sign(S.ed25519, DATA)
+    assert calls == [(S.ecdsa_secp256r1_sha256, DATA)]  # refused before the signer is asked
 
 
-def test_verify_signature_errors(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> None:
-    rsa_c, ec_c, ed_c = (cred(ca, k, ("localhost",)) for k in ("rsa2048", "ecdsa", "ed25519"))
-    rsa_leaf, ec_leaf, ed_leaf = (x509.load_der_x509_certificate(c.chain[0]) for c in (rsa_c, ec_c, ed_c))
-    rsa_sig = rsa_c.sign(S.rsa_pss_rsae_sha256, DATA)
-    ec_sig = ec_c.sign(S.ecdsa_secp256r1_sha256, DATA)
-    for leaf, scheme in [
-        (ec_leaf, S.rsa_pss_rsae_sha256),
-        (ec_leaf, S.ecdsa_secp384r1_sha384),  # curve must match the scheme
-        (ec_leaf, S.ecdsa_sha1),
-        (rsa_leaf, S.rsa_pkcs1_sha256),
-        (rsa_leaf, S.rsa_pkcs1_sha1),
-        (rsa_leaf, S.rsa_pss_pss_sha256),  # rsaEncryption key
-        (ed_leaf, S.ed448),
-        (ed_leaf, 0x1234),
-    ]:
-        with pytest.raises(IllegalParameter):
-            verify_signature(leaf, scheme, DATA, rsa_sig)
-    with pytest.raises(DecryptError):
-        verify_signature(rsa_leaf, S.rsa_pss_rsae_sha256, DATA + b"x", rsa_sig)
-    with pytest.raises(DecryptError):
-        verify_signature(rsa_leaf, S.rsa_pss_rsae_sha384, DATA, rsa_sig)  # right key, other hash
-    with pytest.raises(DecryptError):
-        verify_signature(ec_leaf, S.ecdsa_secp256r1_sha256, DATA + b"x", ec_sig)
-    with pytest.raises(DecryptError):
-        verify_signature(ec_leaf, S.ecdsa_secp256r1_sha256, DATA, b"\x30\x00garbage")
-    with pytest.raises(DecryptError):
-        verify_signature(ed_leaf, S.ed25519, DATA, bytes(64))
+def test_a_signer_is_checked_against_its_certificate(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> None:
+    """Another Signer passes the checks a key file does, once, when the credential is built."""
+    leaf, key = make_leaf(*ca, "ecdsa")
+    other = ec.generate_private_key(ec.SECP256R1())
+
+    class Claims:
+        def __init__(self, public: PublicKeyTypes, schemes: tuple[int, ...]) -> None:
+            self.schemes, self._public = schemes, public
+
+        def public_key(self) -> PublicKeyTypes:
+            return self._public
+
+        def sign(self, scheme: int, data: bytes) -> bytes:
+            raise AssertionError("never asked to sign")
+
+    with pytest.raises(ConfigError, match="credential: private key does not match the certificate"):
+        Credential.from_signer([leaf], Claims(other.public_key(), (S.ecdsa_secp256r1_sha256,)))
+    for schemes in [(S.rsa_pss_rsae_sha256,), (S.ecdsa_secp384r1_sha384,), ()]:
+        with pytest.raises(ConfigError, match="do not fit its"):
+            Credential.from_signer([leaf], Claims(key.public_key(), schemes))
+    assert Credential.from_signer([leaf], Claims(key.public_key(), (S.ecdsa_secp256r1_sha256,))).schemes == (
+        S.ecdsa_secp256r1_sha256,
+    )
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl binary")
-def test_rsassa_pss_certificate(tmp_path: Path) -> None:
-    """RSASSA-PSS SPKIs load as plain RSA keys; only the certificate says rsa_pss_pss_* is right."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
-
-    (tmp_path / "msg").write_bytes(DATA)
-    openssl("genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "k.pem")
-    openssl("req", "-new", "-x509", "-key", "k.pem", "-out", "c.pem", "-subj", "/CN=pss", "-days", "2")
-    openssl(
-        "pkeyutl", "-sign", "-inkey", "k.pem", "-rawin", "-in", "msg", "-digest", "sha256",
-        "-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:digest", "-out", "sig",
-    )  # fmt: skip
-    cert = x509.load_pem_x509_certificate((tmp_path / "c.pem").read_bytes())
-    sig = (tmp_path / "sig").read_bytes()
-    verify_signature(cert, S.rsa_pss_pss_sha256, DATA, sig)
-    with pytest.raises(IllegalParameter):
-        verify_signature(cert, S.rsa_pss_rsae_sha256, DATA, sig)
-    with pytest.raises(ConfigError, match="RSASSA-PSS"):
-        Credential.from_files(tmp_path / "c.pem", tmp_path / "k.pem")
+@pytest.mark.parametrize("kind", ["rsa2048", "ecdsa", "ed25519"])
+def test_key_signer(kind: str) -> None:
+    key = leaf_key(kind)  # type: ignore[arg-type]
+    signer = KeySigner(key)
+    other = next(s for s in (S.ed25519, S.ecdsa_secp256r1_sha256) if s not in signer.schemes)
+    with pytest.raises(ValueError, match="does not sign with"):
+        signer.sign(other, DATA)
+    assert signer.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) \
+        == key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    verify_signature(key.public_key(), signer.schemes[0], DATA, signer.sign(signer.schemes[0], DATA))
 
 
 def test_repr_hides_keys(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> None:
     for kind in ("rsa2048", "ecdsa", "ed25519"):
         c = cred(ca, kind, ("localhost",))
-        text = repr(c) + str(c)
-        raw = c.key.private_bytes(
+        key = leaf_key(kind)  # type: ignore[arg-type]  # the key behind c: leaves of a kind share it
+        text = repr(c) + str(c) + repr(c.signer) + str(c.signer)
+        raw = key.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         assert raw.hex() not in text and raw[-32:].hex() not in text
         assert "Private" not in text and "key=" not in text
-        if isinstance(c.key, rsa.RSAPrivateKey):
-            assert str(c.key.private_numbers().d) not in text
+        if isinstance(key, rsa.RSAPrivateKey):
+            assert str(key.private_numbers().d) not in text
         assert c.fingerprint[:16] in text
     t = TicketState(psk=b"\xab" * 32, suite=0x1301, created_ms=1, age_add=2, lifetime=3)
     assert "ab" * 8 not in repr(t) and "psk=" in repr(t)
-
-
-# ---- client certificates --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def client_pki() -> dict[str, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]]:
-    root = make_ca("Client Root")
-    inter = make_ca("Client Issuing CA", issuer=root)
-    return {"root": root, "inter": inter, "other": make_ca("Other Root")}
-
-
-def der(*certs: x509.Certificate) -> list[bytes]:
-    return [c.public_bytes(serialization.Encoding.DER) for c in certs]
-
-
-def test_client_verifier_happy_path(
-    tmp_path: Path, client_pki: dict[str, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]]
-) -> None:
-    root, inter = client_pki["root"], client_pki["inter"]
-    bundle = tmp_path / "ca.pem"
-    bundle.write_bytes(root[0].public_bytes(serialization.Encoding.PEM))
-    v = ClientCertVerifier(bundle)
-    direct, _ = make_leaf(*root, "ecdsa", names=("alice",), client=True)
-    assert v.verify(der(direct)) == direct
-    via, _ = make_leaf(*inter, "ed25519", names=("bob",), client=True)
-    assert v.verify(der(via, inter[0])) == via
-    cn_only, _ = make_leaf(*root, "rsa2048", names=(), client=True)  # no SAN: accepted
-    assert ClientCertVerifier(ca_certs=[root[0]]).verify(der(cn_only)) == cn_only
-
-
-def test_client_verifier_unknown_ca(
-    client_pki: dict[str, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]],
-) -> None:
-    v = ClientCertVerifier(ca_certs=[client_pki["root"][0]])
-    stranger, _ = make_leaf(*client_pki["other"], "ecdsa", client=True)
-    with pytest.raises(UnknownCa):
-        v.verify(der(stranger))
-    # Intermediate missing from the chain: no path to the root.
-    via, _ = make_leaf(*client_pki["inter"], "ecdsa", client=True)
-    with pytest.raises(UnknownCa):
-        v.verify(der(via))
-    # An impostor CA with the trusted CA's name but another key.
-    impostor = make_ca("Client Root")
-    forged, _ = make_leaf(*impostor, "ecdsa", client=True)
-    with pytest.raises(UnknownCa):
-        v.verify(der(forged))
-
-
-def test_client_verifier_validity(
-    client_pki: dict[str, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]],
-) -> None:
-    root = client_pki["root"]
-    v = ClientCertVerifier(ca_certs=[root[0]])
-    expired, _ = make_leaf(
-        *root,
-        "ecdsa",
-        client=True,
-        not_before=NOW - datetime.timedelta(days=30),
-        not_after=NOW - datetime.timedelta(days=1),
-    )
-    with pytest.raises(CertificateExpired):
-        v.verify(der(expired))
-    future, _ = make_leaf(*root, "ecdsa", client=True, not_before=NOW + datetime.timedelta(days=1))
-    with pytest.raises(CertificateExpired):
-        v.verify(der(future))
-    good, _ = make_leaf(*root, "ecdsa", client=True)
-    later = ClientCertVerifier(
-        ca_certs=[root[0]], clock=lambda: (NOW + datetime.timedelta(days=400)).timestamp()
-    )
-    with pytest.raises(CertificateExpired):
-        later.verify(der(good))
-    # The leaf is fine but the CA has expired by then.
-    long_leaf, _ = make_leaf(*root, "ecdsa", client=True, not_after=NOW + datetime.timedelta(days=20000))
-    much_later = ClientCertVerifier(
-        ca_certs=[root[0]], clock=lambda: (NOW + datetime.timedelta(days=5000)).timestamp()
-    )
-    with pytest.raises(CertificateExpired):
-        much_later.verify(der(long_leaf))
-
-
-def test_client_verifier_bad_input(
-    client_pki: dict[str, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]],
-) -> None:
-    root = client_pki["root"]
-    v = ClientCertVerifier(ca_certs=[root[0]])
-    with pytest.raises(BadCertificate, match="DER"):
-        v.verify([b"\x30\x03\x02\x01\x00"])
-    with pytest.raises(BadCertificate):
-        v.verify([b"garbage"])
-    with pytest.raises(CertificateRequired):
-        v.verify([])
-    server_only, _ = make_leaf(*root, "ecdsa", client=False)  # EKU serverAuth only
-    # Not for client authentication: unsupported_certificate, as OpenSSL and BoringSSL (docs/alerts.md).
-    with pytest.raises(UnsupportedCertificate, match="EKU") as e:
-        v.verify(der(server_only))
-    assert "Certificate(subject" not in str(e.value)
-    leaf, _ = make_leaf(*root, "ecdsa", client=True)
-    # Past the chain-length cap: unknown_ca, their alert for a chain past the verify depth.
-    with pytest.raises(UnknownCa, match="too long"):
-        v.verify(der(leaf) * 11)
-    v.verify(der(leaf))  # the same leaf alone is fine
-
-
-def test_client_verifier_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="at least one CA"):
-        ClientCertVerifier()
-    empty = tmp_path / "empty.pem"
-    empty.write_text("nothing here\n")
-    with pytest.raises(ConfigError, match=re.escape(str(empty))):
-        ClientCertVerifier(empty)
-    with pytest.raises(ConfigError, match="cannot read"):
-        ClientCertVerifier(tmp_path / "absent.pem")
 
 
 @pytest.mark.parametrize(("cert_kind", "key_kind"), [("ecdsa", "rsa2048"), ("rsa2048", "ecdsa"),

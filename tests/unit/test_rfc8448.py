@@ -10,6 +10,7 @@ NewSessionTicket, application data and alerts — is computed by the engine.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 
 from tests.vectors import rfc8448, section
 from tls_privsep.secured import messages as m
-from tls_privsep.secured.credentials import Credential, CredentialStore
+from tls_privsep.secured.credentials import Credential, CredentialStore, KeySigner, Signer
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.secured.tickets import TicketState
 from tls_privsep.shared.errors import DecryptError
@@ -60,6 +61,20 @@ class _Rng:
         return self.values[n].pop(0)
 
 
+class _TraceSigner:
+    """Answers with the trace's CertificateVerify signature: PSS is randomized, so ours cannot match it.
+    It stands for the credential's own signer (same schemes, same public key)."""
+
+    def __init__(self, real: Signer, signature: bytes) -> None:
+        self.schemes, self._public_key, self._signature = real.schemes, real.public_key(), signature
+
+    def public_key(self) -> Any:
+        return self._public_key
+
+    def sign(self, scheme: int, data: bytes) -> bytes:
+        return self._signature
+
+
 class _FixedTickets:
     def __init__(self, ticket: bytes, psk_map: dict[bytes, TicketState] | None = None) -> None:
         self.ticket, self.psk_map, self.sealed = ticket, psk_map or {}, []
@@ -92,8 +107,10 @@ def _engine(v: dict[str, bytes], *, credential: Credential, ee: bytes, nst_ext: 
             assert cookie is not None
             return cookie
 
+    signature = v.get("certificate_verify", b"")[8:]
+    traced = dataclasses.replace(credential, signer=_TraceSigner(credential.signer, signature))
     config = ServerConfig(
-        credentials=CredentialStore([credential]),
+        credentials=CredentialStore([traced]),
         tickets=1,
         ticket_keys=tickets,
         ticket_lifetime=ticket_lifetime,
@@ -102,13 +119,11 @@ def _engine(v: dict[str, bytes], *, credential: Credential, ee: bytes, nst_ext: 
         hrr_cookie=cookie is not None,
         groups=groups,
     )
-    signature = v.get("certificate_verify", b"")[8:]
     return Trace(
         config,
         rng=rng or _Rng({32: [v["server_random"]], 4: []}),
         clock=clock,
         ephemeral=ephemeral or (lambda g: x25519.X25519PrivateKey.from_private_bytes(v["server_ephemeral_x25519_private"])),
-        signer=lambda cred, scheme, data: signature,
     )
 
 
@@ -262,7 +277,7 @@ def test_client_authentication_section6_byte_exact() -> None:
     v = section("client_authentication")
     chain = _cert_chain(v["certificate"])
     credential = Credential(
-        chain=chain, key=ec.generate_private_key(ec.SECP256R1()), schemes=(0x0403,), names=(),
+        chain=chain, signer=KeySigner(ec.generate_private_key(ec.SECP256R1())), schemes=(0x0403,), names=(),
         fingerprint="rfc8448-s6", leaf_sig_scheme=None,
     )
     hs = _engine(
@@ -285,8 +300,8 @@ def test_client_authentication_section6_byte_exact() -> None:
 def test_client_authentication_section6_forged_signature() -> None:
     v = section("client_authentication")
     credential = Credential(
-        chain=_cert_chain(v["certificate"]), key=ec.generate_private_key(ec.SECP256R1()), schemes=(0x0403,),
-        names=(), fingerprint="rfc8448-s6", leaf_sig_scheme=None,
+        chain=_cert_chain(v["certificate"]), signer=KeySigner(ec.generate_private_key(ec.SECP256R1())),
+        schemes=(0x0403,), names=(), fingerprint="rfc8448-s6", leaf_sig_scheme=None,
     )
     hs = _engine(v, credential=credential, ee=_ext_body(v["encrypted_extensions"]),
                  cr_ext=_ext_body(v["certificate_request"], skip=1), client_auth="required",

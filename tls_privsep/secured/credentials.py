@@ -1,165 +1,144 @@
-"""Server credentials, certificate selection, and checking the client's certificate and signature.
+"""Our own credentials: reading certificates and keys, choosing one per connection, signing with it.
 
 This is the only module in the project that reads private keys (DESIGN §1), so it stays small and
-keeps key material out of every ``repr``, log line and exception message. Only TLS 1.3 signature
-schemes are ever produced or accepted (RFC 8446 §4.2.3): no PKCS#1 v1.5 and no SHA-1 in handshake
-signatures.
+keeps key material out of every ``repr``, log line and exception message; tests/unit/test_house_rules.py
+checks that no other module loads a key and that neither appd nor the launcher can import this one.
+Checking the *client's* certificate and signature is peerauth.py's job, and needs none of this.
+
+Signing goes through one seam, :class:`Signer`: the schemes a key can produce and ``sign(scheme,
+data)``. :class:`KeySigner` is a key read from a file into this process; a key that never leaves a
+PKCS#11 token will be another Signer, and tests plug in signers that return RFC 8448's fixed
+signatures. A :class:`Credential` is a certificate chain with the Signer that speaks for its leaf;
+the handshake engine only ever calls :meth:`Credential.sign`.
+
+Only TLS 1.3 signature schemes are ever produced (RFC 8446 §4.2.3): RSA-PSS with rsaEncryption keys,
+ECDSA on P-256, Ed25519; no PKCS#1 v1.5 and no SHA-1 in handshake signatures.
 """
 
 from __future__ import annotations
 
-import datetime
-import enum
 import hashlib
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias
+from typing import Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import PublicKeyAlgorithmOID, SignatureAlgorithmOID
-from cryptography.x509.verification import (
-    Criticality,
-    ExtensionPolicy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
 
-from tls_privsep.shared.errors import (
-    BadCertificate,
-    CertificateExpired,
-    CertificateRequired,
-    ConfigError,
-    DecryptError,
-    HandshakeFailure,
-    IllegalParameter,
-    UnknownCa,
-    UnsupportedCertificate,
-)
-
-
-class SignatureScheme(enum.IntEnum):
-    """RFC 8446 §4.2.3: every registry value a client may send (including ones we refuse)."""
-
-    rsa_pkcs1_sha256 = 0x0401
-    rsa_pkcs1_sha384 = 0x0501
-    rsa_pkcs1_sha512 = 0x0601
-    ecdsa_secp256r1_sha256 = 0x0403
-    ecdsa_secp384r1_sha384 = 0x0503
-    ecdsa_secp521r1_sha512 = 0x0603
-    rsa_pss_rsae_sha256 = 0x0804
-    rsa_pss_rsae_sha384 = 0x0805
-    rsa_pss_rsae_sha512 = 0x0806
-    ed25519 = 0x0807
-    ed448 = 0x0808
-    rsa_pss_pss_sha256 = 0x0809
-    rsa_pss_pss_sha384 = 0x080A
-    rsa_pss_pss_sha512 = 0x080B
-    rsa_pkcs1_sha1 = 0x0201
-    ecdsa_sha1 = 0x0203
-
-
-S = SignatureScheme
-Signer = Callable[[int, bytes], bytes]
-"""``(scheme, data) -> signature``; replaces the key (test vectors, later a PKCS#11 token)."""
-
-ServerKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+from tls_privsep.secured.sigschemes import ECDSA, ECDSA_PARAMS, PSS_PARAMS, PSS_PSS, RSAE, S, scheme_name
+from tls_privsep.shared.errors import ConfigError, HandshakeFailure
 
 # rsaEncryption; cryptography has no constant for it (RSA-PSS SPKIs also load as RSA keys).
 _RSA_ENCRYPTION_OID = x509.ObjectIdentifier("1.2.840.113549.1.1.1")
 _RSA_PSS_OID = x509.ObjectIdentifier("1.2.840.113549.1.1.10")
 
-_RSAE: dict[int, hashes.HashAlgorithm] = {
-    S.rsa_pss_rsae_sha256: hashes.SHA256(),
-    S.rsa_pss_rsae_sha384: hashes.SHA384(),
-    S.rsa_pss_rsae_sha512: hashes.SHA512(),
-}
-_PSS_PSS: dict[int, hashes.HashAlgorithm] = {
-    S.rsa_pss_pss_sha256: hashes.SHA256(),
-    S.rsa_pss_pss_sha384: hashes.SHA384(),
-    S.rsa_pss_pss_sha512: hashes.SHA512(),
-}
-# ECDSA schemes in TLS 1.3 fix the curve as well as the hash.
-_ECDSA: dict[int, tuple[str, hashes.HashAlgorithm]] = {
-    S.ecdsa_secp256r1_sha256: ("secp256r1", hashes.SHA256()),
-    S.ecdsa_secp384r1_sha384: ("secp384r1", hashes.SHA384()),
-    S.ecdsa_secp521r1_sha512: ("secp521r1", hashes.SHA512()),
-}
-
-# Our CertificateVerify parameters per scheme. They are immutable, so they are built once rather than
-# per handshake.
-_PSS_SIGN: dict[int, tuple[padding.PSS, hashes.HashAlgorithm]] = {
-    s: (padding.PSS(padding.MGF1(h), h.digest_size), h) for s, h in _RSAE.items()
-}
-_ECDSA_SIGN: dict[int, ec.ECDSA] = {s: ec.ECDSA(h) for s, (_, h) in _ECDSA.items()}
-
 RSA_SCHEMES: tuple[int, ...] = (S.rsa_pss_rsae_sha256, S.rsa_pss_rsae_sha384, S.rsa_pss_rsae_sha512)
-
-CLIENT_VERIFY_SCHEMES: tuple[int, ...] = (
-    S.ecdsa_secp256r1_sha256,
-    S.ecdsa_secp384r1_sha384,
-    S.ecdsa_secp521r1_sha512,
-    S.ed25519,
-    S.ed448,
-    S.rsa_pss_rsae_sha256,
-    S.rsa_pss_rsae_sha384,
-    S.rsa_pss_rsae_sha512,
-    S.rsa_pss_pss_sha256,
-    S.rsa_pss_pss_sha384,
-    S.rsa_pss_pss_sha512,
-)
-"""What :func:`verify_signature` accepts: the ``signature_algorithms`` to put in CertificateRequest."""
-
-# Certificates; a longer client chain is refused before any path building, with the alert OpenSSL and
-# BoringSSL send for a chain past their verify depth: unknown_ca (docs/alerts.md).
-MAX_CLIENT_CHAIN = 10
 
 
 # --------------------------------------------------------------------------------------------------
-# Our own credentials
+# The signing seam
 
 
-def _schemes_for(leaf: x509.Certificate, key: PrivateKeyTypes) -> tuple[int, ...]:
-    """The CertificateVerify schemes this key may use, best first; ConfigError for anything else."""
-    if isinstance(key, rsa.RSAPrivateKey):
-        # An RSASSA-PSS SPKI would need rsa_pss_pss_*; those keys are rare and we do not offer them.
-        if leaf.public_key_algorithm_oid == _RSA_PSS_OID:
-            raise ConfigError("RSA key with a RSASSA-PSS certificate is not supported (use rsaEncryption)")
-        if leaf.public_key_algorithm_oid != _RSA_ENCRYPTION_OID:
-            raise ConfigError("private key does not match the certificate (an RSA key, a non-RSA certificate)")
-        return RSA_SCHEMES
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if not isinstance(key.curve, ec.SECP256R1):
-            raise ConfigError(f"EC curve {key.curve.name} is not supported (use P-256)")
-        return (S.ecdsa_secp256r1_sha256,)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return (S.ed25519,)
-    raise ConfigError(f"unsupported private key type {type(key).__name__} (use RSA, EC P-256 or Ed25519)")
+class Signer(Protocol):
+    """Whatever holds the private key behind a certificate and signs CertificateVerify content with it.
+
+    The key itself never has to be reachable: a Signer may be a key in our memory (:class:`KeySigner`)
+    or a handle on a token that signs inside itself. The credential built over it checks, once, that
+    :meth:`public_key` is the certificate's and that :attr:`schemes` fit the certificate.
+    """
+
+    @property
+    def schemes(self) -> tuple[int, ...]:
+        """The TLS 1.3 SignatureScheme values this signer produces, best first."""
+        ...
+
+    def public_key(self) -> PublicKeyTypes:
+        """The public half of the signing key (matched against the certificate's)."""
+        ...
+
+    def sign(self, scheme: int, data: bytes) -> bytes:
+        """``data`` signed under ``scheme`` (one of :attr:`schemes`); ValueError for any other scheme."""
+        ...
 
 
-def _key_signer(key: ServerKey) -> Signer:
-    """``(scheme, data) -> signature`` for ``key``, its type resolved once: isinstance against
-    cryptography's abstract key classes costs an ABC check on every call. (Each branch rebinds the key
-    so that its closure keeps the narrowed type.)"""
+class KeySigner:
+    """A :class:`Signer` over a private key held in this process: what a key file gives us.
+
+    The key's type is resolved once, here: isinstance against cryptography's abstract key classes is an
+    ABC check, and signing happens on every full handshake. ``repr`` names the schemes, never the key.
+    """
+
+    def __init__(self, key: PrivateKeyTypes) -> None:
+        """ConfigError for a key we cannot sign TLS 1.3 handshakes with (the message names no key bytes)."""
+        self.schemes, self._sign = _signing_for(key)
+        self._key = key
+
+    def __repr__(self) -> str:
+        return f"KeySigner({','.join(scheme_name(s) for s in self.schemes)})"
+
+    def public_key(self) -> PublicKeyTypes:
+        return self._key.public_key()
+
+    def sign(self, scheme: int, data: bytes) -> bytes:
+        if scheme not in self.schemes:
+            raise ValueError(f"this key does not sign with scheme {scheme_name(scheme)}")
+        return self._sign(scheme, data)
+
+
+def _signing_for(key: PrivateKeyTypes) -> tuple[tuple[int, ...], Callable[[int, bytes], bytes]]:
+    """The schemes ``key`` signs with and a function doing it (each branch rebinds the key so that its
+    closure keeps the narrowed type); ConfigError for any other key."""
     if isinstance(key, rsa.RSAPrivateKey):
         rsa_key = key
 
         def sign_pss(scheme: int, data: bytes) -> bytes:
-            pss, h = _PSS_SIGN[scheme]
+            pss, h = PSS_PARAMS[scheme]  # salt length = hash length (§4.2.3)
             return rsa_key.sign(data, pss, h)
 
-        return sign_pss
+        return RSA_SCHEMES, sign_pss
     if isinstance(key, ec.EllipticCurvePrivateKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise ConfigError(f"EC curve {key.curve.name} is not supported (use P-256)")
         ec_key = key
-        return lambda scheme, data: ec_key.sign(data, _ECDSA_SIGN[scheme])
-    ed_key = key
-    return lambda scheme, data: ed_key.sign(data)
+        return (S.ecdsa_secp256r1_sha256,), lambda scheme, data: ec_key.sign(data, ECDSA_PARAMS[scheme])
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        ed_key = key
+        return (S.ed25519,), lambda scheme, data: ed_key.sign(data)
+    raise ConfigError(f"unsupported private key type {type(key).__name__} (use RSA, EC P-256 or Ed25519)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Certificates and keys
+
+
+def _check_leaf_fits(leaf: x509.Certificate, signer: Signer) -> None:
+    """ConfigError unless every scheme of ``signer`` is one TLS 1.3 allows for its key and ``leaf``.
+
+    A KeySigner always passes (it derives its schemes from its key); another Signer is held to the same
+    rule here, once, rather than failing handshakes later. An RSA key signs rsa_pss_rsae_*, which needs
+    an rsaEncryption certificate; an RSASSA-PSS one would need rsa_pss_pss_*: rare, and not offered.
+    """
+    key = signer.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if leaf.public_key_algorithm_oid == _RSA_PSS_OID:
+            raise ConfigError("RSA key with a RSASSA-PSS certificate is not supported (use rsaEncryption)")
+        if leaf.public_key_algorithm_oid != _RSA_ENCRYPTION_OID:
+            raise ConfigError("private key does not match the certificate (an RSA key, a non-RSA certificate)")
+        fitting: tuple[int, ...] = RSA_SCHEMES
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        fitting = tuple(s for s, (curve, _) in ECDSA.items() if curve == key.curve.name)
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        fitting = (S.ed25519,)
+    else:
+        fitting = ()
+    if not signer.schemes or not set(signer.schemes) <= set(fitting):
+        names = ",".join(scheme_name(s) for s in signer.schemes) or "none"
+        raise ConfigError(f"signer's schemes ({names}) do not fit its {type(key).__name__}")
 
 
 def _spki(key: PublicKeyTypes) -> bytes:
@@ -182,7 +161,7 @@ def _dns_names(leaf: x509.Certificate) -> tuple[str, ...]:
 
 
 def _ecdsa_scheme(curve: str | None, hash_name: str) -> int | None:
-    for scheme, (c, h) in _ECDSA.items():
+    for scheme, (c, h) in ECDSA.items():
         if h.name == hash_name and (curve is None or curve == c):
             return scheme
     return None
@@ -229,53 +208,46 @@ def _cert_sig_scheme(cert: x509.Certificate, issuer: x509.Certificate | None) ->
         pss_issuer = (
             issuer is not None and issuer.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
         )
-        table = _PSS_PSS if pss_issuer else _RSAE
+        table = PSS_PSS if pss_issuer else RSAE
         return next((s for s, alg in table.items() if alg.name == h.name), None)
     return None
 
 
 @dataclass(eq=False)
 class Credential:
-    """A certificate chain and the key that signs for it. ``repr`` names it, never shows the key."""
+    """A certificate chain and the Signer that speaks for its leaf. ``repr`` names it, never the key."""
 
     chain: list[bytes]
-    key: ServerKey = field(repr=False)
+    signer: Signer = field(repr=False)
     schemes: tuple[int, ...]
     names: tuple[str, ...]
     fingerprint: str
     leaf_sig_scheme: int | None
-    signer: Signer | None = field(default=None, repr=False)
-    _sign_with_key: Signer = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._sign_with_key = _key_signer(self.key)
 
     def __repr__(self) -> str:
-        schemes = ",".join(S(s).name for s in self.schemes)
+        schemes = ",".join(scheme_name(s) for s in self.schemes)
         return f"Credential(names={self.names!r}, fingerprint={self.fingerprint[:16]}, schemes={schemes})"
 
     def sign(self, scheme: int, data: bytes) -> bytes:
         """Sign CertificateVerify content with a scheme from :attr:`schemes` (PSS salt = hash length)."""
         if scheme not in self.schemes:
             raise ValueError(f"scheme 0x{scheme:04x} is not usable with credential {self.fingerprint[:16]}")
-        if self.signer is not None:
-            return self.signer(scheme, data)
-        return self._sign_with_key(scheme, data)
+        return self.signer.sign(scheme, data)
 
     def matches_name(self, sni: str) -> bool:
         """RFC 6125 matching: exact, or ``*.`` standing for exactly one leftmost label."""
         return _name_match(self.names, _normalize(sni)) is not None
 
     @classmethod
-    def from_objects(
-        cls,
-        chain: Sequence[x509.Certificate] | Sequence[bytes],
-        key: PrivateKeyTypes,
-        *,
-        signer: Signer | None = None,
-    ) -> Credential:
-        """Build from parsed objects; ConfigError if the key is unsupported or not the leaf's."""
-        return cls._build(chain, key, signer=signer, where="credential")
+    def from_objects(cls, chain: Sequence[x509.Certificate] | Sequence[bytes], key: PrivateKeyTypes) -> Credential:
+        """Build from parsed objects, signing with ``key`` in memory; ConfigError if the key is
+        unsupported or not the leaf's."""
+        return cls._build(chain, lambda: KeySigner(key), where="credential")
+
+    @classmethod
+    def from_signer(cls, chain: Sequence[x509.Certificate] | Sequence[bytes], signer: Signer) -> Credential:
+        """Build over any Signer (a token, fixed test vectors); ConfigError if it is not the leaf's key."""
+        return cls._build(chain, lambda: signer, where="credential")
 
     @classmethod
     def from_files(
@@ -308,17 +280,18 @@ class Credential:
             raise ConfigError(
                 f"{key_path}: cannot load private key (not PEM/DER, unsupported, or wrong password)"
             ) from None
-        return cls._build(certs, key, signer=None, where=f"{key_path} (with {cert_path})")
+        return cls._build(certs, lambda: KeySigner(key), where=f"{key_path} (with {cert_path})")
 
     @classmethod
     def _build(
         cls,
         chain: Sequence[x509.Certificate] | Sequence[bytes],
-        key: PrivateKeyTypes,
+        signer_for: Callable[[], Signer],
         *,
-        signer: Signer | None,
         where: str,
     ) -> Credential:
+        """The checks every credential passes, in this order: the chain, the key (made by ``signer_for``,
+        whose ConfigError is prefixed like ours), the key against the leaf, the leaf's names."""
         if not chain:
             raise ConfigError(f"{where}: no certificate")
         try:
@@ -334,15 +307,14 @@ class Credential:
                     f"{where}: chain out of order: certificate {i} did not issue certificate {i - 1}"
                 )
         try:
-            schemes = _schemes_for(leaf, key)
+            signer = signer_for()
+            _check_leaf_fits(leaf, signer)
             leaf_spki = _spki(leaf.public_key())
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
         except (ValueError, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm):
             raise ConfigError(f"{where}: cannot read the certificate's public key") from None
-        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
-            raise ConfigError(f"{where}: unsupported private key type")  # _schemes_for already refused it
-        if _spki(key.public_key()) != leaf_spki:
+        if _spki(signer.public_key()) != leaf_spki:
             raise ConfigError(f"{where}: private key does not match the certificate")
         try:
             names = _dns_names(leaf)
@@ -351,12 +323,11 @@ class Credential:
         ders = [c.public_bytes(serialization.Encoding.DER) for c in certs]
         return cls(
             chain=ders,
-            key=key,
-            schemes=schemes,
+            signer=signer,
+            schemes=tuple(signer.schemes),
             names=names,
             fingerprint=hashlib.sha256(ders[0]).hexdigest(),
             leaf_sig_scheme=_cert_sig_scheme(leaf, certs[1] if len(certs) > 1 else None),
-            signer=signer,
         )
 
 
@@ -426,152 +397,3 @@ class CredentialStore:
         if fallback is None:
             raise HandshakeFailure("no certificate matches the client's signature algorithms")
         return fallback
-
-
-# --------------------------------------------------------------------------------------------------
-# The client's side (mutual TLS)
-
-
-def verify_signature(
-    public_key: PublicKeyTypes | x509.Certificate, scheme: int, data: bytes, signature: bytes
-) -> None:
-    """Check a client's CertificateVerify signature under a TLS 1.3 scheme.
-
-    Pass the client's leaf *certificate* when you have it: RSA-PSS SPKIs load as plain RSA keys, so
-    only the certificate tells rsa_pss_rsae_* (rsaEncryption) from rsa_pss_pss_* (RSASSA-PSS) apart.
-    A bare RSA key is taken to be rsaEncryption. Scheme not fitting the key, or not a TLS 1.3
-    scheme → IllegalParameter; a certificate whose key cannot be loaded → UnsupportedCertificate; a
-    signature that does not verify → DecryptError.
-    """
-    pss_spki = False
-    if isinstance(public_key, x509.Certificate):
-        pss_spki = public_key.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
-        try:
-            key: PublicKeyTypes = public_key.public_key()
-        except (ValueError, UnsupportedAlgorithm):
-            # A certificate of a type we cannot use: unsupported_certificate (§6.2's definition, and
-            # BoringSSL's alert when it cannot get a certificate's key; docs/alerts.md).
-            raise UnsupportedCertificate("client certificate has an unsupported public key") from None
-    else:
-        key = public_key
-
-    def bad_scheme() -> Exception:
-        try:
-            name = S(scheme).name
-        except ValueError:
-            name = f"0x{scheme:04x}"
-        return IllegalParameter(f"signature scheme {name} does not fit a {type(key).__name__} in TLS 1.3")
-
-    try:
-        if isinstance(key, rsa.RSAPublicKey):
-            table = _PSS_PSS if pss_spki else _RSAE
-            if scheme not in table:
-                raise bad_scheme()
-            h = table[scheme]
-            key.verify(signature, data, padding.PSS(padding.MGF1(h), h.digest_size), h)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            if scheme not in _ECDSA or _ECDSA[scheme][0] != key.curve.name:
-                raise bad_scheme()
-            key.verify(signature, data, ec.ECDSA(_ECDSA[scheme][1]))
-        elif isinstance(key, ed25519.Ed25519PublicKey):
-            if scheme != S.ed25519:
-                raise bad_scheme()
-            key.verify(signature, data)
-        elif isinstance(key, ed448.Ed448PublicKey):
-            if scheme != S.ed448:
-                raise bad_scheme()
-            key.verify(signature, data)
-        else:
-            raise bad_scheme()
-    except (InvalidSignature, ValueError):
-        raise DecryptError("CertificateVerify signature does not verify") from None
-
-
-class ClientCertVerifier:
-    """Path validation of client certificates against configured CAs (cryptography's verifier).
-
-    WebPKI rules as cryptography applies them to clients: the leaf's EKU, if present, must contain
-    clientAuth; CA certificates need basicConstraints and keyUsage keyCertSign. We relax one rule: a
-    client leaf may lack subjectAltName (CN-only client certificates are common).
-    """
-
-    def __init__(
-        self,
-        ca_bundle_path: str | Path | None = None,
-        *,
-        ca_certs: Sequence[x509.Certificate] = (),
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        cas = list(ca_certs)
-        if ca_bundle_path is not None:
-            path = Path(ca_bundle_path)
-            data = _read(path)
-            try:
-                cas += x509.load_pem_x509_certificates(data)
-            except ValueError:
-                raise ConfigError(f"{path}: no PEM certificates in CA bundle") from None
-        if not cas:
-            raise ConfigError("client certificate verification needs at least one CA certificate")
-        self._store = Store(cas)
-        self._ca_subjects = {c.subject for c in cas}
-        self._clock = clock
-        self._ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
-            x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
-        )
-
-    def verify(self, chain: Sequence[bytes]) -> x509.Certificate:
-        """Validate a client chain (DER, leaf first) and return the leaf; raise the alert to send."""
-        if not chain:
-            raise CertificateRequired("client sent no certificate")
-        if len(chain) > MAX_CLIENT_CHAIN:
-            raise UnknownCa(f"client chain too long ({len(chain)} certificates)")
-        try:
-            certs = [x509.load_der_x509_certificate(bytes(d)) for d in chain]
-        except ValueError:
-            raise BadCertificate("client certificate is not valid DER") from None
-        leaf, intermediates = certs[0], certs[1:]
-        now = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC)
-        if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-            raise CertificateExpired("client certificate expired or not yet valid")
-        verifier = (
-            PolicyBuilder()
-            .store(self._store)
-            .time(now)
-            .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=self._ee_policy)
-            .build_client_verifier()
-        )
-        try:
-            verifier.verify(leaf, intermediates)
-        except VerificationError as e:
-            raise self._classify(str(e), certs) from None
-        except (ValueError, x509.UnsupportedGeneralNameType):
-            raise BadCertificate("client certificate could not be processed") from None
-        return leaf
-
-    def _classify(self, message: str, certs: list[x509.Certificate]) -> Exception:
-        """Map cryptography's (unstructured) failure text to the RFC 8446 §6.2 alert."""
-        if "not valid at validation time" in message:
-            return CertificateExpired("a certificate in the client chain is expired or not yet valid")
-        if "candidates exhausted" in message or not self._reaches_store(certs):
-            return UnknownCa("client certificate is not issued by a trusted CA")
-        if "EKU not found" in message:
-            # The leaf is not for client authentication: OpenSSL and BoringSSL map this (an X.509
-            # "invalid purpose") to unsupported_certificate (docs/alerts.md).
-            return UnsupportedCertificate("client certificate is not for client authentication (EKU)")
-        # Drop the library's "(encountered processing <Certificate(subject=...)>)" tail: the subject
-        # is the client's text, and the reason alone is what an operator needs.
-        reason = message.removeprefix("validation failed: ").split(" (encountered processing", 1)[0]
-        return BadCertificate(f"client certificate rejected: {reason[:200]}")
-
-    def _reaches_store(self, certs: list[x509.Certificate]) -> bool:
-        """Whether the issuer names lead from the leaf to a trusted CA at all (ignoring signatures)."""
-        by_subject = {c.subject: c for c in certs[1:]}
-        cert = certs[0]
-        for _ in range(len(certs) + 1):
-            if cert.issuer in self._ca_subjects:
-                return True
-            nxt = by_subject.pop(cert.issuer, None)
-            if nxt is None:
-                return False
-            cert = nxt
-        return False

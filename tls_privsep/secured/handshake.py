@@ -12,8 +12,8 @@ The whole flow is one table, ``TRANSITIONS`` at the end of this module: (state, 
 Errors follow h2's rule "queue the alert, then raise": on any failure the alert record is already in
 ``data_to_send()`` when the ``LocalAlert`` propagates, and the engine is closed for good.
 
-Randomness, clock, ephemeral keys, the signer and the ticket sealer are injected, so RFC 8448's
-traces can be replayed byte for byte.
+Randomness, clock, ephemeral keys and the ticket sealer are injected, and each credential brings its
+own signer (``credentials.Signer``), so RFC 8448's traces can be replayed byte for byte.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from cryptography import x509
 
 from tls_privsep.secured import groups
 from tls_privsep.secured import messages as m
-from tls_privsep.secured.credentials import ClientCertVerifier, Credential, CredentialStore, verify_signature
+from tls_privsep.secured.credentials import Credential, CredentialStore
+from tls_privsep.secured.peerauth import CLIENT_SIG_SCHEMES, ClientCertVerifier, verify_signature
 from tls_privsep.secured.tickets import TicketState
 from tls_privsep.shared import keyschedule as ks
 from tls_privsep.shared.errors import (
@@ -63,7 +64,6 @@ from tls_privsep.shared.state import TrafficState
 from tls_privsep.shared.wire import vector
 
 ClientAuth = Literal["none", "optional", "required"]
-Signer = Callable[[Credential, int, bytes], bytes]
 EphemeralFactory = Callable[[int], groups.EphemeralKey]
 
 DEFAULT_SUITES = (
@@ -75,8 +75,6 @@ MAX_TICKET_LIFETIME = 7 * 24 * 3600  # §4.6.1
 # Tickets carry the client's chain; past this total they would crowd the channel's `done` message
 # (which also carries the blob) and the 16-bit ticket field, so none are issued.
 MAX_TICKET_BYTES = 48 * 1024
-# What we accept in a client's CertificateVerify, offered in our CertificateRequest.
-CLIENT_SIG_SCHEMES = (0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0807)
 
 
 class TicketSealer(Protocol):
@@ -171,13 +169,11 @@ class ServerHandshake:
         rng: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
         ephemeral: EphemeralFactory = groups.generate,
-        signer: Signer | None = None,
     ) -> None:
         self._config = config
         self._rng = rng
         self._clock = clock
         self._ephemeral = ephemeral
-        self._signer = signer
         self._rl = RecordLayer(max_handshake_message=config.max_handshake_message + 4,  # + the 4-byte header
                                max_handshake_records=config.max_handshake_records,
                                check_handshake_header=self._check_header)
@@ -634,7 +630,7 @@ class ServerHandshake:
             cert = m.certificate(credential.chain)
             self._add(cert)
             content = m.certificate_verify_content(self._digest(), server=True)
-            signature = self._signer(credential, scheme, content) if self._signer else credential.sign(scheme, content)
+            signature = credential.sign(scheme, content)
             cv = m.certificate_verify(scheme, signature)
             self._add(cv)
             flight += cert + cv

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tls_privsep.secured.credentials import ClientCertVerifier, Credential, CredentialStore
+from tls_privsep.secured.credentials import Credential, CredentialStore
 from tls_privsep.secured.handshake import ServerConfig, TicketSealer
+from tls_privsep.secured.peerauth import ClientCertVerifier
 from tls_privsep.secured.tickets import TicketKeys
 from tls_privsep.shared.config import GROUP_NAMES, SUITE_NAMES, SecuredSettings
 from tls_privsep.shared.errors import ConfigError

@@ -1,0 +1,201 @@
+"""Authenticating the client (mutual TLS): its certificate chain, and its CertificateVerify signature.
+
+Nothing here touches our own keys: verifying needs only the client's public key and our CA list, so
+this module never loads credentials.py, the code that reads key files (tests/unit/test_house_rules.py
+holds it to that).
+
+``CLIENT_SIG_SCHEMES`` is what the engine offers in CertificateRequest's ``signature_algorithms`` and,
+as §4.4.3 has the client use one of those, the only schemes it lets through to :func:`verify_signature`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509.oid import PublicKeyAlgorithmOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from tls_privsep.secured.sigschemes import ECDSA, ECDSA_PARAMS, PSS_PSS, RSAE, S, scheme_name
+from tls_privsep.shared.errors import (
+    BadCertificate,
+    CertificateExpired,
+    CertificateRequired,
+    ConfigError,
+    DecryptError,
+    IllegalParameter,
+    UnknownCa,
+    UnsupportedCertificate,
+)
+
+CLIENT_SIG_SCHEMES: tuple[int, ...] = (
+    S.ecdsa_secp256r1_sha256,
+    S.ecdsa_secp384r1_sha384,
+    S.ecdsa_secp521r1_sha512,
+    S.rsa_pss_rsae_sha256,
+    S.rsa_pss_rsae_sha384,
+    S.rsa_pss_rsae_sha512,
+    S.ed25519,
+)
+"""The client CertificateVerify schemes we offer in CertificateRequest, in this preference order."""
+
+# A longer client chain is refused before any path building, with the alert OpenSSL and BoringSSL send
+# for a chain past their verify depth: unknown_ca (docs/alerts.md).
+MAX_CLIENT_CHAIN = 10
+
+
+def verify_signature(
+    public_key: PublicKeyTypes | x509.Certificate, scheme: int, data: bytes, signature: bytes
+) -> None:
+    """Check a client's CertificateVerify signature under a TLS 1.3 scheme.
+
+    Pass the client's leaf *certificate* when you have it: RSA-PSS SPKIs load as plain RSA keys, so
+    only the certificate tells rsa_pss_rsae_* (rsaEncryption) from rsa_pss_pss_* (RSASSA-PSS) apart.
+    A bare RSA key is taken to be rsaEncryption. Scheme not fitting the key, or not a TLS 1.3
+    scheme → IllegalParameter; a certificate whose key cannot be loaded → UnsupportedCertificate; a
+    signature that does not verify → DecryptError.
+    """
+    pss_spki = False
+    if isinstance(public_key, x509.Certificate):
+        pss_spki = public_key.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
+        try:
+            key: PublicKeyTypes = public_key.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            # A certificate of a type we cannot use: unsupported_certificate (§6.2's definition, and
+            # BoringSSL's alert when it cannot get a certificate's key; docs/alerts.md).
+            raise UnsupportedCertificate("client certificate has an unsupported public key") from None
+    else:
+        key = public_key
+
+    def bad_scheme() -> Exception:
+        name = scheme_name(scheme)
+        return IllegalParameter(f"signature scheme {name} does not fit a {type(key).__name__} in TLS 1.3")
+
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            table = PSS_PSS if pss_spki else RSAE
+            if scheme not in table:
+                raise bad_scheme()
+            h = table[scheme]
+            key.verify(signature, data, padding.PSS(padding.MGF1(h), h.digest_size), h)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            if scheme not in ECDSA or ECDSA[scheme][0] != key.curve.name:
+                raise bad_scheme()
+            key.verify(signature, data, ECDSA_PARAMS[scheme])
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            if scheme != S.ed25519:
+                raise bad_scheme()
+            key.verify(signature, data)
+        elif isinstance(key, ed448.Ed448PublicKey):
+            if scheme != S.ed448:
+                raise bad_scheme()
+            key.verify(signature, data)
+        else:
+            raise bad_scheme()
+    except (InvalidSignature, ValueError):
+        raise DecryptError("CertificateVerify signature does not verify") from None
+
+
+class ClientCertVerifier:
+    """Path validation of client certificates against configured CAs (cryptography's verifier).
+
+    WebPKI rules as cryptography applies them to clients: the leaf's EKU, if present, must contain
+    clientAuth; CA certificates need basicConstraints and keyUsage keyCertSign. We relax one rule: a
+    client leaf may lack subjectAltName (CN-only client certificates are common).
+    """
+
+    def __init__(
+        self,
+        ca_bundle_path: str | Path | None = None,
+        *,
+        ca_certs: Sequence[x509.Certificate] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        cas = list(ca_certs)
+        if ca_bundle_path is not None:
+            path = Path(ca_bundle_path)
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"{path}: cannot read: {e.strerror or type(e).__name__}") from None
+            try:
+                cas += x509.load_pem_x509_certificates(data)
+            except ValueError:
+                raise ConfigError(f"{path}: no PEM certificates in CA bundle") from None
+        if not cas:
+            raise ConfigError("client certificate verification needs at least one CA certificate")
+        self._store = Store(cas)
+        self._ca_subjects = {c.subject for c in cas}
+        self._clock = clock
+        self._ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+            x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+        )
+
+    def verify(self, chain: Sequence[bytes]) -> x509.Certificate:
+        """Validate a client chain (DER, leaf first) and return the leaf; raise the alert to send."""
+        if not chain:
+            raise CertificateRequired("client sent no certificate")
+        if len(chain) > MAX_CLIENT_CHAIN:
+            raise UnknownCa(f"client chain too long ({len(chain)} certificates)")
+        try:
+            certs = [x509.load_der_x509_certificate(bytes(d)) for d in chain]
+        except ValueError:
+            raise BadCertificate("client certificate is not valid DER") from None
+        leaf, intermediates = certs[0], certs[1:]
+        now = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC)
+        if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+            raise CertificateExpired("client certificate expired or not yet valid")
+        verifier = (
+            PolicyBuilder()
+            .store(self._store)
+            .time(now)
+            .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=self._ee_policy)
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(leaf, intermediates)
+        except VerificationError as e:
+            raise self._classify(str(e), certs) from None
+        except (ValueError, x509.UnsupportedGeneralNameType):
+            raise BadCertificate("client certificate could not be processed") from None
+        return leaf
+
+    def _classify(self, message: str, certs: list[x509.Certificate]) -> Exception:
+        """Map cryptography's (unstructured) failure text to the RFC 8446 §6.2 alert."""
+        if "not valid at validation time" in message:
+            return CertificateExpired("a certificate in the client chain is expired or not yet valid")
+        if "candidates exhausted" in message or not self._reaches_store(certs):
+            return UnknownCa("client certificate is not issued by a trusted CA")
+        if "EKU not found" in message:
+            # The leaf is not for client authentication: OpenSSL and BoringSSL map this (an X.509
+            # "invalid purpose") to unsupported_certificate (docs/alerts.md).
+            return UnsupportedCertificate("client certificate is not for client authentication (EKU)")
+        # Drop the library's "(encountered processing <Certificate(subject=...)>)" tail: the subject
+        # is the client's text, and the reason alone is what an operator needs.
+        reason = message.removeprefix("validation failed: ").split(" (encountered processing", 1)[0]
+        return BadCertificate(f"client certificate rejected: {reason[:200]}")
+
+    def _reaches_store(self, certs: list[x509.Certificate]) -> bool:
+        """Whether the issuer names lead from the leaf to a trusted CA at all (ignoring signatures)."""
+        by_subject = {c.subject: c for c in certs[1:]}
+        cert = certs[0]
+        for _ in range(len(certs) + 1):
+            if cert.issuer in self._ca_subjects:
+                return True
+            nxt = by_subject.pop(cert.issuer, None)
+            if nxt is None:
+                return False
+            cert = nxt
+        return False
