@@ -4,8 +4,27 @@ Nothing here touches our own keys: verifying needs only the client's public key 
 this module never loads credentials.py, the code that reads key files (tests/unit/test_house_rules.py
 holds it to that).
 
-``CLIENT_SIG_SCHEMES`` is what the engine offers in CertificateRequest's ``signature_algorithms`` and,
-as §4.4.3 has the client use one of those, the only schemes it lets through to :func:`verify_signature`.
+The schemes we accept: one list, offered and enforced
+-----------------------------------------------------
+``CLIENT_SIG_SCHEMES`` is both what the engine puts in CertificateRequest's ``signature_algorithms``
+(§4.3.2 requires the extension) and what :func:`verify_signature` accepts, so the two cannot disagree:
+
+- §4.4.3: a client's CertificateVerify "MUST" use a scheme from the CertificateRequest's list. A scheme
+  we did not offer is refused with ``illegal_parameter`` (a field inconsistent with the handshake, §6.2;
+  OpenSSL and BoringSSL send the same, docs/alerts.md), even when the signature itself is good.
+- §4.2.3, §4.4.3: RSASSA-PKCS1-v1_5 and SHA-1 schemes are never valid in a TLS 1.3 CertificateVerify.
+- The list is everything our verification does *safely*: ECDSA on P-256, P-384 and P-521 (each with the
+  curve the scheme names), Ed25519, Ed448, and RSA-PSS with an rsaEncryption key (rsa_pss_rsae_*).
+- rsa_pss_pss_* is left out. Those schemes are for an RSASSA-PSS key (§4.2.3), whose certificate may
+  restrict the hash and salt the key may be used with (RFC 4055 §3.1), and cryptography loads such a
+  key as a plain RSA key without its restrictions: a key restricted to SHA-384 would verify under
+  rsa_pss_pss_sha256. Honouring them would mean parsing the SPKI ourselves in the privileged daemon,
+  for rare keys (WebPKI certificates must carry RSA keys as rsaEncryption) that BoringSSL and Go do
+  not accept either. A client holding one gets ``illegal_parameter`` for its CertificateVerify.
+
+We send no ``signature_algorithms_cert``, so by §4.2.3 this list also speaks for the signatures inside
+the client's chain; what decides those, though, is the chain validation below (cryptography's WebPKI
+rules; §4.4.2.4 leaves certificate validation to RFC 5280), not this list.
 """
 
 from __future__ import annotations
@@ -17,7 +36,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import PublicKeyAlgorithmOID
 from cryptography.x509.verification import (
@@ -28,7 +47,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from tls_privsep.secured.sigschemes import ECDSA, ECDSA_PARAMS, PSS_PSS, RSAE, S, scheme_name
+from tls_privsep.secured.sigschemes import ECDSA, ECDSA_PARAMS, PSS_PARAMS, S, scheme_name
 from tls_privsep.shared.errors import (
     BadCertificate,
     CertificateExpired,
@@ -48,8 +67,10 @@ CLIENT_SIG_SCHEMES: tuple[int, ...] = (
     S.rsa_pss_rsae_sha384,
     S.rsa_pss_rsae_sha512,
     S.ed25519,
+    S.ed448,
 )
-"""The client CertificateVerify schemes we offer in CertificateRequest, in this preference order."""
+"""The client CertificateVerify schemes we offer (CertificateRequest, in this preference order) and
+accept; see the module docstring for why exactly these."""
 
 # A longer client chain is refused before any path building, with the alert OpenSSL and BoringSSL send
 # for a chain past their verify depth: unknown_ca (docs/alerts.md).
@@ -59,13 +80,14 @@ MAX_CLIENT_CHAIN = 10
 def verify_signature(
     public_key: PublicKeyTypes | x509.Certificate, scheme: int, data: bytes, signature: bytes
 ) -> None:
-    """Check a client's CertificateVerify signature under a TLS 1.3 scheme.
+    """Check a client's CertificateVerify signature under a scheme of :data:`CLIENT_SIG_SCHEMES`.
 
-    Pass the client's leaf *certificate* when you have it: RSA-PSS SPKIs load as plain RSA keys, so
-    only the certificate tells rsa_pss_rsae_* (rsaEncryption) from rsa_pss_pss_* (RSASSA-PSS) apart.
-    A bare RSA key is taken to be rsaEncryption. Scheme not fitting the key, or not a TLS 1.3
-    scheme → IllegalParameter; a certificate whose key cannot be loaded → UnsupportedCertificate; a
-    signature that does not verify → DecryptError.
+    Pass the client's leaf *certificate* when you have it: RSASSA-PSS SPKIs load as plain RSA keys, so
+    only the certificate tells that rsa_pss_rsae_* (which needs rsaEncryption) does not fit. A bare RSA
+    key is taken to be rsaEncryption. A certificate whose key cannot be loaded → UnsupportedCertificate;
+    a scheme we do not accept, or one not fitting the key → IllegalParameter; a signature that does not
+    verify → DecryptError. The key is loaded first, so a certificate of a type we cannot use is named as
+    such whatever scheme came with it.
     """
     pss_spki = False
     if isinstance(public_key, x509.Certificate):
@@ -78,6 +100,8 @@ def verify_signature(
             raise UnsupportedCertificate("client certificate has an unsupported public key") from None
     else:
         key = public_key
+    if scheme not in CLIENT_SIG_SCHEMES:
+        raise IllegalParameter(f"client signed with scheme {scheme_name(scheme)}, which we did not offer")
 
     def bad_scheme() -> Exception:
         name = scheme_name(scheme)
@@ -85,11 +109,10 @@ def verify_signature(
 
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            table = PSS_PSS if pss_spki else RSAE
-            if scheme not in table:
+            if pss_spki or scheme not in PSS_PARAMS:  # an RSASSA-PSS key would need rsa_pss_pss_*
                 raise bad_scheme()
-            h = table[scheme]
-            key.verify(signature, data, padding.PSS(padding.MGF1(h), h.digest_size), h)
+            pss, h = PSS_PARAMS[scheme]
+            key.verify(signature, data, pss, h)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             if scheme not in ECDSA or ECDSA[scheme][0] != key.curve.name:
                 raise bad_scheme()

@@ -49,7 +49,8 @@ PSS_PSS: dict[int, hashes.HashAlgorithm] = {
     S.rsa_pss_pss_sha384: hashes.SHA384(),
     S.rsa_pss_pss_sha512: hashes.SHA512(),
 }
-"""RSA-PSS with an RSASSA-PSS key: the hash per scheme."""
+"""RSA-PSS with an RSASSA-PSS key: the hash per scheme. Only used to name a certificate's own
+signature (signature_algorithms_cert); we neither sign nor accept these in CertificateVerify."""
 
 ECDSA: dict[int, tuple[str, hashes.HashAlgorithm]] = {
     S.ecdsa_secp256r1_sha256: ("secp256r1", hashes.SHA256()),
