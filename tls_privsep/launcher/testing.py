@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
@@ -397,14 +396,9 @@ class Daemons:
 
 
 def daemon_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for the daemons: ``base`` (default: ours) without systemd's variables, and with
-    the directory holding ``secured``/``appd`` first on PYTHONPATH (a source checkout works too)."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in _SYSTEMD_VARIABLES}
-    spec = find_spec("secured")
-    if spec is not None and spec.origin:
-        root = str(Path(spec.origin).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    return env
+    """The environment for the daemons: ``base`` (default: ours) without systemd's variables. (They run with
+    ``python -E``: PYTHONPATH and the like do not reach them; the interpreter's own install does.)"""
+    return {k: v for k, v in (os.environ if base is None else base).items() if k not in _SYSTEMD_VARIABLES}
 
 
 def spawn(
