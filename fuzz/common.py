@@ -136,7 +136,7 @@ def new_server(index: int) -> ServerHandshake:
 
 # ---- the second client flight ---------------------------------------------------------------------
 
-# Ops of the `handshake2` input; the high nibble of the op byte is padding, in 16-byte units.
+# Ops of the `second_flight` input; the high nibble of the op byte is padding, in 16-byte units.
 OP_HS = 0  # payload sealed as handshake content under the client handshake key (and hashed)
 OP_ALERT = 1  # payload sealed as an alert
 OP_APP = 2  # payload sealed as application data
@@ -217,7 +217,7 @@ def first_flight(index: int) -> FirstFlight:
 
 
 class SecondFlight:
-    """Turns a `handshake2` op stream into the byte chunks a client would send, one chunk per op."""
+    """Turns a `second_flight` op stream into the byte chunks a client would send, one chunk per op."""
 
     def __init__(self, ff: FirstFlight) -> None:
         self.ff = ff

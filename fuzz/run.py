@@ -31,8 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TARGETS = ("record", "client_hello", "handshake", "handshake2", "channel", "blob", "config")
-MAX_LEN = {"record": 20000, "handshake": 20000, "handshake2": 8192, "client_hello": 4096, "channel": 8192,
+TARGETS = ("record", "client_hello", "handshake", "second_flight", "channel", "blob", "config")
+MAX_LEN = {"record": 20000, "handshake": 20000, "second_flight": 8192, "client_hello": 4096, "channel": 8192,
            "blob": 8192, "config": 4096}
 FINDING_PREFIXES = ("crash-", "timeout-", "oom-", "leak-")
 # libFuzzer's words for a run whose target reported no coverage (nothing instrumented, or every input refused

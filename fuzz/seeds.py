@@ -37,7 +37,7 @@ from tls_privsep.shared.record import whole_records
 from tls_privsep.shared.state import TrafficState
 from tls_privsep.shared.wire import u16, vector
 
-TARGETS = ("record", "client_hello", "handshake", "handshake2", "channel", "blob", "config")
+TARGETS = ("record", "client_hello", "handshake", "second_flight", "channel", "blob", "config")
 SUITE_IDS = (0x1301, 0x1302, 0x1303)  # fuzz_record's order (sorted)
 RECORD_MODES = ("plaintext", "handshake", "application", "skip_early", "skip_plain", "sealed_app", "sealed_hs")
 
@@ -214,7 +214,7 @@ def handshake_seeds(recorded: list[Session]) -> list[bytes]:
     return seeds
 
 
-def handshake2_seeds() -> list[bytes]:
+def second_flight_seeds() -> list[bytes]:
     ccs = op(common.OP_RAW, b"\x14\x03\x03\x00\x01\x01")
     fin = op(common.OP_FINISHED)
     after = op(common.OP_AFTER, b"\x17GET / HTTP/1.1\r\n\r\n") + op(
@@ -386,7 +386,7 @@ def main(argv: list[str]) -> int:
         "client_hello": write(out, "client_hello", [bytes([0]) + h[4:] for h in client_hellos(recorded)]
                               + [bytes([1]) + h for h in client_hellos(recorded)[:2]]),
         "handshake": write(out, "handshake", handshake_seeds(recorded)),
-        "handshake2": write(out, "handshake2", handshake2_seeds()),
+        "second_flight": write(out, "second_flight", second_flight_seeds()),
         "channel": write(out, "channel", channel_seeds(recorded, states)),
         "blob": write(out, "blob", blob_seeds(states)),
         "config": write(out, "config", config_seeds()),

@@ -1,4 +1,4 @@
-"""Fuzz target `handshake2`: the client's second flight, after a valid ClientHello.
+"""Fuzz target `second_flight`: the client's second flight, after a valid ClientHello.
 
 Input: ``[config][ops]``. The harness replays a fixed, valid ClientHello to a fresh reproducible
 server (fuzz/common.py), then turns the op stream into client records: handshake messages sealed
@@ -13,7 +13,7 @@ and the bytes that followed the Finished are fed to it.
 
 Allowed: PeerAlert, and LocalAlert other than internal_error with its alert record queued last.
 
-Run: ``python -m fuzz.fuzz_handshake2 CORPUS_DIR [libFuzzer flags]`` from the repository root.
+Run: ``python -m fuzz.fuzz_second_flight CORPUS_DIR [libFuzzer flags]`` from the repository root.
 """
 
 from __future__ import annotations
