@@ -102,9 +102,7 @@ async def run(n: int) -> tuple[float, float, float]:
             assert isinstance(done, ch.Done)
             t1 = time.thread_time()
             state = opener.open(done.blob, conn)
-            rl = RecordLayer()
-            rl.set_read_key(state.suite, state.read_secret, state.read_seq)
-            rl.set_write_key(state.suite, state.write_secret, state.write_seq)
+            RecordLayer.from_traffic_state(state)  # appd's import
             import_t += time.thread_time() - t1
         total = time.thread_time() - t0
         nursery.cancel_scope.cancel()
