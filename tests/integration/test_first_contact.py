@@ -18,6 +18,7 @@ import sys
 import sysconfig
 import tempfile
 import textwrap
+import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,3 +291,55 @@ def test_launcher_user_missing_is_one_line(pki: Pki, tmp_path: Path) -> None:
                     "--secured-user", "no-such-user-here", "--appd-user", "nobody")
     assert run.returncode == cli.EX_CONFIG
     assert run.stderr.splitlines() == ["tls-privsep: error: no such user 'no-such-user-here'"]
+
+
+@needs_root
+def test_secured_refusing_appds_user_is_one_line(pki: Pki) -> None:
+    """secured runs as nobody and admits only itself; appd runs as daemon: secured closes each channel at
+    once. appd must not say ready (nor reconnect in a busy loop): one line, 77."""
+    base = Path(tempfile.mkdtemp(prefix="tls-privsep-refused-"))
+    os.chmod(base, 0o711)
+    path = base / "secured.sock"
+    (base / "secured.toml").write_text("[secured]\nsocket_mode = 0o666\n")
+    secured = subprocess.Popen([*cli.daemon_argv("secured"), "-c", str(base / "secured.toml"), "--log-format", "json",
+                                "--cert", str(pki.ecdsa[0]), "--key", str(pki.ecdsa[1]), "--socket", str(path),
+                                "--user", "nobody"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run = subprocess.run([*cli.daemon_argv("appd"), "--log-format", "json", "--user", "daemon", "--listen",
+                              "127.0.0.1:0", "--socket", str(path), "--secured-user", "nobody"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    finally:
+        secured.terminate()
+        _, secured_log = secured.communicate(timeout=10)
+        shutil.rmtree(base)
+    assert run.returncode == cli.EX_NOPERM, run.stderr
+    assert _errors(run) == [f"appd: error: secured at {path} closed the channel at once: it does not admit user "
+                            "daemon (give secured --appd-user daemon, or add its uid to secured.allowed_uids)"]
+    assert secured_log.count('"channel refused"') == 1  # one attempt, not a loop
+
+
+def test_a_listener_that_never_answers_is_one_line(tmp_path: Path) -> None:
+    """Something accepts on the channel path (as systemd does for a secured that then fails to start) and
+    never answers the hello: appd gives up after its startup timeout instead of waiting forever."""
+    base = Path(tempfile.mkdtemp(prefix="tls-privsep-silent-"))
+    os.chmod(base, 0o711)
+    path = base / "secured.sock"
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        silent.bind(str(path))
+        os.chmod(path, 0o666)
+        silent.listen()
+        (base / "appd.toml").write_text("[appd]\nstartup_timeout = 1.0\n")
+        started = time.monotonic()
+        run = _appd("-c", str(base / "appd.toml"), "--listen", "127.0.0.1:0", "--socket", str(path))
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+        shutil.rmtree(base)
+    assert run.returncode == cli.EX_UNAVAILABLE, run.stderr
+    assert _errors(run) == [f"appd: error: secured at {path} accepted the channel but did not answer within 1 s: "
+                            "is secured starting or stuck?"]
+    assert took < 10

@@ -162,7 +162,7 @@ def _main(args: argparse.Namespace) -> int:
     preload.watch_late_imports(lambda module: log.warning("late import", module=module), hardening.user_name())
     backend_reachable(backend)
     startup = StartupCheck(app.secured_socket if args.ipc_fd is None else "the inherited channel",
-                           hardening.user_name(), app.startup_timeout)
+                           hardening.user_name(), app.startup_timeout, inherited=args.ipc_fd is not None)
     allowed = secured_uids if secured_uids is not None else frozenset({os.getuid()})
 
     def work(index: int, instance: int = 0) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,13 +22,14 @@ import trio
 
 from tls_privsep.shared import channel as ch
 from tls_privsep.shared.blob import BlobOpener
-from tls_privsep.shared.cli import EX_NOPERM, EX_UNAVAILABLE, StartupFailure
+from tls_privsep.shared.cli import EX_CONFIG, EX_NOPERM, EX_UNAVAILABLE, StartupFailure
 from tls_privsep.shared.dgram import Datagrams
 from tls_privsep.shared.errors import BlobError, ChannelError
 from tls_privsep.shared.log import Logger
 from tls_privsep.shared.state import TrafficState
 
 Connector = Callable[[], Awaitable[trio.socket.SocketType]]
+HELLO_TIMEOUT = 10.0  # seconds a connected secured has to answer appd's hello
 
 
 class SecuredUnavailable(Exception):
@@ -104,6 +106,21 @@ class StartupCheck:
     path: str
     user: str
     timeout: float
+    inherited: bool = False  # the channel is a socket our starter gave us (--ipc-fd), not a path
+
+    def refused(self, exc: ChannelError) -> None:
+        """The first channel connected but failed before both hellos: say why, once, and stop."""
+        if exc.reason == "closed" and self.inherited:
+            raise StartupFailure("secured closed the inherited channel before its hello: did it fail to start?",
+                                 EX_UNAVAILABLE)
+        if exc.reason == "closed":
+            raise StartupFailure(f"secured at {self.path} closed the channel at once: it does not admit user "
+                                 f"{self.user} (give secured --appd-user {self.user}, or add its uid to "
+                                 "secured.allowed_uids)", EX_NOPERM)
+        if exc.reason == "no_hello":
+            raise StartupFailure(f"secured at {self.path} accepted the channel but did not answer within "
+                                 f"{self.timeout:g} s: is secured starting or stuck?", EX_UNAVAILABLE)
+        raise StartupFailure(f"the channel to secured at {self.path} failed: {exc}", EX_CONFIG)
 
     def check(self, exc: OSError, expired: bool) -> None:
         """Raise the one-line failure for a first connection that failed with ``exc``, or return to retry."""
@@ -147,25 +164,26 @@ class SecuredLink:
         return hc is not None and hc.awaiting
 
     async def run(self, *, startup: StartupCheck | None = None, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep a channel up for the life of appd.
+        """Keep a channel up for the life of appd, reconnecting with backoff.
 
-        Reports started after the first attempt; with ``startup``, only once a channel is up, and a
-        channel that cannot come up (no permission, a wrong peer, nothing there in time) raises
-        :class:`~tls_privsep.shared.cli.StartupFailure` instead, so appd never says ready while every
-        handshake would fail.
+        Without ``startup`` it reports started after the first attempt, whatever its outcome. With it, only
+        once a channel is up (both hellos exchanged): a first channel that cannot come up raises
+        :class:`~tls_privsep.shared.cli.StartupFailure` instead (no permission, a wrong peer, secured
+        refusing our uid, no answer in time), so appd never says ready while every handshake would fail.
         """
         delay = 0.02
         started = False
-        deadline = trio.current_time() + startup.timeout if startup is not None else 0.0
+        deadline = trio.current_time() + startup.timeout if startup is not None else math.inf
         while True:
             try:
                 sock = await self._connect()
             except OSError as exc:
-                if startup is not None and not started:
-                    startup.check(exc, trio.current_time() >= deadline)
-                elif not started:
-                    task_status.started()
-                    started = True
+                if not started:
+                    if startup is not None:
+                        startup.check(exc, trio.current_time() >= deadline)
+                    else:
+                        task_status.started()
+                        started = True
                 if isinstance(exc, WrongPeer | PermissionError):
                     self.log.error("secured refused", error=str(exc), retry_in=delay)
                 else:
@@ -173,10 +191,16 @@ class SecuredLink:
                 await trio.sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
                 continue
-            delay = 0.02
             with Datagrams.adopt(sock) as dg:
                 try:
-                    await self._hello(dg)
+                    # A listener that accepts and never answers (secured stuck, or systemd holding a socket for
+                    # a secured that fails to start) must not hold appd: the hello has a deadline too.
+                    limit = deadline if startup is not None and not started else trio.current_time() + HELLO_TIMEOUT
+                    with trio.move_on_at(limit) as hello:
+                        await self._hello(dg)
+                    if hello.cancelled_caught:
+                        raise ChannelError("no_hello", "secured did not answer the hello")
+                    delay = 0.02  # a channel came up: the next loss retries quickly again
                     self.channels_made += 1
                     self.log.info("channel up", channel=self.channels_made)
                     self.up.set()
@@ -186,15 +210,21 @@ class SecuredLink:
                     await self._read_loop(dg)
                     self.log.warning("channel down", reason="secured closed it")
                 except ChannelError as exc:
+                    if startup is not None and not started:
+                        startup.refused(exc)
                     self.log.warning("channel down", reason=exc.reason, detail=str(exc))
                     dg.send_nowait(ch.Error(exc.reason).encode())
                 except (OSError, trio.ClosedResourceError) as exc:
+                    if startup is not None and not started:
+                        startup.refused(ChannelError("closed", str(exc)))
                     self.log.warning("channel down", reason="socket error", error=str(exc))
                 finally:
                     self._lose()
             if not started:
                 task_status.started()
                 started = True
+            await trio.sleep(delay)  # a channel that keeps failing (secured refusing us) is not a busy loop
+            delay = min(delay * 2, self._backoff_max)
 
     async def _hello(self, dg: Datagrams) -> None:
         exchange = ch.HelloExchange("appd")
