@@ -20,6 +20,7 @@ import tempfile
 import textwrap
 import time
 import venv
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,11 +102,14 @@ LATE_IMPORT_PROBE = textwrap.dedent("""
     from tls_privsep.shared import cli, hardening, preload
 
     sys.path.insert(0, sys.argv[1])  # a directory only root may read, like a venv under /root
+    sys.path.insert(0, sys.argv[2])  # a zip anyone may read
 
     def body():
         preload.preload("appd", ("tls_privsep.shared",))
         hardening.drop_privileges("nobody", daemon="appd")
         preload.watch_late_imports(lambda module: print("late import", module, file=sys.stderr), "nobody")
+        import _symtable  # noqa: F401 - builtin: imports although an entry on the path is unreadable
+        import from_a_zip  # noqa: F401 - readable where it is: imports too
         import never_preloaded  # noqa: F401
 
     sys.exit(cli.run_daemon("appd", body))
@@ -117,15 +121,24 @@ def test_a_late_import_from_an_unreadable_install_is_one_line(tmp_path: Path) ->
     """Should any module still be imported after the drop, the daemon stops with one line that names the
     directory and the fix, and status 77 (EX_NOPERM), not a traceback."""
     sealed = Path(tempfile.mkdtemp(prefix="tls-privsep-unreadable-"))
+    opened = Path(tempfile.mkdtemp(prefix="tls-privsep-readable-"))
     try:
         (sealed / "lib").mkdir()
         (sealed / "lib" / "never_preloaded.py").write_text("")
-        run = subprocess.run([sys.executable, "-c", LATE_IMPORT_PROBE, str(sealed / "lib")], cwd="/",
+        zipped = opened / "open.zip"
+        with zipfile.ZipFile(zipped, "w") as archive:
+            archive.writestr("from_a_zip.py", "")
+        os.chmod(opened, 0o755)
+        os.chmod(zipped, 0o644)
+        run = subprocess.run([sys.executable, "-c", LATE_IMPORT_PROBE, str(sealed / "lib"), str(zipped)], cwd="/",
                              capture_output=True, text=True, timeout=60, check=False)
     finally:
         shutil.rmtree(sealed)
+        shutil.rmtree(opened)
     assert run.returncode == cli.EX_NOPERM, run.stderr
     assert run.stderr.splitlines() == [
+        "late import _symtable",
+        "late import from_a_zip",
         "late import never_preloaded",
         f"appd: error: cannot read {sealed} as user nobody (Permission denied): install where that user can read it",
     ]

@@ -21,6 +21,7 @@ from tls_privsep.shared import channel as ch
 from tls_privsep.shared.blob import BlobSealer
 from tls_privsep.shared.errors import Alert, AlertDescription, BlobError, ChannelError, LocalAlert, PeerAlert
 from tls_privsep.shared.log import Logger
+from tls_privsep.shared.preload import InstallUnreadable
 from tls_privsep.shared.record import RecordLayer
 from tls_privsep.shared.state import fingerprint
 
@@ -130,6 +131,8 @@ class ChannelDriver:
         engine = pending.engine
         try:
             engine.receive_data(data)
+        except InstallUnreadable:
+            raise  # every handshake would fail the same way: secured stops and says why (shared/preload.py)
         except Exception as exc:
             if not isinstance(exc, Alert):  # the engine names its own bugs InternalError; this is a last resort
                 self._log.error("handshake crashed", conn=conn, error=f"{type(exc).__name__}: {exc}")

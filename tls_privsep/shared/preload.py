@@ -90,23 +90,31 @@ class _LateImportWatch(importlib.abc.MetaPathFinder):
         if fullname not in self._seen:
             self._seen.add(fullname)
             self._report(fullname)
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec: importlib.machinery.ModuleSpec | None = find(fullname, path, target)
+            if spec is not None:
+                return spec  # it can be imported after all (a builtin, a readable entry): only reported
         blocked = first_unreadable(path if path is not None else sys.path)
         if blocked is not None:
             raise InstallUnreadable(f"cannot read {blocked} as user {self._user} (Permission denied): "
                                     "install where that user can read it", name=fullname)
-        return None  # the regular finders do the import
+        return None  # simply not there: the usual ModuleNotFoundError
 
 
 def first_unreadable(entries: Iterable[str]) -> str | None:
-    """The first directory on an import path that this process may not list and enter, or None.
+    """The first import path entry this process may not read (a directory it cannot list and enter, a zip
+    file it cannot read), or None.
 
-    Reported as the highest such directory, so the line names what to fix (``/root``, not a file
-    deep inside the virtualenv).
+    Reported as the highest directory that blocks it, so the line names what to fix (``/root``, not a
+    directory deep inside the virtualenv).
     """
     for entry in entries:
         if not entry or not os.path.isabs(entry):
             continue
-        if os.access(entry, os.R_OK | os.X_OK):
+        if os.access(entry, os.R_OK | (os.X_OK if os.path.isdir(entry) else 0)):
             continue
         blocked = entry
         parent = os.path.dirname(blocked)
