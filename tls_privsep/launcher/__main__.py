@@ -443,7 +443,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Settings, Path] | None:
     try:
         private_dir(rundir)
         if os.geteuid() == 0 and args.appd_user:
-            problem = hardening.unreachable_for(rundir / "secured.sock", args.appd_user)
+            # secured makes its socket afresh (owner, group and mode for appd): only the directories count.
+            problem = hardening.unreachable_for(rundir / "secured.sock", args.appd_user, socket_too=False)
             if problem:
                 raise ConfigError(f"appd runs as {args.appd_user} and {problem}: it could never reach secured's "
                                   f"socket in {rundir}; choose a --runtime-dir that user can reach")

@@ -227,7 +227,7 @@ def _listen(args: argparse.Namespace, sec: SecuredSettings, user: str | None,
     try:
         return open_listener(sec.socket, sec.socket_mode, owner), sec.socket
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {sec.socket}: {exc.strerror}") from None
+        raise ConfigError(f"cannot listen on {sec.socket}: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":

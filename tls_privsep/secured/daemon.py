@@ -9,9 +9,11 @@ receive loop: one channel is one ordered conversation, and blobs leave in counte
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import struct
+import tempfile
 from collections.abc import Callable
 
 import trio
@@ -211,31 +213,56 @@ def _fingerprints(config: ServerConfig) -> list[str]:
     return [f"{c.fingerprint[:16]} {','.join(c.names) or '-'}" for c in config.credentials.credentials]
 
 
+_SUN_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path) on Linux, the terminating NUL included
+
+
 def open_listener(path: str, mode: int, owner: tuple[int, int] | None = None) -> socket.socket:
     """A listening SEQPACKET socket at ``path`` with ``mode`` (and ``owner``, uid and gid), replacing a stale one.
 
-    The socket is made under a temporary name and renamed into place once its mode and owner are final:
-    a peer that finds the path can connect at once, never during a moment when its mode or owner still
-    refuses it. Synchronous, before any event loop: workers are forked with it already listening.
+    The socket is made in a fresh private directory next to ``path`` (0700, ours: nobody can connect to
+    it there or swap it for a symlink) and renamed into place once its mode and owner are final, so a
+    peer that finds the path can connect at once, never while its mode or owner still refuses it.
+    Synchronous, before any event loop: workers are forked with it already listening.
     """
+    if len(os.fsencode(path)) >= _SUN_PATH_MAX:  # the rename below has no such limit; appd's connect would
+        raise OSError(errno.ENAMETOOLONG, f"a Unix socket path has at most {_SUN_PATH_MAX - 1} bytes")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    staging = f"{path}.{os.getpid()}.new"
+    staging_dir = tempfile.mkdtemp(prefix=".s", dir=os.path.dirname(os.path.abspath(path)))
+    staging = os.path.join(staging_dir, "s")
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(staging)
-        old = os.umask(0o777 & ~mode)
         try:
             sock.bind(staging)
-        finally:
-            os.umask(old)
+        except OSError:
+            if len(os.fsencode(staging)) <= len(os.fsencode(os.path.abspath(path))):
+                raise
+            # The staging name is longer than the path and too long for a socket: make it in place.
+            _close_quietly(sock, staging)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            staging = path
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            old = os.umask(0o777 & ~mode)
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(old)
         os.chmod(staging, mode)
         if owner is not None:
             os.chown(staging, *owner)
         sock.listen(128)
-        os.rename(staging, path)
+        if staging != path:
+            os.rename(staging, path)
     except BaseException:
-        sock.close()
-        with contextlib.suppress(OSError):
-            os.unlink(staging)
+        _close_quietly(sock, staging if staging != path else None)
         raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(staging_dir)
     return sock
+
+
+def _close_quietly(sock: socket.socket, leftover: str | None) -> None:
+    sock.close()
+    if leftover is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(leftover)

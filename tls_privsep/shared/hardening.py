@@ -158,9 +158,10 @@ def unreachable_socket(path: str) -> str | None:
     return None
 
 
-def unreachable_for(path: str | os.PathLike[str], user: str) -> str | None:
+def unreachable_for(path: str | os.PathLike[str], user: str, *, socket_too: bool = True) -> str | None:
     """Why ``user`` (with its primary group only, as the daemons drop to) cannot connect to the Unix
-    socket at ``path``, or None. A socket not made yet is only checked for its directories."""
+    socket at ``path``, or None. A socket not made yet is only checked for its directories, and so is one
+    that will be made again (``socket_too=False``: a stale socket's mode says nothing about the next)."""
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
@@ -173,6 +174,8 @@ def unreachable_for(path: str | os.PathLike[str], user: str) -> str | None:
             return None
         if not _allowed(info, entry.pw_uid, entry.pw_gid, 1):
             return f"{user} cannot enter {directory} (mode {stat.filemode(info.st_mode)})"
+    if not socket_too:
+        return None
     try:
         info = target.stat()
     except OSError:
