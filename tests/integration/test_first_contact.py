@@ -356,3 +356,16 @@ def test_a_listener_that_never_answers_is_one_line(tmp_path: Path) -> None:
     assert _errors(run) == [f"appd: error: secured at {path} accepted the channel but did not answer within 1 s: "
                             "is secured starting or stuck?"]
     assert took < 10
+
+
+@pytest.mark.parametrize("command", ["run", "start", "status", "stop"])
+def test_launcher_runtime_dir_that_cannot_be_one_is_one_line(command: str, pki: Pki) -> None:
+    extra = ["--listen", "127.0.0.1:0", "--cert", str(pki.ecdsa[0]), "--key", str(pki.ecdsa[1])]
+    if AS_ROOT:
+        extra += ["--secured-user", "nobody", "--appd-user", "nobody"]
+    run = _launcher(command, "--runtime-dir", "/etc/passwd/x", *(extra if command in ("run", "start") else []))
+    if command in ("run", "start"):
+        assert (run.returncode, run.stderr.splitlines()) == (
+            cli.EX_CONFIG, ["tls-privsep: error: runtime directory /etc/passwd/x: Not a directory"])
+    else:  # nothing of ours can run there
+        assert (run.returncode, run.stdout, run.stderr) == (3 if command == "status" else 0, "tls-privsep: not running\n", "")

@@ -24,7 +24,7 @@ from tls_privsep.shared.log import Logger
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="appd", description="tls-privsep unprivileged daemon: sockets and records")
+    p = cli.ArgumentParser(prog="appd", description="tls-privsep unprivileged daemon: sockets and records")
     cli.add_common(p)
     p.add_argument("--ipc-fd", type=int, metavar="N", help="use an inherited channel socket instead of --socket")
     p.add_argument("--user", metavar="USER", help="user to drop to after binding (required as root)")

@@ -18,6 +18,7 @@ get ``$TLS_PRIVSEP_PARENT_PID`` and ask the kernel for SIGTERM when the launcher
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -44,7 +45,7 @@ _CONSOLE_EVENT = re.compile(r"^\S+ \[\w+\s*\] (certificates reloaded|reload refu
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tls-privsep", description="privilege-separated TLS 1.3 server")
+    p = cli.ArgumentParser(prog="tls-privsep", description="privilege-separated TLS 1.3 server")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "run secured and appd in the foreground"),
@@ -235,8 +236,10 @@ class Child:
                 ready_r, ready_w = os.pipe()
                 argv += ["--ready-fd", str(ready_w)]
                 pass_fds = (ready_w,)
+            # Its own process group: a Ctrl-C at the terminal reaches the launcher alone, which stops the
+            # daemons in order (appd drains first) rather than interrupting them mid-start.
             self.proc = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stderr=err_w,
-                                         env=_child_env())
+                                         process_group=0, env=_child_env())
         except BaseException:
             for fd in (err_r, ready_r):
                 if fd >= 0:
@@ -451,6 +454,10 @@ def _prepare(args: argparse.Namespace) -> tuple[Settings, Path] | None:
     except ConfigError as exc:
         print(f"tls-privsep: error: {exc}", file=sys.stderr)
         return None
+    except OSError as exc:
+        print(f"tls-privsep: error: runtime directory {cli.one_line(str(rundir))}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return None
     return settings, rundir
 
 
@@ -581,7 +588,7 @@ def _read_pid(rundir: Path) -> int | None:
         if _pidfile(rundir).lstat().st_uid != os.geteuid():
             return None
         return int(_pidfile(rundir).read_text().strip())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # no pid file, or no such directory at all: nothing of ours runs there
         return None
 
 
@@ -624,7 +631,8 @@ def stop(args: argparse.Namespace) -> int:
     rundir = runtime_dir(args.runtime_dir)
     pid = _read_pid(rundir)
     if pid is None or not _alive(pid):
-        _pidfile(rundir).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a stale pid file, if there is a directory to hold one
+            _pidfile(rundir).unlink(missing_ok=True)
         print("tls-privsep: not running")
         return cli.EX_OK
     os.kill(pid, signal.SIGTERM)
@@ -758,6 +766,17 @@ def demo_certs(directory: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        return _command(args)
+    except KeyboardInterrupt:
+        return 130  # interrupted before the signal handlers were in place: nothing to say
+    except OSError as exc:  # the last resort: one line, never a traceback
+        where = f": {cli.one_line(str(exc.filename))}" if exc.filename else ""
+        print(f"tls-privsep: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return cli.EX_OSERR
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "run":
         return run(args)
     if args.command == "start":

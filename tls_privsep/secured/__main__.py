@@ -24,7 +24,7 @@ from tls_privsep.shared.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="secured", description="tls-privsep privileged daemon: keys and handshakes")
+    p = cli.ArgumentParser(prog="secured", description="tls-privsep privileged daemon: keys and handshakes")
     cli.add_common(p)
     p.add_argument("--ipc-fd", type=int, metavar="N", help="serve one inherited channel socket instead of --socket")
     p.add_argument("--user", metavar="USER", help="user to drop to after reading the keys (required as root)")

@@ -10,12 +10,21 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import NoReturn
 
 from tls_privsep.shared import config
 from tls_privsep.shared.errors import ConfigError
 
 # sysexits.h
 EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_OSERR, EX_NOPERM, EX_CONFIG = 0, 64, 69, 70, 71, 77, 78
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exits 64 (EX_USAGE), which the launcher and systemd treat
+    as final, instead of argparse's usage block and 2, which they would take for a crash and restart."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EX_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def daemon_argv(program: str, python: str | None = None) -> list[str]:
@@ -121,6 +130,8 @@ def run_daemon(name: str, body: Callable[[], int | None]) -> int:
     except SystemExit:
         raise
     except BaseException as exc:  # the last word of the process
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(exc)):
+            return EX_OK  # Ctrl-C before the signal handlers were in place (trio groups it): a stop like SIGINT
         line, status = failure_line(exc)
         print(f"{name}: error: {line}", file=sys.stderr, flush=True)
         return status
