@@ -369,3 +369,20 @@ def test_launcher_runtime_dir_that_cannot_be_one_is_one_line(command: str, pki: 
             cli.EX_CONFIG, ["tls-privsep: error: runtime directory /etc/passwd/x: Not a directory"])
     else:  # nothing of ours can run there
         assert (run.returncode, run.stdout, run.stderr) == (3 if command == "status" else 0, "tls-privsep: not running\n", "")
+
+
+def test_launcher_stops_at_secureds_line_without_waiting_for_appd(pki: Pki, tmp_path: Path) -> None:
+    """secured refuses its key: the launcher exits with secured's line and 78 at once, not after appd's
+    startup timeout with appd's line on top."""
+    users = ["--secured-user", "nobody", "--appd-user", "nobody"] if AS_ROOT else []
+    rundir = Path(tempfile.mkdtemp(prefix="tls-privsep-rundir-"))
+    os.chmod(rundir, 0o711)
+    started = time.monotonic()
+    try:
+        run = _launcher("run", "--listen", "127.0.0.1:0", "--cert", str(pki.ecdsa[0]), "--key", str(tmp_path),
+                        "--runtime-dir", str(rundir / "run"), "--log-format", "json", *users)
+    finally:
+        shutil.rmtree(rundir)
+    assert run.returncode == cli.EX_CONFIG, run.stderr
+    assert _errors(run) == [f"secured: error: {tmp_path}: cannot read: Is a directory"]
+    assert time.monotonic() - started < 8  # appd's startup timeout is 10 s

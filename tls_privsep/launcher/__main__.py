@@ -318,6 +318,8 @@ class Supervisor:
                 return ready.first_line
             if not ready.open or child.proc.poll() is not None or time.monotonic() > deadline:
                 break
+            if any(other.proc is not None and other.proc.poll() in _FINAL for other in self.children):
+                break  # another daemon refused to run (secured's key, say): appd will never be ready
         return None
 
     def run(self) -> int:
@@ -524,9 +526,10 @@ def run(args: argparse.Namespace) -> int:
     if bound is None:
         if stopping:
             return supervisor.finish("", cli.EX_OK, "stopped")
-        code = _exit_status(appd)  # None: still running
+        refused = [c.proc.poll() for c in (secured,) if c.proc is not None and c.proc.poll() in _FINAL]
+        code = refused[0] if refused else _exit_status(appd)  # None: still running
         if code in _SAYS_WHY:
-            # appd's own line (forwarded above) names the cause and the fix; ours would only repeat it.
+            # The daemon's own line (forwarded above) names the cause and the fix; ours would only repeat it.
             return supervisor.finish("", code, "stopped")
         why = f"exited ({_describe(code)})" if code is not None else f"not ready after {READY_TIMEOUT:g} s"
         return supervisor.finish(f"error: appd {why}; see its log above", cli.EX_SOFTWARE, "stopped")
