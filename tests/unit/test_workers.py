@@ -158,3 +158,59 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+READY_AND_FINAL = """
+import sys, time
+from tls_privsep.shared import cli, log, workers
+from tls_privsep.shared.restarts import RestartPolicy
+
+def work(index, instance):
+    def body():
+        if sys.argv[1] == "ready":
+            time.sleep(0.3 * index)  # the second worker takes longer to get its channel
+            print(f"worker {index} ready at {time.monotonic():.3f}", file=sys.stderr, flush=True)
+            workers.report_ready()
+            time.sleep(1.5)
+            return 0  # (then the supervisor restarts it, and gives up after a few: the test's end)
+        raise cli.StartupFailure(f"{sys.argv[1]} from worker {index}", int(sys.argv[2]))
+    return cli.run_daemon("appd", body)
+
+def ready():
+    print(f"all ready at {time.monotonic():.3f}", file=sys.stderr, flush=True)
+
+logger = log.setup("json", daemon="appd")
+sys.exit(workers.supervise(2, work, log=logger, status="2 workers", on_ready=ready,
+                           policy=RestartPolicy(limit=3, window=30.0, first_delay=0.01)))
+"""
+
+
+def test_the_daemon_is_ready_only_once_every_worker_is() -> None:
+    result = subprocess.run([sys.executable, "-c", READY_AND_FINAL, "ready"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    lines = [line for line in result.stderr.splitlines() if " at " in line and not line.startswith("{")][:3]
+    assert [line.rsplit(" at ", 1)[0] for line in lines] in (
+        ["worker 0 ready", "worker 1 ready", "all ready"], ["worker 1 ready", "worker 0 ready", "all ready"])
+    times = [float(line.rsplit(" at ", 1)[1]) for line in lines]
+    assert times[2] >= max(times[:2])
+
+
+def test_a_worker_that_cannot_run_stops_the_daemon_with_its_own_status() -> None:
+    """77 (a permission), like 64 and 78, is final: no restarts, and the supervisor exits with it."""
+    result = subprocess.run([sys.executable, "-c", READY_AND_FINAL, "refused", "77"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 77, result.stderr
+    events = _events(result.stderr)
+    assert not [e for e in events if e["event"] == "worker exited; restarting"]
+    (stopped,) = [e for e in events if e["event"] == "worker refused to run; stopping"]
+    assert stopped["status"] == 77 and str(stopped["error"]).startswith("appd: error: refused from worker")
+
+
+def test_the_give_up_line_carries_the_workers_own_last_line() -> None:
+    """A worker that ends through run_daemon (as the daemons' do) prints its one line itself: that line, not
+    None, is the last error in the give-up line."""
+    result = subprocess.run([sys.executable, "-c", READY_AND_FINAL, "unavailable", "69"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 70, result.stderr
+    (gave_up,) = [e for e in _events(result.stderr) if e["event"] == "workers keep dying; giving up"]
+    assert str(gave_up["last_error"]).startswith("appd: error: unavailable from worker")

@@ -196,6 +196,7 @@ def _main(args: argparse.Namespace) -> int:
             stopping = trio.Event()
             nursery.start_soon(_notify_ready, daemon, stopping)
             log.info("ready", listen=bound, backend=app.backend)
+            workers.report_ready()  # with --workers: the supervisor says ready once every worker has
             if ready_fd is not None:
                 os.write(ready_fd, (" ".join(bound) + "\n").encode())
                 os.close(ready_fd)
@@ -213,16 +214,21 @@ def _main(args: argparse.Namespace) -> int:
 
     if app.workers == 1:
         return work(0)
-    if args.ready_fd is not None:  # every copy is listening already: connections queue until a worker accepts
-        bound = [listener_address_of(sock) for sock in socket_sets[0]]
-        os.write(args.ready_fd, (" ".join(bound) + "\n").encode())
-        os.close(args.ready_fd)
+
+    def all_ready() -> None:
+        """Every worker has its channel to secured: the daemon is ready (its listeners were bound before)."""
+        if args.ready_fd is not None:
+            bound = [listener_address_of(sock) for sock in socket_sets[0]]
+            os.write(args.ready_fd, (" ".join(bound) + "\n").encode())
+            os.close(args.ready_fd)
+
     def stop_listening() -> None:
         for copy in socket_sets:
             for sock in copy:
                 sock.close()
 
-    return workers.supervise(app.workers, work, log=log, status=f"{app.workers} workers", on_stop=stop_listening)
+    return workers.supervise(app.workers, work, log=log, status=f"{app.workers} workers", on_stop=stop_listening,
+                             on_ready=all_ready)
 
 
 if __name__ == "__main__":

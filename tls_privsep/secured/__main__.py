@@ -53,6 +53,7 @@ async def run(args: argparse.Namespace, daemon: Secured, listener: trio.socket.S
         else:
             assert listener is not None
             daemon.log.info("ready", socket=path or daemon_socket_name(listener))
+            workers.report_ready()
             systemd.notify(f"READY=1\nSTATUS={_status(daemon)}")
             await daemon.serve_listener(listener)
 

@@ -24,15 +24,52 @@ from typing import Any
 from tls_privsep.shared import hardening, systemd
 from tls_privsep.shared.restarts import EX_GAVE_UP, CrashLoop, RestartPolicy
 
-EX_USAGE, EX_CONFIG = 64, 78
+EX_USAGE, EX_NOPERM, EX_CONFIG = 64, 77, 78
+_FINAL = (EX_USAGE, EX_NOPERM, EX_CONFIG)  # a worker that exits so said why in one line; a restart would not help
+_ready_fd: int | None = None  # in a worker: where report_ready() tells the supervisor
+
+
+def report_ready() -> None:
+    """Called by a worker once it serves (appd: its channel to secured is up). The supervisor says ready for
+    the daemon (the ready fd, READY=1) only when every worker has; outside a worker this does nothing."""
+    global _ready_fd
+    if _ready_fd is not None:
+        try:
+            os.write(_ready_fd, b"R")
+            os.close(_ready_fd)
+        except OSError:
+            pass
+        _ready_fd = None
+
+
+class _LastLine:
+    """stderr as it was, remembering the last non-empty line written (a worker's one-line reason)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.last = ""
+
+    def write(self, text: str) -> int:
+        lines = [line for line in text.splitlines() if line.strip()]
+        if lines:
+            self.last = lines[-1].strip()
+        return int(self._stream.write(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _TICK = 0.2  # seconds between looks at the children when no signal arrives
 _LAST_ERROR_MAX = 300  # characters of a worker's last error line kept for the give-up line
 
 
-def _spawn(index: int, instance: int, work: Callable[[int, int], int], error_fd: int | None = None) -> int:
+def _spawn(index: int, instance: int, work: Callable[[int, int], int], error_fd: int | None = None,
+           ready_fd: int | None = None) -> int:
     """Fork a worker running ``work(index, instance)``; its pid. A worker that fails writes its one error line
-    to stderr, and to ``error_fd`` when given (the supervisor's pipe for the give-up line)."""
+    to stderr, and to ``error_fd`` when given (the supervisor's pipe for the give-up line); ``ready_fd`` is
+    where :func:`report_ready` writes."""
     supervisor = os.getpid()
     # The forwarded signals stay blocked across fork: one that arrived in between would otherwise run the
     # supervisor's handler in the child and be lost. The child unblocks them only once its own
@@ -46,6 +83,10 @@ def _spawn(index: int, instance: int, work: Callable[[int, int], int], error_fd:
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return pid
+    global _ready_fd
+    _ready_fd = ready_fd
+    stderr = _LastLine(sys.stderr)
+    sys.stderr = stderr  # a worker's last line goes to the supervisor too
     code = 70  # EX_SOFTWARE unless work() says otherwise
     try:
         # Not inherited across fork: without it, a SIGKILLed supervisor would leave its workers serving.
@@ -56,14 +97,13 @@ def _spawn(index: int, instance: int, work: Callable[[int, int], int], error_fd:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         code = work(index, instance)
     except BaseException as exc:  # the last resort of a worker: one line, then the supervisor restarts it
-        line = f"worker {index}: {type(exc).__name__}: {exc}"
-        print(line, file=sys.stderr)
-        if error_fd is not None:
+        print(f"worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    finally:
+        if code != 0 and error_fd is not None and stderr.last:
             try:
-                os.write(error_fd, line.encode(errors="replace")[:4096] + b"\n")
+                os.write(error_fd, stderr.last.encode(errors="replace")[:4096] + b"\n")
             except OSError:
                 pass
-    finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -71,7 +111,8 @@ def _spawn(index: int, instance: int, work: Callable[[int, int], int], error_fd:
 
 def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: str,
               on_reload: Callable[[], bool] | None = None, on_tick: Callable[[], None] | None = None,
-              on_stop: Callable[[], None] | None = None, policy: RestartPolicy | None = None) -> int:
+              on_stop: Callable[[], None] | None = None, policy: RestartPolicy | None = None,
+              on_ready: Callable[[], None] | None = None) -> int:
     """Run ``work(index, instance)`` in ``count`` forked workers until a stop signal; returns the exit status.
 
     ``index`` is the worker's slot (0..count-1, kept across restarts); ``instance`` numbers every process
@@ -84,6 +125,9 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
 
     ``policy`` (default: :mod:`shared.restarts`' constants) sets the delays before restarts and when a worker
     slot that keeps dying stops the daemon with 70.
+
+    The daemon is ready (READY=1, then ``on_ready``) once every slot has had a worker call
+    :func:`report_ready`; a worker that exits 64, 77 or 78 stops them all with its status.
     """
     pending: list[int] = []
 
@@ -95,6 +139,9 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
     policy = policy or RestartPolicy()
     workers: dict[int, int] = {}  # pid -> index
     errors: dict[int, int] = {}  # pid -> read end of its error pipe
+    readiness: dict[int, int] = {}  # pid -> read end of its ready pipe, until it reports
+    ready_slots: set[int] = set()
+    announced = False
     loops = [CrashLoop(policy) for _ in range(count)]
     due: dict[int, float] = {}  # index -> when its next process starts (monotonic)
     spawned = 0
@@ -103,22 +150,25 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
         nonlocal spawned
         spawned += 1
         read_end, write_end = os.pipe()
+        ready_r, ready_w = os.pipe()
         try:
-            pid = _spawn(index, spawned, work, write_end)
+            pid = _spawn(index, spawned, work, write_end, ready_w)
         except BaseException:
             os.close(read_end)
+            os.close(ready_r)
             raise
         finally:
             os.close(write_end)
+            os.close(ready_w)
         os.set_blocking(read_end, False)
-        workers[pid], errors[pid] = index, read_end
+        os.set_blocking(ready_r, False)
+        workers[pid], errors[pid], readiness[pid] = index, read_end, ready_r
         loops[index].started()
         return pid
 
     for index in range(count):
         start(index)
     log.info("workers started", workers=count, pids=sorted(workers))
-    systemd.notify(f"READY=1\nSTATUS={status}")
     stopping: int | None = None  # the signal that stops us
     exit_code = 0
     next_beat = time.monotonic() + systemd.heartbeat_period()
@@ -132,6 +182,15 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
         _signal_all(workers, signal.SIGTERM)
 
     while workers or due:
+        for pid, fd in list(readiness.items()):
+            if _reported(fd):
+                os.close(readiness.pop(pid))
+                ready_slots.add(workers[pid])
+        if not announced and stopping is None and len(ready_slots) == count:
+            announced = True
+            systemd.notify(f"READY=1\nSTATUS={status}")
+            if on_ready is not None:
+                on_ready()
         while pending:
             signum = pending.pop(0)
             if signum == signal.SIGHUP and stopping is None:
@@ -168,11 +227,13 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
             continue
         index = workers.pop(pid)
         last_error = _last_line(errors.pop(pid))
+        if pid in readiness:
+            os.close(readiness.pop(pid))
         code = os.waitstatus_to_exitcode(wait_status)
         if stopping is not None:
             continue
-        if code in (EX_CONFIG, EX_USAGE):
-            log.error("worker refused its configuration; stopping", worker=index, status=code)
+        if code in _FINAL:
+            log.error("worker refused to run; stopping", worker=index, status=code, error=last_error or None)
             exit_code = code
             stop(signal.SIGTERM)
             continue
@@ -187,9 +248,17 @@ def supervise(count: int, work: Callable[[int, int], int], *, log: Any, status: 
         log.warning("worker exited; restarting", worker=index, status=code, restarts=loops[index].restarts,
                     delay=delay)
         due[index] = time.monotonic() + delay
-    for read_end in errors.values():
+    for read_end in [*errors.values(), *readiness.values()]:
         os.close(read_end)
     return exit_code
+
+
+def _reported(fd: int) -> bool:
+    """The worker at the other end of a ready pipe has reported (never blocks)."""
+    try:
+        return bool(os.read(fd, 1))
+    except BlockingIOError:
+        return False
 
 
 def _last_line(fd: int) -> str:
