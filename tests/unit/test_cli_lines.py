@@ -44,3 +44,23 @@ def test_a_usage_error_is_one_line_and_64(capsys: pytest.CaptureFixture[str]) ->
         parser.parse_args(["--bogus"])
     assert caught.value.code == cli.EX_USAGE
     assert capsys.readouterr().err.splitlines() == ["secured: error: unrecognized arguments: --bogus (see secured --help)"]
+
+
+def test_an_ipc_fd_that_is_not_a_channel_socket_is_a_usage_error() -> None:
+    import os
+    import socket
+
+    with pytest.raises(cli.StartupFailure) as closed:
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        cli.check_channel_fd(r)
+    assert closed.value.status == cli.EX_USAGE and "Bad file descriptor" in str(closed.value)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stream, pytest.raises(cli.StartupFailure) as wrong:
+        cli.check_channel_fd(stream.fileno())
+    assert "not a Unix SEQPACKET socket" in str(wrong.value)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        cli.check_channel_fd(a.fileno())  # the real thing passes, and stays open
+        a.send(b"still open")
+        assert b.recv(100) == b"still open"

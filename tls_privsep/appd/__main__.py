@@ -130,6 +130,8 @@ def backend_reachable(backend: Backend) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     # Before the drop, before a byte from the network: all the code this process will ever run.
+    if args.ipc_fd is not None:
+        cli.check_channel_fd(args.ipc_fd)
     preload.preload("appd", ("tls_privsep.shared", "tls_privsep.appd"))
     try:
         settings = cli.settings_from(args)

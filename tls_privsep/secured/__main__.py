@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     # Before the drop, before a byte from the channel: all the code this process will ever run.
+    if args.ipc_fd is not None:
+        cli.check_channel_fd(args.ipc_fd)
     preload.preload("secured", ("tls_privsep.shared", "tls_privsep.secured"))
     try:
         settings, sec = secured_settings(args)

@@ -7,6 +7,8 @@ own arguments to the daemons unchanged.
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -97,7 +99,7 @@ def harden(name: str) -> int | None:
     from tls_privsep.shared import hardening
 
     try:
-        hardening.die_with_launcher()
+        hardening.die_with_launcher(name)
     except ValueError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return EX_USAGE
@@ -110,6 +112,21 @@ def harden(name: str) -> int | None:
         print(f"{name}: error: cannot disable core dumps: {exc.strerror}", file=sys.stderr)
         return EX_OSERR
     return None
+
+
+def check_channel_fd(fd: int) -> None:
+    """``--ipc-fd``: the descriptor must be an open Unix SEQPACKET socket (a socketpair end from our starter)."""
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        raise StartupFailure(f"--ipc-fd {fd}: {exc.strerror or exc}: it must be the channel socket our starter "
+                             "passed", EX_USAGE) from None
+    try:
+        if probe.family != socket.AF_UNIX or probe.type != socket.SOCK_SEQPACKET:
+            raise StartupFailure(f"--ipc-fd {fd}: not a Unix SEQPACKET socket (the channel is one end of a "
+                                 "socketpair(AF_UNIX, SOCK_SEQPACKET))", EX_USAGE)
+    finally:
+        probe.close()
 
 
 class StartupFailure(Exception):

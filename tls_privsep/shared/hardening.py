@@ -27,7 +27,7 @@ PR_GET_DUMPABLE = 3
 PARENT_PID_VARIABLE = "TLS_PRIVSEP_PARENT_PID"  # set by whoever starts a daemon and wants it gone with itself
 EX_SOFTWARE = 70
 
-_parent_death: tuple[int, int] | None = None  # (expected parent, signal), to arm again after a uid change
+_parent_death: tuple[int, int, str] | None = None  # (expected parent, signal), to arm again after a uid change
 
 
 @functools.cache  # loaded once, before any fork: find_library would run ldconfig in every worker otherwise
@@ -46,7 +46,7 @@ def is_dumpable() -> bool:
     return bool(_libc().prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))
 
 
-def die_with_parent(expected_parent: int, sig: int = signal.SIGTERM) -> None:
+def die_with_parent(expected_parent: int, sig: int = signal.SIGTERM, *, who: str = "tls-privsep") -> None:
     """Have the kernel send ``sig`` when our parent dies, however it dies; exit at once if it is gone already.
 
     The parent may have died between our fork and this call (the kernel would then never signal us):
@@ -58,8 +58,9 @@ def die_with_parent(expected_parent: int, sig: int = signal.SIGTERM) -> None:
     global _parent_death
     if _libc().prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    _parent_death = (expected_parent, int(sig))
+    _parent_death = (expected_parent, int(sig), who)
     if os.getppid() != expected_parent:
+        os.write(2, f"{who}: error: the process that started it (pid {expected_parent}) is gone; exiting\n".encode())
         os._exit(EX_SOFTWARE)
 
 
@@ -71,7 +72,7 @@ def parent_death_signal() -> int:
     return value.value
 
 
-def die_with_launcher() -> None:
+def die_with_launcher(who: str = "tls-privsep") -> None:
     """:func:`die_with_parent` when our starter named itself in ``$TLS_PRIVSEP_PARENT_PID`` (the launcher and the
     test helpers do; systemd does not, and needs nothing of the kind). The variable is not passed on.
     ValueError when it is not a process id."""
@@ -80,7 +81,7 @@ def die_with_launcher() -> None:
         return
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"${PARENT_PID_VARIABLE} is not a process id: {value[:40]!r}")
-    die_with_parent(int(value))
+    die_with_parent(int(value), who=who)
 
 
 def uid_of(user: str) -> int:
@@ -117,7 +118,8 @@ def drop_privileges(user: str | None, *, daemon: str) -> None:
     # setuid resets the dumpable flag on some kernels, and the parent-death signal always; set both again.
     no_core_dumps()
     if _parent_death is not None:
-        die_with_parent(*_parent_death)
+        parent, sig, who = _parent_death
+        die_with_parent(parent, sig, who=who)
 
 
 def user_name() -> str:

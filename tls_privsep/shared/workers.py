@@ -90,7 +90,7 @@ def _spawn(index: int, instance: int, work: Callable[[int, int], int], error_fd:
     code = 70  # EX_SOFTWARE unless work() says otherwise
     try:
         # Not inherited across fork: without it, a SIGKILLed supervisor would leave its workers serving.
-        hardening.die_with_parent(supervisor)
+        hardening.die_with_parent(supervisor, who=f"worker {index}")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
