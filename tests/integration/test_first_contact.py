@@ -10,8 +10,10 @@ fails its test if a daemon logged a late import (tests/integration/helpers.py).
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -386,3 +388,54 @@ def test_launcher_stops_at_secureds_line_without_waiting_for_appd(pki: Pki, tmp_
     assert run.returncode == cli.EX_CONFIG, run.stderr
     assert _errors(run) == [f"secured: error: {tmp_path}: cannot read: Is a directory"]
     assert time.monotonic() - started < 8  # appd's startup timeout is 10 s
+
+
+@needs_root
+def test_the_launcher_from_a_sealed_install_with_workers_and_a_reload(sealed_python: Path, pki: Pki) -> None:
+    """The launcher's own path from a 0700 install: a channel over the runtime directory's socket, SO_PEERCRED,
+    two workers per daemon, tickets and resumption, and a reload (SIGHUP) that re-reads the keys as nobody.
+    Every daemon's lines are checked: no import after the drop, no traceback."""
+    base = Path(tempfile.mkdtemp(prefix="tls-privsep-launched-"))
+    os.chmod(base, 0o711)
+    keys = base / "keys"
+    keys.mkdir(mode=0o755)
+    args: list[str] = []
+    for issued in (pki.rsa, pki.ecdsa):
+        for source in issued:
+            shutil.copy(source, keys / Path(source).name)
+            os.chmod(keys / Path(source).name, 0o644)  # readable by nobody: the reload reads them again
+        args += ["--cert", str(keys / Path(issued[0]).name), "--key", str(keys / Path(issued[1]).name)]
+    launcher = subprocess.Popen(
+        [*cli.daemon_argv("launcher", str(sealed_python)), "run", "--listen", "127.0.0.1:0", *args, "--workers", "2",
+         "--runtime-dir", str(base / "run"), "--log-format", "json", "--secured-user", "nobody", "--appd-user",
+         "nobody"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert launcher.stdout is not None
+        ready = launcher.stdout.readline()
+        assert ready.startswith("tls-privsep: ready on https://127.0.0.1:"), ready
+        port = int(ready.split("https://127.0.0.1:")[1].split("/")[0])
+        context = pki.ca.client_context()
+        session = None
+        for attempt in range(6):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                    context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                tls.sendall(b"ping %d" % attempt)
+                assert tls.recv(100) == b"ping %d" % attempt
+                assert tls.session_reused == (attempt > 0 and session is not None)
+                session = tls.session
+        launcher.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"after reload")
+            assert tls.recv(100) == b"after reload"
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=30)
+        shutil.rmtree(base)
+    assert launcher.returncode == 0, stderr[-3000:]
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert [e for e in events if e.get("event") == "late import"] == []
+    assert "Traceback" not in stderr
+    assert any(e.get("event") == "certificates reloaded" for e in events), stderr[-3000:]
+    assert sum(e.get("event") == "handshake done" for e in events) == 7
