@@ -110,11 +110,7 @@ async def _notify_ready(daemon: Appd, stopping: trio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    failed = cli.harden("appd")  # first thing: before any secret exists in this process
-    if failed is not None:
-        return failed
-    return cli.run_daemon("appd", lambda: _main(args))
+    return cli.daemon_main("appd", parser(), _main, argv)
 
 
 def backend_reachable(backend: Backend) -> None:

@@ -125,11 +125,7 @@ def _from_credentials(pairs: tuple[CertPair, ...]) -> tuple[CertPair, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    failed = cli.harden("secured")  # first thing: before any secret exists in this process
-    if failed is not None:
-        return failed
-    return cli.run_daemon("secured", lambda: _main(args))
+    return cli.daemon_main("secured", parser(), _main, argv)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -137,6 +137,17 @@ class StartupFailure(Exception):
         self.status = status
 
 
+def daemon_main(name: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int],
+                argv: list[str] | None = None) -> int:
+    """A daemon's whole life: parse, harden (first thing: before any secret exists in the process), then
+    ``body(args)`` under :func:`run_daemon`."""
+    args = parser.parse_args(argv)
+    failed = harden(name)
+    if failed is not None:
+        return failed
+    return run_daemon(name, lambda: body(args))
+
+
 def run_daemon(name: str, body: Callable[[], int | None]) -> int:
     """Run a daemon's event loop. Whatever ends it early is one line on stderr and a sysexits status,
     never a traceback: an operator reads the line, a supervisor reads the status."""
