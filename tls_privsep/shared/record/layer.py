@@ -105,7 +105,7 @@ class RecordLayer:
         self._out = bytearray()  # bytes we queued ourselves (KeyUpdate answers)
         self._skip: _Skip | None = None
         self._skip_budget = 0
-        self._stop: tuple[int, bytes] | LocalAlert | None = None  # what the last bulk run stopped at
+        self._stop: bulk.Stop = None  # what the last bulk run stopped at
         # The write sequence number the KeyUpdate that retires the key takes, its key_update_after-th
         # record: a key's sequence numbers count its records from 0 (an import corrects for any it did not).
         self._key_update_seq = key_update_after - 1
@@ -255,13 +255,16 @@ class RecordLayer:
                 if isinstance(record, LocalAlert):
                     raise record
             else:
-                if max_data and self._steady():
-                    assert self.read is not None
-                    run = bulk.read_run(self._rx, self.read, max_data, self.limits)
+                read = self.read
+                # The steady state (application phase, a read key, nothing skipped, no handshake
+                # fragment) takes runs; anything else, and any record a run cannot take, goes here.
+                if (max_data and self._phase is _APPLICATION and read is not None and self._skip is None
+                        and not self._hs.pending()):
+                    run = bulk.read_run(self._rx, read, max_data, self.limits)
                     if run is not None:
-                        self._stop = run.stop
-                        if run.data is not None:
-                            return run.data
+                        data, self._stop = run
+                        if data is not None:
+                            return data
                         continue
                 record = self._read_record()
                 if record is None:
@@ -271,13 +274,6 @@ class RecordLayer:
             if event is not None:
                 return event
         return None
-
-    def _steady(self) -> bool:
-        """Whether the bulk path may run: application phase, a read key, nothing skipped, no fragment."""
-        return (
-            self._phase is _APPLICATION and self.read is not None and self._skip is None
-            and not self._hs.pending()
-        )
 
     def _next_handshake_message(self) -> Event | None:
         head = self._hs.next_header()
