@@ -11,7 +11,7 @@ wipeable buffer, so the secrets in it come out as buffers that end up in the Tra
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -81,31 +81,25 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_opt_text(v: object) -> bool:
-    return v is None or isinstance(v, str)
-
-
-def _is_secret(v: object) -> bool:
-    return isinstance(v, (bytes, bytearray))
-
-
 def _is_cert_list(v: object) -> bool:
     return isinstance(v, list) and all(isinstance(c, (bytes, bytearray)) for c in v)
 
 
-_INNER_TYPES: dict[int, Callable[[object], bool]] = {
-    K_VERSION: _is_int,
-    K_SUITE: _is_int,
-    K_READ_SECRET: _is_secret,
-    K_WRITE_SECRET: _is_secret,
-    K_READ_SEQ: _is_int,
-    K_WRITE_SEQ: _is_int,
-    K_RECORDS_PROTECTED: _is_int,
-    K_ALPN: _is_opt_text,
-    K_SNI: _is_opt_text,
-    K_PEER_CERTS: _is_cert_list,
-    K_PSK_RESUMED: lambda v: isinstance(v, bool),
-    K_CREATED: _is_int,
+# What each inner value may be (isinstance; an int field never takes a bool, and peer_certs is a list
+# of byte strings).
+_INNER_TYPES: dict[int, type | tuple[type, ...]] = {
+    K_VERSION: int,
+    K_SUITE: int,
+    K_READ_SECRET: (bytes, bytearray),
+    K_WRITE_SECRET: (bytes, bytearray),
+    K_READ_SEQ: int,
+    K_WRITE_SEQ: int,
+    K_RECORDS_PROTECTED: int,
+    K_ALPN: (str, type(None)),
+    K_SNI: (str, type(None)),
+    K_PEER_CERTS: list,
+    K_PSK_RESUMED: bool,
+    K_CREATED: int,
 }
 
 
@@ -121,8 +115,10 @@ def _check_fields(m: Mapping[Any, object]) -> None:
     for key, name in INNER_KEYS.items():
         if key not in m:
             raise BlobError("missing_field", name)
-        if not _INNER_TYPES[key](m[key]):
-            raise BlobError("wrong_type", f"{name} is {type(m[key]).__name__}")
+        value, expected = m[key], _INNER_TYPES[key]
+        if (not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+                or (key == K_PEER_CERTS and not _is_cert_list(value))):
+            raise BlobError("wrong_type", f"{name} is {type(value).__name__}")
 
 
 def _parse_inner(m: Mapping[Any, object]) -> tuple[Any, ...]:
