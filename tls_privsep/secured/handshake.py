@@ -59,6 +59,7 @@ from tls_privsep.shared.record import (
     HandshakeMessage,
     HandshakeType,
     RecordLayer,
+    Phase,
 )
 from tls_privsep.shared.state import TrafficState
 from tls_privsep.shared.wire import vector
@@ -361,7 +362,7 @@ class ServerHandshake:
 
     def _on_client_hello(self, msg: HandshakeMessage) -> State:
         ch = m.parse_client_hello(msg.raw)
-        self._rl.ccs_allowed = True  # §5: a dummy CCS may now arrive, until the client Finished
+        self._rl.enter(Phase.HANDSHAKE_CCS)  # §5: a dummy CCS may now arrive, until the client Finished
         second = self.state is State.EXPECT_CLIENT_HELLO_2
         self._check_version(ch)
         if second:
@@ -690,7 +691,7 @@ class ServerHandshake:
         # for what follows: those records are appd's (``trailing``), read under the exported secret.
         if self._rl.has_pending_handshake():
             raise UnexpectedMessage("handshake data spans a key change")
-        self._rl.ccs_allowed = False
+        self._rl.enter(Phase.HANDSHAKE)
         self._send_tickets(suite, secrets)
         write = self._rl.write
         assert write is not None

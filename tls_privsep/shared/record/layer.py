@@ -161,11 +161,6 @@ class RecordLayer:
     def ccs_allowed(self) -> bool:
         return self._phase is Phase.HANDSHAKE_CCS
 
-    @ccs_allowed.setter
-    def ccs_allowed(self, allowed: bool) -> None:
-        """The handshake engine's spelling of ``enter(HANDSHAKE_CCS)`` / ``enter(HANDSHAKE)``, checked alike."""
-        self.enter(Phase.HANDSHAKE_CCS if allowed else Phase.HANDSHAKE)
-
     # -- keys -----------------------------------------------------------------------------------
 
     def set_read_key(self, suite: int, secret: bytes | bytearray, seq: int = 0) -> None:
