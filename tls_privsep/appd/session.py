@@ -17,7 +17,8 @@ import trio
 
 from tls_privsep.appd.apps import Backend, serve
 from tls_privsep.appd.link import HandshakeChannel, SecuredLink, SecuredUnavailable
-from tls_privsep.appd.stream import RecordStream
+from tls_privsep.appd.stream import RecordStream, alert_name
+from tls_privsep.shared.config import group_label
 from tls_privsep.shared.errors import AlertDescription
 from tls_privsep.shared.log import Logger
 from tls_privsep.shared.record import whole_records
@@ -95,12 +96,10 @@ async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, li
 
 
 def _why(stream: RecordStream, exc: BaseException | None) -> str:
-    sent = getattr(stream, "alert_sent", None)
-    received = getattr(stream, "alert_received", None)
-    if sent is not None:
-        return f"alert sent: {getattr(sent, 'name', sent)}"
-    if received is not None:
-        return f"alert received: {getattr(received, 'name', received)}"
+    if stream.alert_sent is not None:
+        return f"alert sent: {alert_name(stream.alert_sent)}"
+    if stream.alert_received is not None:
+        return f"alert received: {alert_name(stream.alert_received)}"
     return f"broken: {exc}"
 
 

@@ -121,7 +121,7 @@ def _known(code: int) -> int:
         return code
 
 
-def _alert_name(code: int | None) -> str | None:
+def alert_name(code: int | None) -> str | None:
     if code is None:
         return None
     known = _known(code)
@@ -250,8 +250,8 @@ class RecordStream(trio.abc.HalfCloseableStream):
             "key_updates_received": self.key_updates_received,
             "close_notify_received": self.eof_received,
             "close_notify_sent": self.eof_sent,
-            "alert_sent": _alert_name(self.alert_sent),
-            "alert_received": _alert_name(self.alert_received),
+            "alert_sent": alert_name(self.alert_sent),
+            "alert_received": alert_name(self.alert_received),
         }
 
     # -- the error boundary ---------------------------------------------------------------------
@@ -281,7 +281,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
         except PeerAlert as exc:
             self.alert_received = _known(exc.raw_description)
             self._break("alert_received")
-            self._log.info("tls alert received", alert=_alert_name(exc.raw_description))
+            self._log.info("tls alert received", alert=alert_name(exc.raw_description))
             raise trio.BrokenResourceError(f"peer sent {exc.description.name} alert") from exc
         except _Truncated:
             self._break("truncated")  # what the summary line reports, rather than a line of its own
@@ -500,7 +500,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
             return
         self.alert_sent = _known(description)
         self._break("alert_sent")
-        self._log.info("tls alert sent", alert=_alert_name(description), reason="application")
+        self._log.info("tls alert sent", alert=alert_name(description), reason="application")
         await self._final_alert(description, AlertLevel.fatal)
 
     async def aclose(self) -> None:
