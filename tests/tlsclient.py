@@ -11,7 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tls_privsep.secured import messages as m
@@ -20,6 +20,8 @@ from tls_privsep.shared.record import Protection
 from tls_privsep.shared.wire import u8, u16, vector
 
 X25519, P256 = 0x001D, 0x0017
+X25519MLKEM768, P256MLKEM768 = 0x11EC, 0x11EB  # draft-ietf-tls-ecdhe-mlkem
+HYBRID_ECDH = {X25519MLKEM768: X25519, P256MLKEM768: P256}  # the ECDH part of each hybrid
 DEFAULT_SIG_ALGS = (0x0403, 0x0804, 0x0805, 0x0806, 0x0807)
 PADDING = 21  # the padding extension (RFC 7685): any size, ignored by the server
 LARGEST_TLS13_HELLO = 2 + 32 + 1 + 32 + 2 + (2**16 - 2) + 1 + 1 + 2 + (2**16 - 1)  # body bytes: 131,142
@@ -75,6 +77,7 @@ class Client:
                  share_groups: tuple[int, ...] = (X25519,), sig_algs: tuple[int, ...] = DEFAULT_SIG_ALGS,
                  alpn: list[bytes] | None = None) -> None:
         self.keys: dict[int, x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey] = {}
+        self.kem_keys: dict[int, mlkem.MLKEM768PrivateKey] = {}  # the ML-KEM part of each hybrid share
         self.hello = Hello()
         exts = self.hello.extensions
         if sni is not None:
@@ -89,9 +92,16 @@ class Client:
         self.transcript: list[bytes] = []
         self.suite: ks.SuiteParams | None = None
         self.server_msgs: list[bytes] = []
+        self.group: int | None = None  # the server's choice, from its ServerHello
         self._secrets: dict[str, bytes] = {}
 
     def share(self, group: int) -> bytes:
+        if group in HYBRID_ECDH:
+            ecdh = self.share(HYBRID_ECDH[group])
+            self.keys[group] = self.keys.pop(HYBRID_ECDH[group])
+            kem = self.kem_keys[group] = mlkem.MLKEM768PrivateKey.generate()
+            ek = kem.public_key().public_bytes_raw()
+            return ek + ecdh if group == X25519MLKEM768 else ecdh + ek
         if group == X25519:
             k = x25519.X25519PrivateKey.generate()
             self.keys[group] = k
@@ -174,11 +184,18 @@ class Client:
         suite = int.from_bytes(sh[at : at + 2], "big")
         self.suite = ks.SUITES[suite]
         group, share = self._server_share(sh)
+        self.group = group
         key = self.keys[group]
+        kem = self.kem_keys.get(group)
+        if kem is not None:  # the server share: ciphertext (1088) and ECDH share, in the group's order
+            kem_first = group == X25519MLKEM768
+            ct, share = (share[:1088], share[1088:]) if kem_first else (share[-1088:], share[:-1088])
         if isinstance(key, x25519.X25519PrivateKey):
             ecdhe = key.exchange(x25519.X25519PublicKey.from_public_bytes(share))
         else:
             ecdhe = key.exchange(ec.ECDH(), ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), share))
+        if kem is not None:
+            ecdhe = kem.decapsulate(ct) + ecdhe if kem_first else ecdhe + kem.decapsulate(ct)
         self.schedule = ks.KeySchedule(self.suite.hash_name)
         self.schedule.derive_handshake(ecdhe)
         c, s = self.schedule.handshake_traffic_secrets(self._digest())

@@ -110,7 +110,9 @@ VALUES = st.recursive(
 )
 GOOD = {
     "cipher_suites": st.lists(st.sampled_from(sorted(config.SUITE_NAMES)), min_size=1, max_size=3),
-    "groups": st.lists(st.sampled_from(["x25519", "secp256r1", "P-256"]), min_size=1, max_size=2),
+    "groups": st.lists(st.sampled_from(["x25519", "secp256r1", "P-256", "X25519MLKEM768", "secp256r1mlkem768"]),
+                       min_size=1, max_size=3),
+    "post_quantum": st.sampled_from(config.POST_QUANTUM),
     "client_auth": st.sampled_from(config.CLIENT_AUTH),
     "log_format": st.sampled_from(config.LOG_FORMATS),
     "log_level": st.sampled_from(["debug", "info", "warning", "error"]),
@@ -193,6 +195,9 @@ def assert_valid(s: config.Settings) -> None:
     """What validate() promises about settings it lets through."""
     assert s.secured.cipher_suites and all(n in config.SUITE_NAMES for n in s.secured.cipher_suites)
     assert s.secured.groups and s.appd.listen
+    kinds = {config.GROUP_NAMES[g.lower()] in config.HYBRID_GROUPS for g in s.secured.groups}
+    assert {"require": True in kinds, "off": False in kinds, "prefer": True}[s.secured.post_quantum]
+    assert not (s.secured.post_quantum == "require" and s.secured.allow_psk_ke)
     for sec, key in POSITIVE_SECONDS:
         value = getattr(getattr(s, sec), key)
         assert math.isfinite(value) and value > 0
@@ -422,3 +427,27 @@ def test_bad_paths(tmp_path: Path, make: str) -> None:
     with pytest.raises(ConfigError) as ei:
         config.load(path)
     assert_one_line(ei.value)
+
+
+@pytest.mark.parametrize(("secured", "error"), [
+    ({"post_quantum": "always"}, "secured.post_quantum must be one of prefer, require, off"),
+    ({"post_quantum": "require", "groups": ["x25519", "P-256"]}, "needs a hybrid in secured.groups"),
+    ({"post_quantum": "off", "groups": ["X25519MLKEM768"]}, "lists only hybrids"),
+    ({"post_quantum": "require", "allow_psk_ke": True}, "excludes secured.allow_psk_ke"),
+    ({"groups": ["X25519Kyber768Draft00"]}, "known: x25519, secp256r1, X25519MLKEM768, SecP256r1MLKEM768"),
+    ({"post_quantum": "require", "groups": ["x25519mlkem768"]}, None),
+    ({"post_quantum": "off"}, None),
+    ({"groups": ["SECP256R1MLKEM768", "x25519"]}, None),
+])
+def test_post_quantum_settings(secured: dict[str, Any], error: str | None) -> None:
+    if error is None:
+        assert config.from_dict({"secured": secured}).secured.post_quantum == secured.get("post_quantum", "prefer")
+        return
+    with pytest.raises(ConfigError, match=error):
+        config.from_dict({"secured": secured})
+
+
+def test_the_defaults_offer_the_hybrids_first() -> None:
+    s = config.Settings().secured
+    assert s.post_quantum == "prefer"
+    assert [config.GROUP_NAMES[g.lower()] for g in s.groups] == [0x11EC, 0x11EB, 0x001D, 0x0017]

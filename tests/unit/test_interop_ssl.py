@@ -169,3 +169,21 @@ def test_peer_alert_is_distinguishable() -> None:
     pair = Pair(ServerHandshake(server_config()), client_context())
     with pytest.raises(PeerAlert):
         pair.server.receive_data(b"\x15\x03\x03\x00\x02\x02\x28")
+
+
+@pytest.mark.parametrize("policy", ["prefer", "off", "require"])
+def test_a_classical_client_under_each_post_quantum_policy(policy: str) -> None:
+    """Python's ssl (OpenSSL 3.0: an x25519 share, no hybrid listed) is served x25519 unchanged under prefer
+    and off, and refused with handshake_failure under require, which it reports."""
+    pair = Pair(ServerHandshake(server_config(post_quantum=policy)), client_context())
+    if policy == "require":
+        with pytest.raises(LocalAlert) as exc:
+            pair.handshake()
+        assert exc.value.description.name == "handshake_failure"
+        pair.incoming.write(pair.server.data_to_send())
+        with pytest.raises(ssl.SSLError, match=r"HANDSHAKE_FAILURE|handshake failure"):
+            pair.client.do_handshake()
+        return
+    pair.handshake()
+    assert pair.server.info.group == 0x001D and not pair.server.info.hrr
+    assert pair.client_send(b"classical") == b"classical"

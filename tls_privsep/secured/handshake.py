@@ -32,6 +32,7 @@ from cryptography import x509
 from tls_privsep.secured import groups
 from tls_privsep.secured import messages as m
 from tls_privsep.secured.credentials import Credential, CredentialStore
+from tls_privsep.secured.groupchoice import PQ_POLICIES, PqPolicy, choose, ranking
 from tls_privsep.secured.peerauth import CLIENT_SIG_SCHEMES, ClientCertVerifier, verify_signature
 from tls_privsep.secured.tickets import TicketState
 from tls_privsep.shared import keyschedule as ks
@@ -58,14 +59,14 @@ from tls_privsep.shared.record import (
     ContentType,
     HandshakeMessage,
     HandshakeType,
-    RecordLayer,
     Phase,
+    RecordLayer,
 )
 from tls_privsep.shared.state import TrafficState
 from tls_privsep.shared.wire import vector
 
 ClientAuth = Literal["none", "optional", "required"]
-EphemeralFactory = Callable[[int], groups.EphemeralKey]
+EphemeralFactory = groups.EphemeralFactory
 
 DEFAULT_SUITES = (
     ks.CipherSuite.TLS_AES_128_GCM_SHA256,
@@ -89,7 +90,8 @@ class ServerConfig:
 
     credentials: CredentialStore
     cipher_suites: Sequence[int] = DEFAULT_SUITES  # server preference order
-    groups: Sequence[int] = groups.SUPPORTED_GROUPS  # preference order
+    groups: Sequence[int] = groups.SUPPORTED_GROUPS  # preference order within each kind (groupchoice.py)
+    post_quantum: PqPolicy = "prefer"  # where the hybrids stand: prefer, require, off (groupchoice.py)
     alpn: Sequence[str] = ()  # server preference order; empty = ALPN not negotiated
     tickets: int = 2  # NewSessionTickets per full handshake
     ticket_keys: TicketSealer | None = None  # None: no tickets, no resumption
@@ -111,6 +113,14 @@ class ServerConfig:
             raise ValueError(f"unsupported cipher suites {unknown}")
         if not self.groups or any(g not in groups.SUPPORTED_GROUPS for g in self.groups):
             raise ValueError("unsupported or empty group list")
+        if self.post_quantum not in PQ_POLICIES:
+            raise ValueError(f"post_quantum must be one of {', '.join(PQ_POLICIES)}")
+        if not ranking(self.groups, self.post_quantum):
+            kind = "a hybrid" if self.post_quantum == "require" else "a classical group"
+            raise ValueError(f"post_quantum = {self.post_quantum!r} needs {kind} in groups")
+        if self.post_quantum == "require" and self.allow_psk_ke:
+            # psk_ke resumes with no key exchange at all, so no hybrid either: the two contradict each other.
+            raise ValueError("post_quantum = 'require' excludes allow_psk_ke (a psk_ke resumption has no key exchange)")
         if self.client_auth != "none" and self.client_verifier is None:
             raise ValueError("client authentication needs a CA bundle")
         if not 0 < self.ticket_lifetime <= MAX_TICKET_LIFETIME:
@@ -380,7 +390,8 @@ class ServerHandshake:
             if second:
                 raise IllegalParameter("second ClientHello has no share for the requested group")
             if group is None:
-                raise HandshakeFailure("no key exchange group in common")
+                why = " (post_quantum = 'require': no hybrid offered)" if self._config.post_quantum == "require" else ""
+                raise HandshakeFailure(f"no key exchange group in common{why}")
             self._hello_retry(ch, suite, group)
             return State.EXPECT_CLIENT_HELLO_2
         self._suite = suite
@@ -403,17 +414,17 @@ class ServerHandshake:
         request_cert = credential is not None and self._config.client_auth != "none"
         if self._rl.has_pending_handshake():
             raise UnexpectedMessage("ClientHello does not end its record (§5.1: no message spans a key change)")
+        # The key exchange last, as it is the costliest check (a bad share is illegal_parameter, groups.py).
+        ecdhe = None
+        key_share = None
+        if group is not None and share is not None:
+            server_share, ecdhe = groups.respond(group, share, self._ephemeral)
+            key_share = (group, server_share)
         # Every decision is made; from here on only our own code can fail.
         self._compat = bool(ch.session_id)
         self._add(ch.raw)
         schedule = ks.KeySchedule(suite.hash_name, psk.ticket.psk if psk else None)
         self._secrets = _Secrets(schedule)
-        ecdhe = None
-        key_share = None
-        if group is not None and share is not None:
-            eph = self._ephemeral(group)
-            key_share = (group, groups.public_share(eph))
-            ecdhe = groups.exchange(group, eph, share)
         sh = m.server_hello(
             self._rng(32),
             ch.session_id,
@@ -478,16 +489,9 @@ class ServerHandshake:
         raise HandshakeFailure("no cipher suite in common")
 
     def _select_group(self, ch: m.ClientHello) -> tuple[int | None, bytes | None]:
-        """(group, client share) — a share we can use, else the group to ask for in an HRR."""
-        shares = dict(ch.key_shares or ())
-        for group in self._config.groups:
-            if group in shares:
-                return group, shares[group]
-        offered = set(ch.supported_groups or ())
-        for group in self._config.groups:
-            if group in offered:
-                return group, None
-        return None, None
+        """(group, client share) — a share we can use, else the group to ask for in an HRR (groupchoice.py)."""
+        choice = choose(self._config.groups, self._config.post_quantum, ch.supported_groups, ch.key_shares)
+        return choice.group, choice.share
 
     def _select_alpn(self, ch: m.ClientHello) -> str | None:
         if not self._config.alpn or ch.alpn is None:

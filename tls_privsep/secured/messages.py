@@ -48,6 +48,9 @@ class NamedGroup(enum.IntEnum):
     secp521r1 = 0x0019
     x25519 = 0x001D
     x448 = 0x001E
+    # The hybrids of draft-ietf-tls-ecdhe-mlkem (§5, IANA): ECDHE and ML-KEM together, TLS 1.3 only.
+    secp256r1mlkem768 = 0x11EB
+    x25519mlkem768 = 0x11EC
 
 
 class PskMode(enum.IntEnum):

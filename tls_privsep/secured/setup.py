@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tls_privsep.secured import groups
 from tls_privsep.secured.credentials import Credential, CredentialStore
 from tls_privsep.secured.handshake import ServerConfig, TicketSealer
 from tls_privsep.secured.peerauth import ClientCertVerifier
@@ -24,11 +25,20 @@ def server_config(settings: SecuredSettings, credentials: CredentialStore | None
         verifier = ClientCertVerifier(settings.client_ca)
     if ticket_keys is None and settings.tickets > 0:
         ticket_keys = TicketKeys(rotate_after=max(settings.ticket_lifetime / 2, 60.0))
+    group_ids = tuple(GROUP_NAMES[g.lower()] for g in settings.groups)
+    if not groups.hybrids_available() and any(groups.is_hybrid(g) for g in group_ids):
+        # A cryptography built against an OpenSSL without ML-KEM: prefer falls back to the classical groups
+        # (what it would give a client without the hybrid anyway); require cannot, and says so.
+        if settings.post_quantum == "require":
+            raise ConfigError("secured.post_quantum = \"require\", but this cryptography has no ML-KEM "
+                              "(it needs OpenSSL 3.5 or later, as in its wheels)")
+        group_ids = tuple(g for g in group_ids if not groups.is_hybrid(g))
     try:
         return ServerConfig(
             credentials=credentials or load_credentials(settings),
             cipher_suites=tuple(SUITE_NAMES[s] for s in settings.cipher_suites),
-            groups=tuple(GROUP_NAMES[g.lower()] for g in settings.groups),
+            groups=group_ids,
+            post_quantum=settings.post_quantum,  # type: ignore[arg-type]
             alpn=settings.alpn,
             tickets=settings.tickets,
             ticket_keys=ticket_keys if settings.tickets > 0 else None,

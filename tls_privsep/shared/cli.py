@@ -49,6 +49,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpn", metavar="LIST", help="comma-separated ALPN protocols, in preference order")
     p.add_argument("--client-ca", metavar="FILE", help="CA bundle for client certificates")
     p.add_argument("--client-auth", choices=config.CLIENT_AUTH, help="default with --client-ca: required")
+    p.add_argument("--post-quantum", choices=config.POST_QUANTUM,
+                   help="the hybrid groups (X25519MLKEM768): prefer (default), require, off")
     p.add_argument("--socket", metavar="PATH", help="secured's channel socket path")
     p.add_argument("--runtime-dir", metavar="DIR")
     p.add_argument("--log-format", choices=config.LOG_FORMATS)
@@ -74,6 +76,8 @@ def settings_from(args: argparse.Namespace) -> config.Settings:
         sec = replace(sec, client_ca=args.client_ca, client_auth=args.client_auth or "required")
     elif args.client_auth is not None:
         sec = replace(sec, client_auth=args.client_auth)
+    if args.post_quantum is not None:
+        sec = replace(sec, post_quantum=args.post_quantum)
     if args.socket is not None:
         sec = replace(sec, socket=args.socket)
         app = replace(app, secured_socket=args.socket)

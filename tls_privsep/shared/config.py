@@ -20,7 +20,14 @@ SUITE_NAMES = {
     "TLS_AES_256_GCM_SHA384": 0x1302,
     "TLS_CHACHA20_POLY1305_SHA256": 0x1303,
 }
-GROUP_NAMES = {"x25519": 0x001D, "secp256r1": 0x0017, "p-256": 0x0017}
+# Names the settings accept (any case) for each group; the hybrids are draft-ietf-tls-ecdhe-mlkem's.
+GROUP_NAMES = {"x25519": 0x001D, "secp256r1": 0x0017, "p-256": 0x0017,
+               "x25519mlkem768": 0x11EC, "secp256r1mlkem768": 0x11EB}
+# The one name each group goes by in logs and messages: IANA's (TLS Supported Groups registry).
+GROUP_LABELS = {0x001D: "x25519", 0x0017: "secp256r1", 0x11EC: "X25519MLKEM768", 0x11EB: "SecP256r1MLKEM768"}
+HYBRID_GROUPS = frozenset({0x11EC, 0x11EB})
+# Where the hybrids stand in the choice of group (secured/groupchoice.py says what each does).
+POST_QUANTUM = ("prefer", "require", "off")
 CLIENT_AUTH = ("none", "optional", "required")
 LOG_FORMATS = ("auto", "json", "console")
 # RFC 8446 §5.5: AES-GCM keys are good for 2^24.5 full-size records; 2^24 is the conservative round
@@ -57,7 +64,8 @@ MAX_WORKERS = 64
 class SecuredSettings:
     certificates: tuple[CertPair, ...] = ()
     cipher_suites: tuple[str, ...] = tuple(SUITE_NAMES)
-    groups: tuple[str, ...] = ("x25519", "secp256r1")
+    groups: tuple[str, ...] = ("X25519MLKEM768", "SecP256r1MLKEM768", "x25519", "secp256r1")
+    post_quantum: str = "prefer"
     alpn: tuple[str, ...] = ()
     tickets: int = 2
     ticket_lifetime: int = 7200
@@ -209,9 +217,20 @@ def validate(s: Settings) -> Settings:
             raise ConfigError(f"secured.cipher_suites: unknown suite {shown(name)} (known: {', '.join(SUITE_NAMES)})")
     for name in sec.groups:
         if name.lower() not in GROUP_NAMES:
-            raise ConfigError(f"secured.groups: unknown group {shown(name)} (known: x25519, secp256r1)")
+            known = ", ".join(GROUP_LABELS.values())
+            raise ConfigError(f"secured.groups: unknown group {shown(name)} (known: {known})")
     if not sec.cipher_suites or not sec.groups:
         raise ConfigError("secured.cipher_suites and secured.groups must not be empty")
+    if sec.post_quantum not in POST_QUANTUM:
+        raise ConfigError(f"secured.post_quantum must be one of {', '.join(POST_QUANTUM)}")
+    hybrid = [GROUP_NAMES[name.lower()] in HYBRID_GROUPS for name in sec.groups]
+    if sec.post_quantum == "require" and not any(hybrid):
+        raise ConfigError("secured.post_quantum = \"require\" needs a hybrid in secured.groups (X25519MLKEM768)")
+    if sec.post_quantum == "off" and all(hybrid):
+        raise ConfigError("secured.post_quantum = \"off\" leaves no group: secured.groups lists only hybrids")
+    if sec.post_quantum == "require" and sec.allow_psk_ke:
+        raise ConfigError("secured.post_quantum = \"require\" excludes secured.allow_psk_ke "
+                          "(a psk_ke resumption has no key exchange, so no hybrid)")
     if sec.client_auth not in CLIENT_AUTH:
         raise ConfigError(f"secured.client_auth must be one of {', '.join(CLIENT_AUTH)}")
     if sec.client_auth != "none" and not sec.client_ca:
@@ -266,6 +285,13 @@ def validate(s: Settings) -> Settings:
     if s.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("log_level must be debug, info, warning or error")
     return s
+
+
+def group_label(group: int | None) -> str | None:
+    """A group's name for a log line (None stays None; a group we do not know is shown in hex)."""
+    if group is None:
+        return None
+    return GROUP_LABELS.get(group, f"{group:#06x}")
 
 
 def parse_address(text: str, where: str = "address") -> tuple[str, int]:
