@@ -69,10 +69,12 @@ def test_one_summary_line_per_connection_failed_handshakes_included(pair: Callab
     assert len(lines) == 3, lines
     good, hung_up, failed = sorted(lines, key=lambda e: e["conn"])
     assert "without close_notify" in hung_up["outcome"] and hung_up["bytes_in"] == len(b"gone"), hung_up
-    keys = {"conn", "peer", "outcome", "handshake_ms", "duration_ms", "suite", "sni", "alpn", "resumed", "bytes_in",
-            "bytes_out"}
+    keys = {"conn", "peer", "outcome", "handshake_ms", "duration_ms", "suite", "group", "group_name", "sni", "alpn",
+            "resumed", "bytes_in", "bytes_out"}
     assert keys <= good.keys() and keys <= failed.keys(), (good, failed)
     assert (good["outcome"], good["sni"], good["alpn"], good["suite"]) == ("closed", "localhost", "h2", "0x1301")
+    assert (good["group"], good["group_name"]) == ("0x001d", "x25519")  # from the ServerHello appd relayed
+    assert (failed["group"], failed["group_name"]) == (None, None)  # refused before any ServerHello
     assert good["bytes_in"] == good["bytes_out"] == len(b"counted")
     assert failed["outcome"] == "handshake failed: no_application_protocol", failed
     assert failed["peer"].startswith("127.0.0.1:") and failed["handshake_ms"] is None

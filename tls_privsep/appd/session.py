@@ -22,6 +22,7 @@ from tls_privsep.shared.config import group_label
 from tls_privsep.shared.errors import AlertDescription
 from tls_privsep.shared.log import Logger
 from tls_privsep.shared.record import whole_records
+from tls_privsep.shared.serverhello import negotiated_group
 from tls_privsep.shared.state import TrafficState
 
 _conn_ids = itertools.count(1)
@@ -55,8 +56,14 @@ class Summary:
     outcome: str = "closed"
     handshake_ms: float | None = None
     # Every summary line carries the same keys, so a failed handshake reads like the others (null where unknown).
-    fields: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(("suite", "sni", "alpn", "resumed"))
-                                   | {"bytes_in": 0, "bytes_out": 0})
+    fields: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(
+        ("suite", "group", "group_name", "sni", "alpn", "resumed")) | {"bytes_in": 0, "bytes_out": 0})
+
+    def saw_from_secured(self, data: bytes) -> None:
+        """The group, from the ServerHello among secured's bytes for the client (shared/serverhello.py):
+        the blob does not carry it."""
+        if self.fields["group"] is None and (group := negotiated_group(data)) is not None:
+            self.fields.update(group=f"{group:#06x}", group_name=group_label(group))
 
 
 async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, limits: Limits, log: Logger) -> None:
@@ -123,6 +130,7 @@ async def _handshake(tcp: trio.SocketStream, link: SecuredLink, limits: Limits,
                 while True:
                     step = await hs.step(chunk)
                     if step.data:
+                        summary.saw_from_secured(step.data)
                         await tcp.send_all(step.data)
                         wrote_anything = True
                     if step.failure is not None:

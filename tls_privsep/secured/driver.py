@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.shared import channel as ch
 from tls_privsep.shared.blob import BlobSealer
+from tls_privsep.shared.config import group_label
 from tls_privsep.shared.errors import Alert, AlertDescription, BlobError, ChannelError, LocalAlert, PeerAlert
 from tls_privsep.shared.log import Logger
 from tls_privsep.shared.preload import InstallUnreadable
@@ -164,9 +165,10 @@ class ChannelDriver:
         # One line per handshake, the export included (which keys left, by fingerprint, in which blob).
         self._log.info(
             "handshake done", conn=conn, peer=pending.peer, suite=_hex(info.suite), group=_hex(info.group),
-            sig_scheme=_hex(info.sig_scheme), resumed=info.resumed, hrr=info.hrr, sni=info.sni, alpn=info.alpn,
-            client_cert=info.client_cert, cert=(info.cert_fingerprint or "")[:16], ms=self._ms(pending.started),
-            blob_bytes=len(blob), read_key=key_fp["read"], write_key=key_fp["write"], blob_id=fingerprint(blob),
+            group_name=group_label(info.group), sig_scheme=_hex(info.sig_scheme), resumed=info.resumed, hrr=info.hrr,
+            sni=info.sni, alpn=info.alpn, client_cert=info.client_cert, cert=(info.cert_fingerprint or "")[:16],
+            ms=self._ms(pending.started), blob_bytes=len(blob), read_key=key_fp["read"], write_key=key_fp["write"],
+            blob_id=fingerprint(blob),
         )
         return ch.Done(conn, out, consumed, blob, fallback)
 
