@@ -1,6 +1,7 @@
 """Real TLS 1.3 clients against the two daemons over loopback TCP.
 
-openssl s_client, gnutls-cli, curl, Python's ssl and tlslite-ng each talk to a secured + appd pair
+openssl s_client, gnutls-cli, curl, Python's ssl, tlslite-ng and pyOpenSSL (the one that offers the
+post-quantum hybrid X25519MLKEM768 by default, tests/pqclient.py) each talk to a secured + appd pair
 and every test checks what a user of that client sees: the bytes echoed back, the HTTP answer, the
 cipher/group/signature the client prints, the alert it reports. Servers that share a configuration
 are started once per module (:class:`Pool`); a test that may break its server gets its own pair.
@@ -24,10 +25,12 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
 from tlslite.api import HandshakeSettings, TLSConnection
 from tlslite.constants import KeyUpdateMessageType
 
 from tests.integration.helpers import CERTS, Pair, Pki, require_binary, start_pair
+from tests.pqclient import client_context, echo_over_tcp
 
 pytestmark = pytest.mark.interop
 
@@ -696,3 +699,150 @@ def test_tlslite_key_update_and_resumption(pool: Pool, pki: Pki) -> None:
         assert tlslite_echo(conn, b"resumed") == b"resumed"
     finally:
         conn.close()
+
+
+# -- pyOpenSSL: a client that offers the post-quantum hybrid by default ------------------------------
+
+
+def pq_context(pki: Pki, *, groups: str | None = None, suite: str | None = None) -> SSL.Context:
+    return client_context(pki.ca.cert, groups=groups, suite=suite)
+
+
+def connections(server: Pair) -> list[dict[str, Any]]:
+    """appd's summary lines ("connection"), oldest first."""
+    out = []
+    for line in server.log_text("appd").splitlines():
+        if line.startswith("{") and '"connection"' in line:
+            entry = json.loads(line)
+            if entry.get("event") == "connection":
+                out.append(entry)
+    return out
+
+
+def new_connections(server: Pair, before: int, count: int = 1) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 5
+    while len(entries := connections(server)) < before + count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(entries) >= before + count, f"appd logged {len(entries) - before} new connections, wanted {count}"
+    return entries[before:]
+
+
+@pytest.mark.parametrize("certs", CERT_KINDS)
+@pytest.mark.parametrize("suite", SUITES)
+def test_pyopenssl_hybrid_by_default(pool: Pool, pki: Pki, suite: str, certs: str) -> None:
+    """pyOpenSSL sends X25519MLKEM768 and X25519 shares unasked: the hybrid is negotiated, as the client,
+    secured's handshake line and appd's summary line all say, with every suite and both certificates."""
+    server = echo_server(pool, certs)
+    before_hs, before_conn = len(handshakes(server)), len(connections(server))
+    data = f"pq {suite} {certs}".encode() * 50
+    got = echo_over_tcp(server.host, server.port, pq_context(pki, suite=suite), data)
+    assert got.echoed == data
+    assert (got.group, got.cipher) == ("X25519MLKEM768", suite)
+    (done,) = new_handshakes(server, before_hs)
+    assert (done["group"], done["group_name"], done["hrr"]) == ("0x11ec", "X25519MLKEM768", False)
+    assert done["suite"] == f"{SUITES[suite]:#06x}"
+    (conn,) = new_connections(server, before_conn)
+    assert (conn["group"], conn["group_name"]) == ("0x11ec", "X25519MLKEM768")
+
+
+def test_pyopenssl_secp256r1mlkem768(pool: Pool, pki: Pki) -> None:
+    server = echo_server(pool)
+    before = len(handshakes(server))
+    got = echo_over_tcp(server.host, server.port, pq_context(pki, groups="SecP256r1MLKEM768"), b"p-256 hybrid")
+    assert (got.echoed, got.group) == (b"p-256 hybrid", "SecP256r1MLKEM768")
+    (done,) = new_handshakes(server, before)
+    assert (done["group"], done["group_name"]) == ("0x11eb", "SecP256r1MLKEM768")
+
+
+@pytest.mark.parametrize(("mode", "group", "hrr"), [
+    ("require", "X25519MLKEM768", True), ("prefer", "x25519", False), ("off", "x25519", False),
+])
+def test_pyopenssl_hybrid_listed_without_a_share(pool: Pool, pki: Pki, mode: str, group: str, hrr: bool) -> None:
+    """The client lists the hybrid but shares X25519 only: --post-quantum require asks for the hybrid with a
+    HelloRetryRequest; prefer and off take the X25519 share at once."""
+    server = echo_server(pool, "both", "--post-quantum", mode)
+    before = len(handshakes(server))
+    got = echo_over_tcp(server.host, server.port, pq_context(pki, groups="*X25519:X25519MLKEM768"), b"listed")
+    assert (got.echoed, got.group) == (b"listed", group)
+    (done,) = new_handshakes(server, before)
+    assert done["hrr"] is hrr
+    assert done["group_name"] == group
+
+
+@pytest.mark.parametrize("mode", ["prefer", "require"])
+def test_pyopenssl_resumption_over_the_hybrid(pool: Pool, pki: Pki, mode: str) -> None:
+    """A ticket from a hybrid handshake resumes with psk_dhe_ke and a fresh hybrid exchange."""
+    server = echo_server(pool, "both", "--post-quantum", mode)
+    ctx = pq_context(pki)
+    before = len(handshakes(server))
+    first = echo_over_tcp(server.host, server.port, ctx, b"first")
+    second = echo_over_tcp(server.host, server.port, ctx, b"second", session=first.session)
+    assert (first.reused, second.reused) == (False, True)
+    assert second.group == "X25519MLKEM768" and second.echoed == b"second"
+    full, resumed = new_handshakes(server, before, 2)
+    assert (full["resumed"], resumed["resumed"]) == (False, True)
+    assert resumed["group_name"] == "X25519MLKEM768"
+
+
+def test_pyopenssl_off_takes_x25519(pool: Pool, pki: Pki) -> None:
+    server = echo_server(pool, "both", "--post-quantum", "off")
+    got = echo_over_tcp(server.host, server.port, pq_context(pki), b"classical")
+    assert (got.echoed, got.group) == (b"classical", "x25519")
+
+
+def test_pyopenssl_classical_only_under_require(pool: Pool, pki: Pki) -> None:
+    """A client with no hybrid at all under --post-quantum require: handshake_failure, which it reports."""
+    server = echo_server(pool, "both", "--post-quantum", "require")
+    with pytest.raises(SSL.Error, match="handshake failure"):
+        echo_over_tcp(server.host, server.port, pq_context(pki, groups="X25519:P-256"), b"refused")
+
+
+# -- classical clients under each post-quantum mode --------------------------------------------------
+
+
+def _classical(client: str, server: Pair, pki: Pki) -> tuple[bool, str]:
+    """One exchange with a client that knows no hybrid; (served, what it printed). curl gets the http backend."""
+    line = f"{client} classical\n".encode()
+    if client == "curl":
+        proc = curl("--cacert", str(pki.ca_file), "--resolve", f"localhost:{server.port}:127.0.0.1",
+                    f"https://localhost:{server.port}/")
+        return proc.returncode == 0 and "status=200" in proc.stdout, proc.stdout + proc.stderr
+    if client == "openssl":
+        run = converse(s_client(server, pki), echo_steps(line))
+        return line.decode() in run.out, run.text
+    if client == "gnutls":
+        out = gnutls_cli(server, pki, TLS13_ONLY, data=line)
+        return line.decode() in out, out
+    if client == "python":
+        try:
+            got, _ = py_echo(server, py_context(pki), line)
+        except ssl.SSLError as exc:
+            return False, str(exc)
+        return got == line, got.decode(errors="replace")
+    try:
+        conn = tlslite_connect(server, tlslite_settings())
+    except Exception as exc:  # tlslite raises its own alert classes
+        return False, repr(exc)
+    try:
+        return tlslite_echo(conn, line) == line, ""
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("mode", ["prefer", "off", "require"])
+@pytest.mark.parametrize("client", ["openssl", "gnutls", "curl", "python", "tlslite"])
+def test_classical_clients_under_each_mode(pool: Pool, pki: Pki, client: str, mode: str) -> None:
+    """openssl s_client (3.0), gnutls-cli, curl, Python ssl and tlslite-ng offer no hybrid: prefer and off
+    serve them x25519 unchanged; require refuses them with handshake_failure (40)."""
+    server = pool.get("both", "--backend", "http" if client == "curl" else "echo", "--post-quantum", mode)
+    before = len(handshakes(server))
+    served, text = _classical(client, server, pki)
+    if mode == "require":
+        assert not served, text
+        assert re.search(r"alert number 40|handshake.failure|description=40|Handshake failed",
+                         text, re.I), text
+        assert len(handshakes(server)) == before
+    else:
+        assert served, text
+        (done,) = new_handshakes(server, before)
+        assert done["group_name"] == "x25519", done
