@@ -27,7 +27,7 @@ import cbor2
 from fuzz import common
 from fuzz.base import BLOB_CHANNEL_ID, BLOB_CONN, BLOB_KEY, op
 from tests.inmemory import Pair, client_context
-from tests.tlsclient import Client, Hello, record
+from tests.tlsclient import P256, P256MLKEM768, X25519, X25519MLKEM768, Client, Hello, record
 from tls_privsep.secured import messages as m
 from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared import blob as B
@@ -171,7 +171,19 @@ def client_hellos(recorded: Iterable[Session]) -> list[bytes]:
     hellos.append(h.encode())
     legacy = Hello(omit_extensions_block=True)
     hellos.append(legacy.encode())
+    hellos += [c.hello.encode() for c in hybrid_clients()]
     return hellos
+
+
+def hybrid_clients() -> list[Client]:
+    """Hellos with the post-quantum hybrid shares (draft-ietf-tls-ecdhe-mlkem), as Chrome and OpenSSL 3.5 send
+    them: Python's ssl (OpenSSL 3.0) knows no hybrid, so these are built by hand. The server's encapsulation is
+    random, so a recorded exchange would not replay past the ServerHello; the first flight is what they seed."""
+    return [
+        Client(groups=(X25519MLKEM768, X25519, P256), share_groups=(X25519MLKEM768, X25519)),
+        Client(groups=(P256MLKEM768, P256), share_groups=(P256MLKEM768,)),
+        Client(groups=(X25519MLKEM768, X25519), share_groups=(X25519,)),  # listed, not shared
+    ]
 
 
 def record_seeds(recorded: list[Session]) -> list[bytes]:
@@ -211,6 +223,12 @@ def handshake_seeds(recorded: list[Session]) -> list[bytes]:
         c.hello.set(42, b"")
         seeds.append(bytes([index]) + u16(0) + c.client_hello_record() + record(23, b"early data"))
     seeds.append(bytes([0]) + u16(0) + record(22, Hello(omit_extensions_block=True).encode(), 0x0301))
+    for index in range(len(common.CONFIG_NAMES)):
+        for c in hybrid_clients():
+            hello = c.client_hello_record()
+            seeds.append(bytes([index]) + u16(len(hello)) + hello)
+            share = u16(51) + u16(len(dict(c.hello.extensions)[51]))
+            seeds.append(bytes([index]) + u16(hello.index(share) + 40) + hello)  # cut inside the key share
     return seeds
 
 
