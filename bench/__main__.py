@@ -5,7 +5,7 @@ measured minutes apart on the same machine: absolute numbers drift with whatever
 does, ratios much less. The workers phase then sets our pair with ``--workers 2`` on two cores
 beside itself with ``--workers 1`` on one. See docs/performance.md for what each figure means.
 
-    python -m bench [--quick] [--only handshake,resumed,bulk,workers,handoff,memory,latency] [--keep]
+    python -m bench [--quick] [--only handshake,resumed,bulk,workers,handoff,memory,latency,pq] [--keep]
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from bench import pki, proc, report, servers
 from bench.servers import ROOT, Server, Workdir
 
 ALL = ("ours", "openssl", "trio_ssl")
-PHASES = ("handshake", "resumed", "bulk", "workers", "handoff", "memory", "latency")
+PHASES = ("handshake", "resumed", "bulk", "workers", "handoff", "memory", "latency", "pq")
+# The post-quantum phase: (server, group) pairs, each group the only one that server offers.
+PQ_SERVERS = (("ours", "x25519"), ("ours", "X25519MLKEM768"), ("pyopenssl", "X25519"),
+              ("pyopenssl", "X25519MLKEM768"))
 RESULTS = ROOT / "bench" / "results"
 BULK_STREAMS = 8  # the workers phase's downloads: with 8, SO_REUSEPORT leaves a worker idle once in 128 windows
 
@@ -155,14 +158,15 @@ def s_time(work: Workdir, server: Server, n_procs: int, seconds: int) -> dict[st
     return {"n": total, "wall": wall, "server_cpu": cpu, "client_cpu": client_cpu, "cores": (cores0, cores1)}
 
 
-def handshakes(work: Workdir, server: Server, plan: Plan, mode: str) -> dict[str, Any]:
-    """Closed-loop handshake load; CPU per handshake, handshakes/s, and which core was busy."""
-    if mode == "full" and plan.loadgen == "s_time":
+def handshakes(work: Workdir, server: Server, plan: Plan, mode: str, client: str = "ssl") -> dict[str, Any]:
+    """Closed-loop handshake load; CPU per handshake, handshakes/s, and which core was busy. ``client``
+    ``pyopenssl``: full handshakes from a client that offers the hybrid (hsclient.py)."""
+    if mode == "full" and plan.loadgen == "s_time" and client == "ssl":
         m = s_time(work, server, plan.clients, plan.seconds)
         n, reused, client_cpu = m["n"], 0, m["client_cpu"]
     else:
         clients = [_client(work, "bench.hsclient", "--port", str(server.port), "--mode", mode,
-                           "--seconds", str(plan.seconds)) for _ in range(plan.clients)]
+                           "--seconds", str(plan.seconds), "--client", client) for _ in range(plan.clients)]
         m = lockstep(server, clients)
         n = sum(r["n"] for r in m["results"])
         reused = sum(r["reused"] for r in m["results"])
@@ -172,7 +176,8 @@ def handshakes(work: Workdir, server: Server, plan: Plan, mode: str) -> dict[str
     if n == 0:
         raise RuntimeError(f"{server.name}: no handshake completed")
     return {"n": float(n), "reused": float(reused), "per_s": n / m["wall"], "cpu_us": m["server_cpu"] / n * 1e6,
-            **busy(work, m, client_cpu), "loadgen": plan.loadgen if mode == "full" else "python"}
+            **busy(work, m, client_cpu),
+            "loadgen": plan.loadgen if mode == "full" and client == "ssl" else f"python ({client})"}
 
 
 def busy(work: Workdir, m: dict[str, Any], client_cpu: float) -> dict[str, float]:
@@ -282,6 +287,49 @@ def phase_resumed(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
     res = results.setdefault("resumed", {"floor_us": engine.crypto_floor(None, plan.micro_n) * 1e6})
     with started(work, ALL, "ecdsa", tickets=2) as group:
         res.update(interleaved(plan, group, lambda srv: handshakes(work, srv, plan, "resume"), "resumed handshakes"))
+
+
+def phase_pq(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
+    """Full ECDSA handshakes from a client that offers X25519MLKEM768 and X25519 shares (pyOpenSSL): our pair
+    offering X25519 only, then the hybrid only, and the same pair of figures from a pyOpenSSL server, the
+    reference that speaks the hybrid (Debian's openssl 3.0 cannot). The same client in all four, so the
+    ratio hybrid / X25519 is what the hybrid costs the server.
+
+    The two groups of one server are measured back to back in every round (which goes first alternates), and
+    the figure of record is the median of those per-round ratios: the hybrid's cost is a few percent, less
+    than a shared machine drifts between windows minutes apart."""
+    from bench import engine, hsclient
+
+    pq = results.setdefault("pq", {})
+    with contextlib.ExitStack() as stack:
+        group: dict[str, Server] = {}
+        for name, grp in PQ_SERVERS:
+            if name == "ours":
+                server = servers.ours(work, "ecdsa", tickets=0, backend="echo", group=grp)
+            else:
+                server = servers.pyopenssl(work, "ecdsa", group=grp)
+            stack.enter_context(server)
+            server.name = f"{name}_{grp.lower()}"
+            got = hsclient.pq_connect(server.port)
+            if (got["cipher"], str(got["group"]).lower()) != (servers.SUITE, grp.lower()):
+                raise RuntimeError(f"{server.name} negotiated {got}")
+            group[server.name] = server
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in group}
+        ratios: dict[str, list[float]] = {"ours": [], "pyopenssl": []}
+        for i in range(max(plan.rounds, 3)):
+            for impl in ratios:
+                pair = [f"{impl}_x25519", f"{impl}_x25519mlkem768"]
+                for name in pair if i % 2 == 0 else pair[::-1]:
+                    log(f"full handshakes, hybrid client, {name}, round {i + 1}")
+                    rounds[name].append(handshakes(work, group[name], plan, "full", "pyopenssl"))
+                ratios[impl].append(rounds[pair[1]][-1]["cpu_us"] / rounds[pair[0]][-1]["cpu_us"])
+        for name, got in rounds.items():
+            summary = {k: statistics.median(r[k] for r in got) for k in got[0] if isinstance(got[0][k], float)}
+            pq[name] = {**summary, "rounds": got}
+        pq["cpu_ratio"] = {impl: statistics.median(v) for impl, v in ratios.items()}
+        pq["cpu_ratio_rounds"] = ratios
+    n = max(50, plan.micro_n // 5)
+    pq["engine_us"] = {grp: engine.pq_engine_us(grp, n) for grp in ("x25519", "X25519MLKEM768")}
 
 
 def bulk_window(work: Workdir, plan: Plan, server: Server, way: str, backend_pid: int) -> dict[str, Any]:
@@ -512,6 +560,7 @@ def main() -> int:
         ("workers", lambda: phase_workers(work, plan, results, (backend.pid, discard, source))),
         ("handoff", lambda: phase_handoff(plan, results)),
         ("memory", lambda: phase_memory(work, plan, results, discard)),
+        ("pq", lambda: phase_pq(work, plan, results)),
     ]
     if "latency" in only and "handshake" not in only:
         steps.append(("latency", lambda: phase_handshake(work, plan, results, latency=True)))
@@ -536,6 +585,9 @@ def main() -> int:
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(report.table(results))
+    if "pq" in results:
+        print()
+        print(report.pq_table(results))
     if "workers" in results:
         print()
         print(report.workers_table(results))

@@ -11,7 +11,9 @@ signature), so "overhead" is what our Python adds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import dataclasses
 import pstats
 import ssl
 import time
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 from bench.pki import KINDS, in_memory
 from tls_privsep.launcher.testing import new_key
 from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.shared.config import GROUP_NAMES
 
 
 def one_handshake(config: object, ctx: ssl.SSLContext) -> float:
@@ -51,6 +54,47 @@ def one_handshake(config: object, ctx: ssl.SSLContext) -> float:
             incoming.write(reply)
         if done and server.complete:
             return spent
+
+
+def pq_engine_us(group: str, n: int) -> float:
+    """µs of engine CPU per full ECDSA handshake with a client that offers X25519MLKEM768 and X25519 shares
+    (pyOpenSSL over memory BIOs), the engine offering ``group`` only: the in-memory half of the bench's
+    post-quantum phase."""
+    from OpenSSL import SSL
+
+    config = dataclasses.replace(in_memory().server_config("ecdsa"), groups=(GROUP_NAMES[group.lower()],))
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+
+    def one() -> float:
+        client = SSL.Connection(ctx, None)
+        client.set_connect_state()
+        server, spent = None, 0.0
+        for _ in range(10):
+            with contextlib.suppress(SSL.WantReadError):
+                client.do_handshake()
+            data = b""
+            with contextlib.suppress(SSL.WantReadError):
+                data = client.bio_read(1 << 20)
+            t0 = time.thread_time()
+            if server is None:
+                server = ServerHandshake(config)
+            if data:
+                server.receive_data(data)
+            reply = server.data_to_send()
+            done = server.complete
+            if done:
+                server.export()
+            spent += time.thread_time() - t0
+            if reply:
+                client.bio_write(reply)
+            if done:
+                return spent
+        raise RuntimeError("handshake did not finish")
+
+    for _ in range(10):
+        one()
+    return sum(one() for _ in range(n)) / n * 1e6
 
 
 def crypto_floor(kind: str | None, n: int) -> float:

@@ -5,11 +5,15 @@ The bench starts several of these on the client core. ``resume`` is why this exi
 NewSessionTicket). Each connection sends one short line and reads the answer, which both proves
 the server finished the handshake and lets the client take in the tickets for the next one.
 
+``--client pyopenssl`` makes full handshakes through pyOpenSSL instead, on the OpenSSL of
+cryptography's wheels, which offers X25519MLKEM768 and X25519 shares (the post-quantum phase):
+Python's ``ssl`` links the system's OpenSSL 3.0, which knows no hybrid.
+
 Protocol with the bench: prints ``ready`` once warmed up, waits for a line on stdin, runs for
 ``--seconds``, prints one JSON line of counts and its own CPU time.
 
-    python -m bench.hsclient --port P --mode full|resume --seconds S
-    python -m bench.hsclient --port P --check       (one handshake; prints version and suite)
+    python -m bench.hsclient --port P --mode full|resume --seconds S [--client ssl|pyopenssl]
+    python -m bench.hsclient --port P --check       (one handshake; prints version, suite and group)
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 import time
 
 PING = b"ping\n"
+PQ_GROUPS = b"*X25519MLKEM768:*X25519:secp256r1:X448:secp384r1"  # shares for the first two, as OpenSSL 3.5
 
 
 def client_context() -> ssl.SSLContext:
@@ -43,6 +48,43 @@ def connect(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None, ping
         if not tls.recv(64):
             raise ConnectionError("server closed instead of answering")
     return tls
+
+
+def pq_connect(port: int) -> dict[str, object]:
+    """One full handshake through pyOpenSSL (no chain check, as above); what was negotiated."""
+    from OpenSSL import SSL
+    from OpenSSL._util import lib
+
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    # OpenSSL 3.5's own default, spelled out: the bench's OPENSSL_CONF pins X25519 for the other peers.
+    lib.SSL_CTX_set1_curves_list(ctx._context, PQ_GROUPS)
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = SSL.Connection(ctx, raw)
+        conn.set_tlsext_host_name(b"localhost")
+        conn.set_connect_state()
+        conn.do_handshake()
+        return {"version": conn.get_protocol_version_name(), "cipher": conn.get_cipher_name(),
+                "group": conn.get_group_name()}
+
+
+def run_pq(port: int, seconds: float) -> dict[str, float]:
+    for _ in range(3):  # warm-up
+        pq_connect(port)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    n = errors = 0
+    t0, cpu0 = time.monotonic(), time.process_time()
+    deadline = t0 + seconds
+    while time.monotonic() < deadline:
+        try:
+            pq_connect(port)
+        except Exception:  # pyOpenSSL's errors and OSError alike: counted, never fatal
+            errors += 1
+            continue
+        n += 1
+    return {"n": n, "reused": 0, "errors": errors, "wall": time.monotonic() - t0, "cpu": time.process_time() - cpu0}
 
 
 def run(port: int, mode: str, seconds: float) -> dict[str, float]:
@@ -87,8 +129,12 @@ def main() -> None:
     ap.add_argument("--mode", choices=("full", "resume"), default="full")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--client", choices=("ssl", "pyopenssl"), default="ssl")
     args = ap.parse_args()
-    result = check(args.port) if args.check else run(args.port, args.mode, args.seconds)
+    if args.client == "pyopenssl":
+        result = pq_connect(args.port) if args.check else run_pq(args.port, args.seconds)
+    else:
+        result = check(args.port) if args.check else run(args.port, args.mode, args.seconds)
     print(json.dumps(result), flush=True)
     os._exit(0)
 

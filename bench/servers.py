@@ -1,8 +1,9 @@
-"""Start and stop the three servers on the server core: our pair, ``openssl s_server``, the trio+ssl reference.
+"""Start and stop the servers on the server core: our pair, ``openssl s_server``, the trio+ssl reference, and
+for the post-quantum phase our pair and a pyOpenSSL server with the hybrid X25519MLKEM768 or X25519.
 
-Every server gets the same certificate, TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519 only, and the
-same ticket count; each runs with its default logging and writes it to a file in the bench's work
-directory. A server is a process tree; :meth:`Server.cpu` sums the whole tree.
+Every server gets the same certificate, TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519 only (the hybrid
+where its phase says so), and the same ticket count; each runs with its default logging and writes it to a
+file in the bench's work directory. A server is a process tree; :meth:`Server.cpu` sums the whole tree.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ Groups = X25519
 OURS_TOML = """\
 [secured]
 cipher_suites = ["TLS_AES_128_GCM_SHA256"]
-groups = ["x25519"]
+groups = {groups}
 
 [appd]
 max_connections = {max_connections}
@@ -144,14 +145,14 @@ def _wait_port(server: Server) -> None:
 
 
 def ours(work: Workdir, kind: str, *, tickets: int, backend: str, max_connections: int = 10000, workers: int = 1,
-         cores: Iterable[int] | None = None) -> Server:
+         cores: Iterable[int] | None = None, group: str = "x25519") -> Server:
     """The launcher, as an operator runs it (default logging), with a config pinning suite and group.
 
     ``workers`` is passed on as ``--workers``; ``cores`` replaces the server core (the whole tree may run there).
     """
     port = proc.free_port()
     cfg = work.path / f"ours-{port}.toml"
-    cfg.write_text(OURS_TOML.format(max_connections=max_connections))
+    cfg.write_text(OURS_TOML.format(max_connections=max_connections, groups=json.dumps([group])))
     rundir = work.path / f"run-{port}"
     cert, key = work.certs[kind]
     argv = [*cli.daemon_argv("launcher"), "run", "-c", str(cfg), "--listen", f"127.0.0.1:{port}",
@@ -182,6 +183,17 @@ def trio_ssl(work: Workdir, kind: str, *, tickets: int, backend: str) -> Server:
     argv = [sys.executable, "-m", "bench.trio_ssl_server", "--port", str(port), "--cert", str(cert),
             "--key", str(key), "--backend", backend, "--tickets", str(tickets)]
     server = _spawn(work, "trio-ssl", port, argv, env=work.env)
+    _wait_line(server, b"ready")
+    return server
+
+
+def pyopenssl(work: Workdir, kind: str, *, group: str) -> Server:
+    """bench/pyopenssl_server.py: the OpenSSL of cryptography's wheels, offering ``group`` only."""
+    port = proc.free_port()
+    cert, key = work.certs[kind]
+    argv = [sys.executable, "-m", "bench.pyopenssl_server", "--port", str(port), "--cert", str(cert),
+            "--key", str(key), "--groups", group]
+    server = _spawn(work, f"pyopenssl-{group}", port, argv, env=work.env)
     _wait_line(server, b"ready")
     return server
 
