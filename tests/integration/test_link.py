@@ -8,7 +8,7 @@ import structlog
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from tls_privsep.appd.link import SecuredLink, SecuredUnavailable, fd_connector
+from tls_privsep.appd.link import SecuredLink, SecuredUnavailable, Step, fd_connector
 from tls_privsep.shared import channel as ch
 
 CLIENT_HELLO = b"\x16\x03\x01\x00\x00"
@@ -108,3 +108,74 @@ def test_open_queued_when_the_channel_is_lost_leaves_nothing_behind() -> None:
         assert link.connections == 0
 
     trio.run(main)
+
+
+def test_a_step_cancelled_with_its_answer_unread_still_aborts_the_connection() -> None:
+    """appd's deadline cancels a step just as secured's hs answer arrives (both before the step task runs
+    again): the connection is still open in secured, with its handshake secrets, so leaving the handshake
+    must abort it."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            link, theirs = await _linked(nursery)
+            with trio.fail_after(5):
+                scope = trio.CancelScope()
+
+                async def connection() -> None:
+                    async with link.handshake("peer") as hs:
+                        delivered = hs.deliver
+
+                        def cancel_then_deliver(step: Step) -> None:
+                            scope.cancel()  # the deadline fired; the step task has not run since
+                            delivered(step)
+
+                        hs.deliver = cancel_then_deliver  # type: ignore[method-assign]
+                        with scope:
+                            await hs.step(CLIENT_HELLO)
+                            await trio.sleep_forever()
+
+                nursery.start_soon(connection)
+                opened = ch.decode(await theirs.recv(ch.MAX_MESSAGE + 1))
+                assert isinstance(opened, ch.Open)
+                await theirs.send(ch.Hs(opened.conn, b"flight", len(CLIENT_HELLO)).encode())
+                after = ch.decode(await theirs.recv(ch.MAX_MESSAGE + 1))
+                assert after == ch.Abort(opened.conn)
+                assert link.connections == 0
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_an_unasked_fail_right_behind_an_answer_is_kept_for_the_next_step() -> None:
+    """secured answers an hs and gives up on the connection unasked right after (its deadline): the step gets
+    the flight, and the next step the fail; neither overwrites the other."""
+
+    async def one() -> list[tuple[bytes, str | None]]:
+        seen: list[tuple[bytes, str | None]] = []
+        async with trio.open_nursery() as nursery:
+            link, theirs = await _linked(nursery)
+            with trio.fail_after(5):
+                async with link.handshake("peer") as hs:
+                    answered = trio.Event()
+
+                    async def first() -> None:
+                        step = await hs.step(CLIENT_HELLO)
+                        seen.append((step.data, step.failure))
+                        answered.set()
+
+                    nursery.start_soon(first)
+                    opened = ch.decode(await theirs.recv(ch.MAX_MESSAGE + 1))
+                    assert isinstance(opened, ch.Open)
+                    await theirs.send(ch.Hs(opened.conn, b"flight", len(CLIENT_HELLO)).encode())
+                    await theirs.send(ch.Fail(opened.conn, b"alert", "timeout").encode())
+                    await answered.wait()
+                    with hs.waiting_for_client() as waiting:
+                        await trio.sleep(1)  # the client is slow; the unasked fail ends this wait at once
+                    assert waiting.cancelled_caught
+                    step = await hs.step(b"")
+                    seen.append((step.data, step.failure))
+            nursery.cancel_scope.cancel()
+        return seen
+
+    for _ in range(20):
+        assert trio.run(one) == [(b"flight", None), (b"alert", "timeout")]

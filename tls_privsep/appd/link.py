@@ -356,11 +356,12 @@ class SecuredLink:
 
 
 class HandshakeChannel:
-    """One connection's handshake as the link sees it: its id on the channel, and secured's answer.
+    """One connection's handshake as the link sees it: its id on the channel, and secured's answers.
 
-    secured answers each ``open``/``hs``, and may also speak unasked (its deadline, or no room for
-    another handshake): such an answer waits here for :meth:`step` and cuts short the wait for the
-    client (:meth:`waiting_for_client`).
+    secured answers each ``open``/``hs``; it may also speak unasked (its deadline, or no room for
+    another handshake), always with a final ``fail``. Such an answer is kept apart from the answer to
+    the question in flight (both can arrive before :meth:`step` runs again), waits for the next
+    :meth:`step`, and cuts short the wait for the client (:meth:`waiting_for_client`).
     """
 
     def __init__(self, link: SecuredLink, peer: str) -> None:
@@ -368,38 +369,42 @@ class HandshakeChannel:
         self.peer = peer
         self.conn = 0  # the id its open got; 0 until then
         self.channel: ch.ChannelState | None = None  # the channel its open went out on
-        self.finished = False
+        self.finished = False  # secured has retired this connection (done or fail), or the channel is gone
         self.lost = False  # the channel this handshake began on is gone
-        self._answered: trio.Event | None = None  # set while step() waits for secured
-        self._answer: Step | None = None  # secured's answer, asked for or not, not yet taken
+        self._asked: trio.Event | None = None  # set while step() waits for secured's answer
+        self._answer: Step | None = None  # the answer to what step() asked
+        self._unasked: Step | None = None  # what secured said unasked, until step() takes it
         self._waiting: trio.CancelScope | None = None
 
     @property
     def awaiting(self) -> bool:
         """It has asked secured something and no answer has come yet."""
-        return self._answered is not None and not self._answered.is_set()
+        return self._asked is not None and self._answer is None
 
     def opened(self, conn: int, channel: ch.ChannelState) -> None:
         self.conn, self.channel = conn, channel
 
     def deliver(self, step: Step) -> None:
         """secured's answer (from the link's reader)."""
-        self._answer = step
-        if self._answered is not None:
-            self._answered.set()
-        else:
-            self.interrupt()  # unasked: the client need not be waited for any longer
+        if self.awaiting:
+            assert self._asked is not None
+            self._answer = step
+            self._asked.set()
+            return
+        if self._unasked is None:
+            self._unasked = step
+        self.interrupt()  # unasked: the client need not be waited for any longer
 
     def lose(self) -> None:
         """The channel is gone (from the link)."""
         self.lost = True
-        if self._answered is not None:
-            self._answered.set()
+        if self._asked is not None:
+            self._asked.set()
         self.interrupt()
 
     def settled(self) -> bool:
-        """Nothing left to tell secured: it gave its final answer (taken or still waiting here)."""
-        return self.finished or self._answer is not None
+        """Nothing left to tell secured: it retired the connection (its final answer taken, or waiting here)."""
+        return self.finished or self._unasked is not None
 
     @contextlib.contextmanager
     def waiting_for_client(self) -> Iterator[trio.CancelScope]:
@@ -407,7 +412,7 @@ class HandshakeChannel:
         :meth:`step` has an answer that needs no input: secured gave up on the connection unasked
         (its deadline, or no room for another handshake), or the channel was lost."""
         with trio.CancelScope() as scope:
-            if self.lost or self._answer is not None:
+            if self.lost or self._unasked is not None:
                 scope.cancel()
             self._waiting = scope
             try:
@@ -422,23 +427,29 @@ class HandshakeChannel:
     async def step(self, data: bytes) -> Step:
         """Relay ``data`` (in ``open`` the first time) and wait for secured's answer (``b""`` only
         collects one it already gave)."""
-        unasked = self._answer
+        unasked = self._unasked
         if unasked is not None:  # secured already gave up on this connection
             self.finished = True
-            self._answer = None
+            self._unasked = None
             return unasked
         if self.lost or not data:
             self.finished = True
             raise SecuredUnavailable("channel to secured lost during the handshake")
-        self._answered = answered = trio.Event()
+        self._asked = asked = trio.Event()
         try:
             if self.conn:
                 await self._link.send_hs(self, data)
             else:
                 await self._link.send_open(self, data)
-            await answered.wait()
+            await asked.wait()
+        except BaseException:
+            # Cancelled (appd's deadline, shutdown) or failed: an answer that came meanwhile is dropped, and a
+            # done's keys with it. Unless that answer was final, the connection is still open in secured,
+            # and leaving the handshake() block aborts it.
+            self._drop_answer()
+            raise
         finally:
-            self._answered = None
+            self._asked = None
         answer, self._answer = self._answer, None
         if self.lost or answer is None:
             self.finished = True
@@ -446,3 +457,12 @@ class HandshakeChannel:
         if answer.state is not None or answer.failure is not None:
             self.finished = True
         return answer
+
+    def _drop_answer(self) -> None:
+        answer, self._answer = self._answer, None
+        if answer is None:
+            return
+        if answer.state is not None:
+            answer.state.wipe()
+        if answer.state is not None or answer.failure is not None:
+            self.finished = True
