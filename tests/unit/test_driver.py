@@ -131,3 +131,40 @@ def test_closing_the_channel_ends_every_handshake_on_it() -> None:
     assert stats.in_flight == 2
     d.close()
     assert stats.in_flight == 0 and d.in_flight == 0
+
+
+def test_the_shell_counts_a_batch_before_its_first_send_waits() -> None:
+    """The deadline fails two connections at once and the first fail has to wait for room on the socket: the
+    order checker has already retired both, so appd's hs for the second (crossing its fail) is dropped as
+    crossing instead of reaching the driver, which no longer knows it, and tearing the channel down."""
+    import trio
+    import trio.testing
+
+    from tls_privsep.secured.daemon import _Channel
+
+    class FullSocket:
+        def __init__(self) -> None:
+            self.room = trio.Event()
+            self.sent: list[bytes] = []
+
+        async def send(self, make: object) -> None:
+            await self.room.wait()
+            self.sent.append(make())  # type: ignore[operator]
+
+    async def main() -> None:
+        dg = FullSocket()
+        chan = _Channel(None, dg, structlog.get_logger())  # type: ignore[arg-type]
+        chan.state.hello_sent = chan.state.hello_received = True
+        for conn in (1, 2):
+            assert chan.state.receive(ch.Open(conn, "p", b"hello"))
+            chan.state.send(ch.Hs(conn, b"flight", 5))
+            assert chan.state.receive(ch.Hs(conn, b"finished", 0))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chan.send, [ch.Fail(1, b"", "timeout"), ch.Fail(2, b"", "timeout")])
+            await trio.testing.wait_all_tasks_blocked()
+            assert dg.sent == []  # the first fail waits for room
+            assert chan.state.receive(ch.Hs(2, b"late", 0)) is False  # crossing: dropped, not an unknown conn
+            dg.room.set()
+        assert [ch.decode(d) for d in dg.sent] == [ch.Fail(1, b"", "timeout"), ch.Fail(2, b"", "timeout")]
+
+    trio.run(main)

@@ -469,3 +469,15 @@ async def _receive_nowait(stream: trio.abc.ReceiveStream) -> bytes:
     with trio.move_on_after(0.05):
         return await stream.receive_some()
     return b""
+
+
+def test_an_imported_count_below_the_sequence_number_never_lengthens_the_keys_life() -> None:
+    """A state whose records_protected says fewer records than its write_seq (a producer that left the default
+    0): the sequence number still counts, so the key is retired as early as with the true count."""
+    def left(records_protected: int) -> int:
+        state = TrafficState(SUITE, bytearray(CLIENT_SECRET), bytearray(SERVER_SECRET), write_seq=5,
+                             records_protected=records_protected)
+        return RecordLayer.from_traffic_state(state, key_update_after=8).records_before_key_update()
+
+    assert left(0) == left(5) == 2  # 8 per key, the KeyUpdate included, 5 used
+    assert left(6) == 1  # more records than the sequence number shows: the count wins

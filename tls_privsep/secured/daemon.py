@@ -131,14 +131,16 @@ class _Channel:
         self.driver: ChannelDriver | None = None
 
     async def send(self, msgs: list[ch.Message]) -> None:
+        # All counted before the first await: a batch retires its connections at once in the order checker
+        # (the driver already has), so an hs from appd that crosses a fail still waiting for room on the
+        # socket is dropped as crossing, not taken for an unknown connection. Each connection's messages
+        # still leave in their order; across connections the order carries no meaning.
         for msg in msgs:
-            def make(msg: ch.Message = msg) -> bytes:
-                self.state.send(msg)
-                return msg.encode()
-
+            self.state.send(msg)
+        for msg in msgs:
             # Not shielded: a send here is only cancelled when the channel is torn down, and its order
             # checker goes with it, so a counted datagram that never leaves wrongs nobody.
-            await self.dg.send(make)
+            await self.dg.send(msg.encode)
 
     async def recv(self) -> ch.Message | None:
         datagram = await self.dg.recv(ch.MAX_MESSAGE + 1)

@@ -134,7 +134,9 @@ class RecordLayer:
                     max_key_updates=max_key_updates, max_warning_alerts=max_warning_alerts)
         layer.set_read_key(state.suite, state.read_secret, state.read_seq)
         layer.set_write_key(state.suite, state.write_secret, state.write_seq)
-        layer._key_update_seq -= state.records_protected - state.write_seq  # protected, but not counted by seq
+        # Records the key protected that its sequence number does not count (none in TLS 1.3, where the number
+        # starts at 0 with each key); a smaller count than the sequence number must never lengthen its life.
+        layer._key_update_seq -= max(state.records_protected, state.write_seq) - state.write_seq
         layer.enter(Phase.APPLICATION)
         return layer
 
