@@ -9,6 +9,7 @@ across records; and what appd reads of the ServerHello it relays.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
@@ -16,14 +17,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.inmemory import server_config
+from tests.inmemory import pki, server_config
 from tests.tlsclient import HYBRID_ECDH, P256, P256MLKEM768, X25519, X25519MLKEM768, Client, record, u16s
-from tls_privsep.secured import groups
+from tls_privsep.secured import __main__ as secured_main
+from tls_privsep.secured import groups, setup
 from tls_privsep.secured import messages as m
+from tls_privsep.secured.credentials import CredentialStore
 from tls_privsep.secured.groupchoice import PQ_POLICIES, PqPolicy, choose, ranking
 from tls_privsep.secured.handshake import ServerHandshake
+from tls_privsep.shared.config import SecuredSettings
 from tls_privsep.shared.errors import AlertDescription as AD
-from tls_privsep.shared.errors import IllegalParameter, LocalAlert
+from tls_privsep.shared.errors import ConfigError, IllegalParameter, LocalAlert
 from tls_privsep.shared.record import RecordLayer
 from tls_privsep.shared.serverhello import negotiated_group
 from tls_privsep.shared.wire import u16, vector
@@ -412,3 +416,77 @@ def test_a_hybrid_exchange_imports_nothing_after_the_preload() -> None:
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]", run.stdout
+
+
+# ---- a cryptography without ML-KEM ---------------------------------------------------------------------------
+
+
+class _Log:
+    """A stand-in for secured's structlog logger that keeps its warnings."""
+
+    def __init__(self) -> None:
+        self.warnings: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **kw: object) -> None:
+        self.warnings.append((event, kw))
+
+
+def _settings(**kw: object) -> SecuredSettings:
+    return replace(SecuredSettings(), **kw)  # type: ignore[arg-type]
+
+
+def _creds() -> CredentialStore:
+    return CredentialStore([pki().creds["ecdsa"]])
+
+
+@pytest.fixture
+def no_mlkem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(groups, "hybrids_available", lambda: False)
+
+
+@pytest.mark.usefixtures("no_mlkem")
+def test_prefer_without_mlkem_drops_the_hybrids_and_start_and_reload_warn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server still starts, classical only, and says which configured groups it left out, at start and on
+    every reload (a reload re-reads the settings, so it says it again)."""
+    sec = _settings(certificates=(), groups=("X25519MLKEM768", "x25519", "SecP256r1MLKEM768", "secp256r1"))
+    assert setup.unavailable_groups(sec) == ["X25519MLKEM768", "SecP256r1MLKEM768"]
+    monkeypatch.setattr(setup, "load_credentials", lambda _: _creds())
+    log = _Log()
+    config = secured_main.load_config(sec, log)  # type: ignore[arg-type]
+    assert tuple(config.groups) == (X25519, P256)
+    assert log.warnings == [("groups unavailable", {"groups": ["X25519MLKEM768", "SecP256r1MLKEM768"],
+                                                    "reason": "this cryptography has no ML-KEM (it needs OpenSSL 3.5 or later)"})]
+    monkeypatch.setattr(secured_main, "secured_settings", lambda _: (None, sec))
+    secured_main.reload_config(None, config, log)  # type: ignore[arg-type]
+    assert len(log.warnings) == 2 and log.warnings[1] == log.warnings[0]
+
+
+@pytest.mark.usefixtures("no_mlkem")
+def test_without_mlkem_no_warning_when_no_hybrid_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(setup, "load_credentials", lambda _: _creds())
+    log = _Log()
+    secured_main.load_config(_settings(groups=("x25519",)), log)  # type: ignore[arg-type]
+    assert log.warnings == []
+
+
+@pytest.mark.usefixtures("no_mlkem")
+def test_only_hybrids_without_mlkem_is_its_own_config_error() -> None:
+    with pytest.raises(ConfigError) as exc:
+        setup.server_config(_settings(groups=("X25519MLKEM768", "SecP256r1MLKEM768")), credentials=_creds())
+    assert "lists only hybrids" in str(exc.value) and "unsupported or empty" not in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.usefixtures("no_mlkem")
+def test_require_without_mlkem_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no ML-KEM"):
+        setup.server_config(_settings(post_quantum="require"), credentials=_creds())
+
+
+@pytest.mark.usefixtures("no_mlkem")
+def test_server_config_refuses_hybrids_without_mlkem() -> None:
+    """A ServerConfig built without setup.py cannot list a hybrid it could only answer with internal_error;
+    by default it lists the groups that can run."""
+    with pytest.raises(ValueError, match="need ML-KEM"):
+        server_config(groups=(X25519MLKEM768, X25519))
+    assert tuple(server_config().groups) == groups.CLASSICAL_GROUPS

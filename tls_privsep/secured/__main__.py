@@ -14,8 +14,8 @@ import trio
 
 from tls_privsep.secured.daemon import Secured, open_listener
 from tls_privsep.secured.driver import Limits
-from tls_privsep.secured.handshake import ServerConfig
-from tls_privsep.secured.setup import server_config
+from tls_privsep.secured.handshake import ServerConfig, TicketSealer
+from tls_privsep.secured.setup import server_config, unavailable_groups
 from tls_privsep.secured.tickets import TicketKeys
 from tls_privsep.shared import cli, hardening, preload, systemd, workers
 from tls_privsep.shared import log as logging_setup
@@ -40,7 +40,7 @@ async def run(args: argparse.Namespace, daemon: Secured, listener: trio.socket.S
     """Serve the channel listener (or the one inherited channel) until a stop signal; ``path`` is the socket's
     name for the log (ours was bound under a staging name, so the socket itself would tell another)."""
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_signals, nursery.cancel_scope, daemon, lambda old: reload_config(args, old))
+        nursery.start_soon(_signals, nursery.cancel_scope, daemon, lambda old: reload_config(args, old, daemon.log))
         nursery.start_soon(_heartbeat, daemon)
         if args.ipc_fd is not None:
             sock = trio.socket.fromfd(args.ipc_fd, socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -85,13 +85,25 @@ def secured_settings(args: argparse.Namespace) -> tuple[Settings, SecuredSetting
     return settings, sec
 
 
-def reload_config(args: argparse.Namespace, old: ServerConfig) -> ServerConfig:
+def load_config(sec: SecuredSettings, log: logging_setup.Logger,
+                ticket_keys: TicketSealer | None = None) -> ServerConfig:
+    """server_config(), with a warning naming the configured groups it had to leave out (the hybrids, when
+    this cryptography has no ML-KEM): otherwise a server meant to be post-quantum turns classical unseen."""
+    config = server_config(sec, ticket_keys=ticket_keys)
+    dropped = unavailable_groups(sec)
+    if dropped:
+        log.warning("groups unavailable", groups=dropped,
+                    reason="this cryptography has no ML-KEM (it needs OpenSSL 3.5 or later)")
+    return config
+
+
+def reload_config(args: argparse.Namespace, old: ServerConfig, log: logging_setup.Logger) -> ServerConfig:
     """Re-read the configuration file and every certificate and key; ConfigError leaves ``old`` in place.
 
     Ticket keys carry over, so tickets issued before the reload still resume.
     """
     _, sec = secured_settings(args)
-    return server_config(sec, ticket_keys=old.ticket_keys)
+    return load_config(sec, log, ticket_keys=old.ticket_keys)
 
 
 def _status(daemon: Secured) -> str:
@@ -139,7 +151,7 @@ def _main(args: argparse.Namespace) -> int:
         user = args.user or sec.user
         if os.geteuid() == 0 and not user and not args.check:
             raise ConfigError("secured refuses to run as root: give it a user to drop to (--user)")
-        config = server_config(sec)  # reads the keys, while we may still be root
+        config = load_config(sec, log)  # reads the keys, while we may still be root
         allowed = {os.getuid(), *sec.allowed_uids, *args.allow_uid}
         if user and args.ipc_fd is None:
             # On the listening socket, root is not a peer we expect once we drop to a user. (An inherited
@@ -191,7 +203,7 @@ def _main(args: argparse.Namespace) -> int:
     def reload() -> bool:
         nonlocal config
         try:
-            config = reload_config(args, config)  # workers forked later start from it
+            config = reload_config(args, config, log)  # workers forked later start from it
         except Exception as exc:  # a reload must never take down the supervisor
             log.error("reload refused", error=str(exc) if isinstance(exc, ConfigError)
                       else f"unexpected {type(exc).__name__} while loading")

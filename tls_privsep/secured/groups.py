@@ -102,6 +102,11 @@ def hybrids_available() -> bool:
     return True
 
 
+def available_groups() -> tuple[int, ...]:
+    """SUPPORTED_GROUPS less the hybrids when there is no ML-KEM: the groups a ServerConfig may list."""
+    return SUPPORTED_GROUPS if hybrids_available() else CLASSICAL_GROUPS
+
+
 def generate(group: int) -> EphemeralKey:
     """A fresh ephemeral key for a classical group (RFC 8446 §4.2.8; the draft's §4: never reused)."""
     if group == NamedGroup.x25519:

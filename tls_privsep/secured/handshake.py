@@ -24,7 +24,7 @@ import hmac
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from cryptography import x509
@@ -90,7 +90,8 @@ class ServerConfig:
 
     credentials: CredentialStore
     cipher_suites: Sequence[int] = DEFAULT_SUITES  # server preference order
-    groups: Sequence[int] = groups.SUPPORTED_GROUPS  # preference order within each kind (groupchoice.py)
+    # Preference order within each kind (groupchoice.py); by default every group this cryptography can run.
+    groups: Sequence[int] = field(default_factory=groups.available_groups)
     post_quantum: PqPolicy = "prefer"  # where the hybrids stand: prefer, require, off (groupchoice.py)
     alpn: Sequence[str] = ()  # server preference order; empty = ALPN not negotiated
     tickets: int = 2  # NewSessionTickets per full handshake
@@ -113,6 +114,10 @@ class ServerConfig:
             raise ValueError(f"unsupported cipher suites {unknown}")
         if not self.groups or any(g not in groups.SUPPORTED_GROUPS for g in self.groups):
             raise ValueError("unsupported or empty group list")
+        if not groups.hybrids_available() and any(groups.is_hybrid(g) for g in self.groups):
+            # Refused here, not at the first hybrid share: without ML-KEM, groups.respond() would raise
+            # UnsupportedAlgorithm mid-handshake, which the engine can only answer with internal_error.
+            raise ValueError("hybrid groups need ML-KEM, which this cryptography lacks (OpenSSL 3.5 or later)")
         if self.post_quantum not in PQ_POLICIES:
             raise ValueError(f"post_quantum must be one of {', '.join(PQ_POLICIES)}")
         if not ranking(self.groups, self.post_quantum):

@@ -7,7 +7,7 @@ from tls_privsep.secured.credentials import Credential, CredentialStore
 from tls_privsep.secured.handshake import ServerConfig, TicketSealer
 from tls_privsep.secured.peerauth import ClientCertVerifier
 from tls_privsep.secured.tickets import TicketKeys
-from tls_privsep.shared.config import GROUP_NAMES, SUITE_NAMES, SecuredSettings
+from tls_privsep.shared.config import GROUP_LABELS, GROUP_NAMES, SUITE_NAMES, SecuredSettings
 from tls_privsep.shared.errors import ConfigError
 
 
@@ -15,6 +15,18 @@ def load_credentials(settings: SecuredSettings) -> CredentialStore:
     if not settings.certificates:
         raise ConfigError("secured: no certificate configured (give --cert and --key)")
     return CredentialStore([Credential.from_files(p.cert, p.key) for p in settings.certificates])
+
+
+def unavailable_groups(settings: SecuredSettings) -> list[str]:
+    """The configured groups this ``cryptography`` cannot run (the hybrids, without ML-KEM), by IANA name.
+
+    server_config() leaves them out under ``prefer``; the caller logs them (at start and on each reload),
+    as this module has no logger, so that a silently classical server is not mistaken for a hybrid one.
+    """
+    if groups.hybrids_available():
+        return []
+    ids = (GROUP_NAMES[g.lower()] for g in settings.groups)
+    return [GROUP_LABELS[g] for g in ids if groups.is_hybrid(g)]
 
 
 def server_config(settings: SecuredSettings, credentials: CredentialStore | None = None,
@@ -33,6 +45,9 @@ def server_config(settings: SecuredSettings, credentials: CredentialStore | None
             raise ConfigError("secured.post_quantum = \"require\", but this cryptography has no ML-KEM "
                               "(it needs OpenSSL 3.5 or later, as in its wheels)")
         group_ids = tuple(g for g in group_ids if not groups.is_hybrid(g))
+        if not group_ids:
+            raise ConfigError("secured.groups lists only hybrids, and this cryptography has no ML-KEM "
+                              "(add x25519 or secp256r1, or use a cryptography built with OpenSSL 3.5 or later)")
     try:
         return ServerConfig(
             credentials=credentials or load_credentials(settings),
