@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tests.inmemory import pki, server_config
@@ -205,19 +205,98 @@ def test_hostile_share(group: int, share: bytes | None, alert: AD, kw: dict[str,
 # ---- hypothesis over the share parser ------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
-@given(group=st.sampled_from(HYBRIDS),
-       share=st.one_of(st.binary(max_size=1300), st.binary(min_size=1216, max_size=1216),
-                       st.binary(min_size=1249, max_size=1249)))
-def test_any_share_is_a_secret_or_illegal_parameter(group: int, share: bytes) -> None:
-    """Whatever the client sends as a hybrid share: a 64-byte secret with a share of the right length, or
-    illegal_parameter; never another exception."""
+def _byte_encode_12(coefficients: list[int]) -> bytes:
+    """FIPS 203 ByteEncode_12: two 12-bit coefficients to three bytes, little end first."""
+    out = bytearray()
+    for a, b in zip(coefficients[::2], coefficients[1::2], strict=True):
+        out += bytes([a & 0xFF, (a >> 8) | ((b & 0x0F) << 4), b >> 4])
+    return bytes(out)
+
+
+def _encapsulation_keys(valid: bool) -> st.SearchStrategy[bytes]:
+    """ML-KEM-768 encapsulation keys: 768 coefficients and a 32-byte seed. ``valid``: real keys, or every
+    coefficient below q; otherwise also random bytes and keys with one coefficient of q or more."""
+    coefficients = st.lists(st.integers(0, Q - 1), min_size=768, max_size=768)
+    built = st.builds(lambda c, rho: _byte_encode_12(c) + rho, coefficients, st.binary(min_size=32, max_size=32))
+    good = st.one_of(st.builds(_ek), built)
+    if valid:
+        return good
+    over = st.builds(_with_coefficient, good, st.integers(0, 767), st.integers(Q, 0xFFF))
+    return st.one_of(good, over, st.binary(min_size=groups.MLKEM768_EK, max_size=groups.MLKEM768_EK))
+
+
+def _ecdh_shares(group: int, valid: bool) -> st.SearchStrategy[bytes]:
+    """The ECDH part of ``group``: a real share, or (not ``valid``) also random bytes of its length and a real
+    share with one byte changed (for P-256 almost always a point off the curve)."""
+    real = st.builds(_x25519 if group == X25519MLKEM768 else _p256)
+    if valid:
+        return real
+    size = groups.HYBRIDS[group].ecdh_share
+    flipped = st.builds(lambda s, i, x: s[:i] + bytes([s[i] ^ x]) + s[i + 1 :], real, st.integers(0, size - 1),
+                        st.integers(1, 255))
+    return st.one_of(real, flipped, st.binary(min_size=size, max_size=size))
+
+
+def _secret_or_illegal_parameter(group: int, share: bytes) -> str:
+    """respond() on ``share``: a 64-byte secret and a server share of the right length, or illegal_parameter;
+    never another exception. Which of the two it was."""
     try:
         server_share, secret = groups.respond(group, share)
     except IllegalParameter:
-        return
+        return "illegal_parameter"
     assert len(secret) == 64
     assert len(server_share) == {X25519MLKEM768: 1120, P256MLKEM768: 1153}[group]
+    return "secret"
+
+
+@pytest.mark.parametrize("group", HYBRIDS)
+def test_any_ecdh_part_beside_a_good_encapsulation_key_is_a_secret_or_illegal_parameter(group: int) -> None:
+    """A key that passes FIPS 203's check, so the ECDH part is always reached; both outcomes are seen (random
+    encapsulation keys almost never pass the modulus check, and would hide the ECDH part from the fuzzer)."""
+    seen: set[str] = set()
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(ek=_encapsulation_keys(valid=True), ecdh=_ecdh_shares(group, valid=False))
+    def prop(ek: bytes, ecdh: bytes) -> None:
+        outcome = _secret_or_illegal_parameter(group, _hybrid_share(group, ek, ecdh))
+        event(outcome)
+        seen.add(outcome)
+
+    prop()
+    assert seen == {"secret", "illegal_parameter"}
+
+
+@pytest.mark.parametrize("group", HYBRIDS)
+def test_any_encapsulation_key_beside_a_good_ecdh_part_is_a_secret_or_illegal_parameter(group: int) -> None:
+    """The other way round: a real ECDH share, the encapsulation key fuzzed, valid and not; both outcomes."""
+    seen: set[str] = set()
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(ek=_encapsulation_keys(valid=False), ecdh=_ecdh_shares(group, valid=True))
+    def prop(ek: bytes, ecdh: bytes) -> None:
+        outcome = _secret_or_illegal_parameter(group, _hybrid_share(group, ek, ecdh))
+        event(outcome)
+        seen.add(outcome)
+
+    prop()
+    assert seen == {"secret", "illegal_parameter"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(group=st.sampled_from(HYBRIDS), share=st.binary(max_size=1300))
+def test_a_share_of_any_length_is_a_secret_or_illegal_parameter(group: int, share: bytes) -> None:
+    """Any bytes at all (mostly of a wrong length): never another exception."""
+    _secret_or_illegal_parameter(group, share)
+
+
+def test_byte_encode_12_matches_a_real_key() -> None:
+    """The fuzzer's encoder is FIPS 203's: a real key re-encoded from its own coefficients is itself."""
+    ek = _ek()
+    coefficients = []
+    for at in range(0, 1152, 3):
+        a, b, c = ek[at : at + 3]
+        coefficients += [a | (b & 0x0F) << 8, b >> 4 | c << 4]
+    assert _byte_encode_12(coefficients) + ek[1152:] == ek
 
 
 @settings(max_examples=100, deadline=None)
