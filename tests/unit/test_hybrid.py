@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
@@ -27,7 +28,7 @@ from tls_privsep.secured.groupchoice import PQ_POLICIES, PqPolicy, choose, ranki
 from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared.config import SecuredSettings
 from tls_privsep.shared.errors import AlertDescription as AD
-from tls_privsep.shared.errors import ConfigError, IllegalParameter, LocalAlert
+from tls_privsep.shared.errors import ConfigError, IllegalParameter, InternalError, LocalAlert
 from tls_privsep.shared.record import RecordLayer
 from tls_privsep.shared.serverhello import negotiated_group
 from tls_privsep.shared.wire import u16, vector
@@ -200,6 +201,70 @@ def test_hostile_share(group: int, share: bytes | None, alert: AD, kw: dict[str,
         hs.receive_data(c.client_hello_record())
     assert exc.value.description == alert, exc.value.reason
     assert hs.data_to_send() == bytes([21, 3, 3, 0, 2, 2, alert])
+
+
+class _ZeroExchange(x25519.X25519PrivateKey):
+    """A real X25519 key whose exchange returns 32 zero bytes instead of raising, as OpenSSL does for a point
+    of small order: the only way to reach groups.py's own all-zero check."""
+
+    def __init__(self) -> None:
+        self._key = x25519.X25519PrivateKey.generate()
+
+    def public_key(self) -> x25519.X25519PublicKey:
+        return self._key.public_key()
+
+    def private_bytes(self, *args: Any, **kw: Any) -> bytes:
+        return self._key.private_bytes(*args, **kw)
+
+    def private_bytes_raw(self) -> bytes:
+        return self._key.private_bytes_raw()
+
+    def exchange(self, peer_public_key: x25519.X25519PublicKey) -> bytes:
+        return bytes(32)
+
+    def __copy__(self) -> _ZeroExchange:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _ZeroExchange:
+        return self
+
+
+def test_openssl_itself_refuses_an_all_zero_x25519_result() -> None:
+    """Why groups.py's all-zero check is defence in depth: the exchange raises first, for the small-order
+    points there are (here the zero point and p - 1)."""
+    for point in (ZERO_POINT, ORDER_TWO):
+        with pytest.raises(ValueError):
+            x25519.X25519PrivateKey.generate().exchange(x25519.X25519PublicKey.from_public_bytes(point))
+
+
+@pytest.mark.parametrize("group", [X25519, X25519MLKEM768])
+def test_an_all_zero_x25519_result_is_illegal_parameter(group: int) -> None:
+    """RFC 8446 §7.4.2, draft §3.1.3: should the exchange return zeros rather than raise, still refused, and
+    under the group the client chose."""
+    share = _x25519() if group == X25519 else _hybrid_share(group)
+    with pytest.raises(IllegalParameter, match=f"all-zero shared secret for group {group:#06x}"):
+        groups.respond(group, share, lambda _: _ZeroExchange())
+
+
+@pytest.mark.parametrize(("group", "ecdh", "message"), [
+    (X25519MLKEM768, ORDER_TWO, "invalid key share for group 0x11ec"),
+    (P256MLKEM768, OFF_CURVE, "invalid key share for group 0x11eb"),
+    (P256MLKEM768, b"\x02" + bytes(64), "not an uncompressed point"),
+])
+def test_a_bad_ecdh_part_is_reported_under_the_hybrid(group: int, ecdh: bytes, message: str) -> None:
+    """The client sent a hybrid share, not one of x25519 (0x001d) or secp256r1 (0x0017): the reason says so."""
+    with pytest.raises(IllegalParameter, match=message) as exc:
+        groups.respond(group, _hybrid_share(group, ecdh=ecdh))
+    assert f"{group:#06x}" in exc.value.reason and "0x001d" not in exc.value.reason and "0x0017" not in exc.value.reason
+
+
+@pytest.mark.parametrize("group", [X25519, P256, X25519MLKEM768, P256MLKEM768])
+def test_an_ephemeral_key_of_the_wrong_kind_is_internal_error(group: int) -> None:
+    """A key factory handing out the other curve's key is our bug, not the client's: internal_error."""
+    wrong = P256 if group in (X25519, X25519MLKEM768) else X25519
+    share = {X25519: _x25519(), P256: _p256()}.get(group) or _hybrid_share(group)
+    with pytest.raises(InternalError):
+        groups.respond(group, share, lambda _: groups.generate(wrong))
 
 
 # ---- hypothesis over the share parser ------------------------------------------------------------------------

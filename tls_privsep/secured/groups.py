@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tls_privsep.secured.messages import NamedGroup
-from tls_privsep.shared.errors import IllegalParameter
+from tls_privsep.shared.errors import IllegalParameter, InternalError
 
 EphemeralKey: TypeAlias = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
 # Where the engine gets an ephemeral ECDH key for a classical group (injected, so RFC 8448's traces and the
@@ -150,25 +150,36 @@ def respond(group: int, share: bytes, ephemeral: EphemeralFactory = generate) ->
     except ValueError:
         raise IllegalParameter(f"ML-KEM-768 encapsulation key of group {group:#06x} fails FIPS 203 §7.2") from None
     key = ephemeral(hybrid.ecdh_group)
-    ecdh_secret = _ecdh(hybrid.ecdh_group, key, ecdh_share)
+    ecdh_secret = _ecdh(hybrid.ecdh_group, key, ecdh_share, named=group)
     kem_secret, ciphertext = ek.encapsulate()
     return hybrid.join(ciphertext, public_share(key)), hybrid.join(kem_secret, ecdh_secret)
 
 
-def _ecdh(group: int, key: EphemeralKey, share: bytes) -> bytes:
-    """RFC 8446 §4.2.8.2 and §7.4: the share checked, the secret computed, the all-zero X25519 result refused."""
+def _ecdh(group: int, key: EphemeralKey, share: bytes, named: int | None = None) -> bytes:
+    """RFC 8446 §4.2.8.2 and §7.4: the share checked, the secret computed, the all-zero X25519 result refused.
+
+    ``group`` is the classical group of the exchange; ``named`` the one the client chose, which the messages
+    name (the hybrid, when this is its ECDH part: the client never sent a share of the classical group).
+    """
+    shown = f"{group if named is None else named:#06x}"
+    if not ((group == NamedGroup.x25519 and isinstance(key, x25519.X25519PrivateKey))
+            or (group == NamedGroup.secp256r1 and isinstance(key, ec.EllipticCurvePrivateKey))):
+        # The ephemeral factory gave a key of the wrong kind (or none for this group): our bug, not the client's.
+        raise InternalError(f"no {type(key).__name__} key exchange for group {shown}")
     try:
-        if group == NamedGroup.x25519 and isinstance(key, x25519.X25519PrivateKey):
+        if isinstance(key, x25519.X25519PrivateKey):
             secret = key.exchange(x25519.X25519PublicKey.from_public_bytes(share))
-        elif group == NamedGroup.secp256r1 and isinstance(key, ec.EllipticCurvePrivateKey):
+        else:
             if share[:1] != b"\x04":  # TLS 1.3 allows only the uncompressed form
-                raise IllegalParameter("P-256 share is not an uncompressed point")
+                raise IllegalParameter(f"P-256 share of group {shown} is not an uncompressed point")
             peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), share)
             secret = key.exchange(ec.ECDH(), peer)
-        else:
-            raise IllegalParameter(f"no key exchange for group {group:#06x}")
     except ValueError:
-        raise IllegalParameter(f"invalid key share for group {group:#06x}") from None
+        # OpenSSL refuses a point off the curve, and an X25519 point of small order (an all-zero result).
+        raise IllegalParameter(f"invalid key share for group {shown}") from None
+    # Defence in depth: OpenSSL's X25519 exchange already raises ValueError (above) for every point whose
+    # result is all zeros, so this is not reached with the OpenSSL we run on. RFC 8446 §7.4.2 and the draft's
+    # §3.1.3 make the check ours, so it stays, should a backend ever return the zeros instead of raising.
     if secret == bytes(len(secret)):
-        raise IllegalParameter(f"all-zero shared secret for group {group:#06x}")
+        raise IllegalParameter(f"all-zero shared secret for group {shown}")
     return secret
