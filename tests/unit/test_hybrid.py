@@ -526,26 +526,28 @@ def test_negotiated_group_never_raises(data: bytes) -> None:
     negotiated_group(b"\x16\x03\x03" + u16(len(data) + 4) + b"\x02" + len(data).to_bytes(3, "big") + data)
 
 
+# What secured does, in its order: the preload, the late-import watch, then the first hybrid exchange. The client
+# shares come in on stdin, made in the test's own process, so that nothing here warms up ML-KEM, X25519 or P-256
+# before the watch (which would hide a lazy import the daemon would hit).
 PRELOAD_PROBE = """
-import sys
+import json, sys
 from tls_privsep.shared import preload
 preload.preload("secured", ("tls_privsep.shared", "tls_privsep.secured"))
-from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-ek = mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes_raw()
-xs = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
-ps = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-from tls_privsep.secured import groups
 late = []
 preload.watch_late_imports(late.append, "nobody")
+shares = {k: bytes.fromhex(v) for k, v in json.loads(sys.stdin.read()).items()}
+from tls_privsep.secured import groups
+from tls_privsep.shared.errors import IllegalParameter
 assert groups.hybrids_available()
-groups.respond(0x11EC, ek + xs)
-groups.respond(0x11EB, ps + ek)
-try:
-    groups.respond(0x11EC, bytes(1216))
-except Exception as exc:
-    assert type(exc).__name__ == "IllegalParameter", exc
-print(late)
+groups.respond(0x11EC, shares["x25519mlkem768"])
+groups.respond(0x11EB, shares["secp256r1mlkem768"])
+refused = []
+for name in ("bad_encapsulation_key", "bad_ecdh"):
+    try:
+        groups.respond(0x11EC, shares[name])
+    except IllegalParameter:
+        refused.append(name)
+print(json.dumps({"late": late, "refused": refused}))
 """
 
 
@@ -553,13 +555,21 @@ def test_a_hybrid_exchange_imports_nothing_after_the_preload() -> None:
     """secured's preload (shared/preload.py) covers what ML-KEM loads: after it, a hybrid exchange, the check
     of a bad key and the availability probe import no module (tests/integration/test_first_contact.py runs
     the daemons from an install they cannot read, where such an import would fail)."""
+    import json
     import subprocess
     import sys
 
+    shares = {
+        "x25519mlkem768": _hybrid_share(X25519MLKEM768),
+        "secp256r1mlkem768": _hybrid_share(P256MLKEM768),
+        "bad_encapsulation_key": _hybrid_share(X25519MLKEM768, _with_coefficient(_ek(), 5, Q)),
+        "bad_ecdh": _hybrid_share(X25519MLKEM768, ecdh=ORDER_TWO),
+    }
     run = subprocess.run([sys.executable, "-E", "-P", "-c", PRELOAD_PROBE], capture_output=True, text=True,
+                         input=json.dumps({k: v.hex() for k, v in shares.items()}),
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), check=False)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "[]", run.stdout
+    assert json.loads(run.stdout) == {"late": [], "refused": ["bad_encapsulation_key", "bad_ecdh"]}, run.stdout
 
 
 # ---- a cryptography without ML-KEM ---------------------------------------------------------------------------
