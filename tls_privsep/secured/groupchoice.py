@@ -12,8 +12,10 @@ where the hybrids of draft-ietf-tls-ecdhe-mlkem stand in that order:
 - ``require``: only the hybrids count. A client that lists one without sending its share is asked for it
   (HelloRetryRequest); one that lists none gets handshake_failure. Chrome-like: X25519MLKEM768 at once;
   OpenSSL 3.0-like: handshake_failure.
-- ``off``: the hybrids do not exist for this server, whatever the groups list says; shares for them are
-  ignored. Chrome-like: x25519 at once; OpenSSL 3.0-like: x25519 at once.
+- ``off``: the hybrids are never chosen, whatever the groups list says. A share the client sent for one is
+  still checked for length, as every share of a group we implement is (handshake.py ``_check_key_shares``:
+  a wrong one is illegal_parameter), but never decoded or used. Chrome-like: x25519 at once; OpenSSL
+  3.0-like: x25519 at once.
 
 Within each kind the configured ``groups`` order is the server's preference. Pure: no I/O, no keys.
 """
