@@ -3,10 +3,10 @@
 The server's part of every group is one call, :func:`respond`: the client's share in, our share and the
 shared secret out. For x25519 and secp256r1 that is an ephemeral key and an exchange; for the hybrids of
 draft-ietf-tls-ecdhe-mlkem (X25519MLKEM768, SecP256r1MLKEM768; TLS 1.3 only) it is that exchange beside an
-ML-KEM-768 encapsulation (FIPS 203) to the client's encapsulation key. Section numbers below are those of
-draft-ietf-tls-ecdhe-mlkem-01, the revision read for this module (§3.1.1 client share, §3.1.2 server
-share, §3.1.3 shared secret, §4 security considerations); RFC 10024, which it became, numbers them §4.1-§4.3
-and §5.
+ML-KEM-768 encapsulation (FIPS 203) to the client's encapsulation key. "The draft" below is
+draft-ietf-tls-ecdhe-mlkem-01, the revision read for this module, and its section numbers are that
+revision's (§3.1.1 client share, §3.1.2 server share, §3.1.3 shared secret, §4 security considerations);
+later revisions may number them otherwise.
 
 Every way a share can be bad is ``illegal_parameter``, as both documents name it: a share of the wrong
 length (RFC 8446 §4.2.8; the draft's sizes), an encapsulation key that fails FIPS 203 §7.2's modulus check
