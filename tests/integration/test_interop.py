@@ -759,14 +759,17 @@ def test_pyopenssl_secp256r1mlkem768(pool: Pool, pki: Pki) -> None:
 ])
 def test_pyopenssl_hybrid_listed_without_a_share(pool: Pool, pki: Pki, mode: str, group: str, hrr: bool) -> None:
     """The client lists the hybrid but shares X25519 only: --post-quantum require asks for the hybrid with a
-    HelloRetryRequest; prefer and off take the X25519 share at once."""
+    HelloRetryRequest; prefer and off take the X25519 share at once. appd's summary line names the group of
+    the ServerHello, not the one the HelloRetryRequest before it asked for (that names none)."""
     server = echo_server(pool, "both", "--post-quantum", mode)
-    before = len(handshakes(server))
+    before, before_conn = len(handshakes(server)), len(connections(server))
     got = echo_over_tcp(server.host, server.port, pq_context(pki, groups="*X25519:X25519MLKEM768"), b"listed")
     assert (got.echoed, got.group) == (b"listed", group)
     (done,) = new_handshakes(server, before)
     assert done["hrr"] is hrr
     assert done["group_name"] == group
+    (conn,) = new_connections(server, before_conn)
+    assert (conn["group"], conn["group_name"]) == ({"X25519MLKEM768": "0x11ec", "x25519": "0x001d"}[group], group)
 
 
 @pytest.mark.parametrize("mode", ["prefer", "require"])
