@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@# A real client that offers X25519MLKEM768 by default (26.0.0 added Connection.get_group_name). --no-deps:
+	@# its cap of cryptography < 51 would pin the whole venv to an older cryptography than users get.
+	$(PY) -m pip install -q --no-deps 'pyOpenSSL>=26.0.0'
 	touch $@
 
 # Install the real TLS peers when missing (needs root; skipped quietly when all are present).
