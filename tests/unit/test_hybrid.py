@@ -299,7 +299,10 @@ def _ecdh_shares(group: int, valid: bool) -> st.SearchStrategy[bytes]:
     size = groups.HYBRIDS[group].ecdh_share
     flipped = st.builds(lambda s, i, x: s[:i] + bytes([s[i] ^ x]) + s[i + 1 :], real, st.integers(0, size - 1),
                         st.integers(1, 255))
-    return st.one_of(real, flipped, st.binary(min_size=size, max_size=size))
+    # Any 32 bytes are an X25519 public key; only a point of small order (u = 0 or 1, say) is refused, so those
+    # are offered outright rather than left to chance.
+    small_order = st.sampled_from([bytes(32), (1).to_bytes(32, "little")]) if group == X25519MLKEM768 else st.nothing()
+    return st.one_of(real, flipped, st.binary(min_size=size, max_size=size), small_order)
 
 
 def _secret_or_illegal_parameter(group: int, share: bytes) -> str:
