@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from tls_privsep.launcher.testing import KeyType, ThrowawayCA
 from tls_privsep.secured.credentials import Credential, CredentialStore
 from tls_privsep.secured.handshake import ServerConfig
+from tls_privsep.secured.tickets import TicketKeys
 
 KINDS: dict[str, KeyType] = {"ecdsa": "ecdsa", "rsa2048": "rsa"}
 
@@ -50,8 +51,9 @@ class InMemory:
         return ctx
 
     def server_config(self, kind: str) -> ServerConfig:
-        """The engine with ``kind``'s certificate, no tickets (every handshake is a full one)."""
-        return ServerConfig(credentials=CredentialStore([self.creds[kind]]), ticket_keys=None, tickets=0)
+        """The engine with ``kind``'s certificate and the daemons' default tickets: a full handshake as the pair
+        serves it (the tickets it sends are part of its cost, as they were in every earlier figure)."""
+        return ServerConfig(credentials=CredentialStore([self.creds[kind]]), ticket_keys=TicketKeys())
 
 
 @functools.cache
