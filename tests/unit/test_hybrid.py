@@ -317,36 +317,33 @@ def _secret_or_illegal_parameter(group: int, share: bytes) -> str:
     return "secret"
 
 
-@pytest.mark.parametrize("group", HYBRIDS)
-def test_any_ecdh_part_beside_a_good_encapsulation_key_is_a_secret_or_illegal_parameter(group: int) -> None:
-    """A key that passes FIPS 203's check, so the ECDH part is always reached; both outcomes are seen (random
-    encapsulation keys almost never pass the modulus check, and would hide the ECDH part from the fuzzer)."""
+def _both_outcomes(group: int, ek: st.SearchStrategy[bytes], ecdh: st.SearchStrategy[bytes]) -> set[str]:
+    """What respond() made of shares built from ``ek`` and ``ecdh`` (150 derandomized examples)."""
     seen: set[str] = set()
 
     @settings(max_examples=150, deadline=None, derandomize=True)
-    @given(ek=_encapsulation_keys(valid=True), ecdh=_ecdh_shares(group, valid=False))
+    @given(ek=ek, ecdh=ecdh)
     def prop(ek: bytes, ecdh: bytes) -> None:
         outcome = _secret_or_illegal_parameter(group, _hybrid_share(group, ek, ecdh))
         event(outcome)
         seen.add(outcome)
 
     prop()
+    return seen
+
+
+@pytest.mark.parametrize("group", HYBRIDS)
+def test_any_ecdh_part_beside_a_good_encapsulation_key_is_a_secret_or_illegal_parameter(group: int) -> None:
+    """A key that passes FIPS 203's check, so the ECDH part is always reached; both outcomes are seen (random
+    encapsulation keys almost never pass the modulus check, and would hide the ECDH part from the fuzzer)."""
+    seen = _both_outcomes(group, _encapsulation_keys(valid=True), _ecdh_shares(group, valid=False))
     assert seen == {"secret", "illegal_parameter"}
 
 
 @pytest.mark.parametrize("group", HYBRIDS)
 def test_any_encapsulation_key_beside_a_good_ecdh_part_is_a_secret_or_illegal_parameter(group: int) -> None:
     """The other way round: a real ECDH share, the encapsulation key fuzzed, valid and not; both outcomes."""
-    seen: set[str] = set()
-
-    @settings(max_examples=150, deadline=None, derandomize=True)
-    @given(ek=_encapsulation_keys(valid=False), ecdh=_ecdh_shares(group, valid=True))
-    def prop(ek: bytes, ecdh: bytes) -> None:
-        outcome = _secret_or_illegal_parameter(group, _hybrid_share(group, ek, ecdh))
-        event(outcome)
-        seen.add(outcome)
-
-    prop()
+    seen = _both_outcomes(group, _encapsulation_keys(valid=False), _ecdh_shares(group, valid=True))
     assert seen == {"secret", "illegal_parameter"}
 
 
