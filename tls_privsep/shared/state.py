@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 TLS13 = 0x0304
+TLS12 = 0x0303
 
 
 def wipe_bytes(buf: bytearray | memoryview) -> None:
@@ -26,6 +27,14 @@ def fingerprint(secret: bytes | bytearray) -> str:
 
 @dataclass(eq=False)
 class TrafficState:
+    """One connection's record-layer state, for either version.
+
+    TLS 1.3 (``version`` 0x0304): ``read_secret``/``write_secret`` are the client's and the server's
+    application traffic secrets; keys and IVs are derived from them (RFC 8446 §7.3).
+    TLS 1.2 (``version`` 0x0303): they are the client's and the server's write key followed by its
+    implicit IV, straight from the key block (RFC 5246 §6.3; sizes in :mod:`shared.tls12`).
+    """
+
     suite: int
     read_secret: bytearray = field(repr=False)
     write_secret: bytearray = field(repr=False)
