@@ -22,7 +22,7 @@ from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.secured.peerauth import ClientCertVerifier
 from tls_privsep.secured.tickets import TicketKeys
 from tls_privsep.shared.record import ApplicationData, CloseNotify, Event, RecordLayer
-from tls_privsep.shared.state import TrafficState
+from tls_privsep.shared.state import TLS13, TrafficState
 
 
 @dataclass
@@ -47,9 +47,13 @@ def pki() -> Pki:
     return Pki(ca, ca.public_bytes(serialization.Encoding.PEM).decode(), creds, client_ca, client_ca_key, tmp)
 
 
-def client_context(*, client_cert: str | None = None) -> ssl.SSLContext:
+def client_context(*, client_cert: str | None = None, tls12: bool = False) -> ssl.SSLContext:
+    """An OpenSSL client that speaks TLS 1.3 only, or with ``tls12`` TLS 1.2 only."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if tls12:
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    else:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_verify_locations(cadata=pki().ca_pem)
     if client_cert is not None:
         p = pki()
@@ -62,6 +66,8 @@ def client_context(*, client_cert: str | None = None) -> ssl.SSLContext:
 def server_config(kinds: tuple[str, ...] = ("ecdsa",), **kw: object) -> ServerConfig:
     creds = CredentialStore([pki().creds[k] for k in kinds])
     kw.setdefault("ticket_keys", TicketKeys())
+    if kw.get("post_quantum") == "require":
+        kw.setdefault("versions", frozenset({TLS13}))  # require excludes TLS 1.2 (no hybrid there)
     return ServerConfig(credentials=creds, **kw)  # type: ignore[arg-type]
 
 

@@ -169,7 +169,7 @@ def test_authenticated_but_malformed_body() -> None:
     key_id, secret = t._expand(state, b"id", 4), t._expand(state, b"key", 32)
     assert keys.key_ids() == [key_id.hex()]
     good = dict(
-        cbor2.loads(cbor2.dumps({0: 1, 1: b"k" * 32, 2: 0x1301, 3: 1, 4: 2, 5: 3, 6: None, 7: None, 8: []}))
+        cbor2.loads(cbor2.dumps({0: 2, 1: b"k" * 32, 2: 0x1301, 3: 1, 4: 2, 5: 3, 6: None, 7: None, 8: [], 9: False}))
     )
 
     def forge(body: bytes) -> bytes:
@@ -181,8 +181,11 @@ def test_authenticated_but_malformed_body() -> None:
         b"",
         b"\xff\xff",
         cbor2.dumps([1, 2, 3]),
-        cbor2.dumps({**good, 0: 2}),  # unknown format
-        cbor2.dumps({**good, 9: 1}),  # unknown field
+        cbor2.dumps({**good, 0: 1}),  # the format before the ems flag
+        cbor2.dumps({**good, 0: 3}),  # unknown format
+        cbor2.dumps({**good, 10: 1}),  # unknown field
+        cbor2.dumps({k: v for k, v in good.items() if k != 9}),  # missing ems
+        cbor2.dumps({**good, 9: 1}),  # ems not a bool
         cbor2.dumps({k: v for k, v in good.items() if k != 1}),  # missing psk
         cbor2.dumps({**good, 1: "text"}),
         cbor2.dumps({**good, 1: b""}),

@@ -11,12 +11,14 @@ PKCS#11 token will be another Signer, and tests plug in signers that return RFC 
 signatures. A :class:`Credential` is a certificate chain with the Signer that speaks for its leaf;
 the handshake engine only ever calls :meth:`Credential.sign`.
 
-Only TLS 1.3 signature schemes are ever produced (RFC 8446 §4.2.3): RSA-PSS with rsaEncryption keys,
-ECDSA on P-256, Ed25519; no PKCS#1 v1.5 and no SHA-1 in handshake signatures.
+TLS 1.3 handshakes sign with RSA-PSS (rsaEncryption keys), ECDSA on P-256 or Ed25519 (RFC 8446
+§4.2.3): :attr:`Credential.schemes`. TLS 1.2's ServerKeyExchange may also use RSASSA-PKCS1-v1_5
+with SHA-256/384/512, which older clients need (:attr:`Credential.schemes12`). Never SHA-1 or MD5.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +28,11 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import PublicKeyAlgorithmOID, SignatureAlgorithmOID
 
-from tls_privsep.secured.sigschemes import ECDSA, ECDSA_PARAMS, PSS_PARAMS, PSS_PSS, RSAE, S, scheme_name
+from tls_privsep.secured.sigschemes import ECDSA, ECDSA_PARAMS, PKCS1, PSS_PARAMS, PSS_PSS, RSAE, S, scheme_name
 from tls_privsep.shared.errors import ConfigError, HandshakeFailure
 
 # rsaEncryption; cryptography has no constant for it (RSA-PSS SPKIs also load as RSA keys).
@@ -38,6 +40,7 @@ _RSA_ENCRYPTION_OID = x509.ObjectIdentifier("1.2.840.113549.1.1.1")
 _RSA_PSS_OID = x509.ObjectIdentifier("1.2.840.113549.1.1.10")
 
 RSA_SCHEMES: tuple[int, ...] = (S.rsa_pss_rsae_sha256, S.rsa_pss_rsae_sha384, S.rsa_pss_rsae_sha512)
+RSA_PKCS1_SCHEMES: tuple[int, ...] = (S.rsa_pkcs1_sha256, S.rsa_pkcs1_sha384, S.rsa_pkcs1_sha512)  # TLS 1.2 only
 
 
 # --------------------------------------------------------------------------------------------------
@@ -54,7 +57,7 @@ class Signer(Protocol):
 
     @property
     def schemes(self) -> tuple[int, ...]:
-        """The TLS 1.3 SignatureScheme values this signer produces, best first."""
+        """The SignatureScheme values this signer produces, best first (PKCS#1 ones are used in TLS 1.2 only)."""
         ...
 
     def public_key(self) -> PublicKeyTypes:
@@ -96,11 +99,13 @@ def _signing_for(key: PrivateKeyTypes) -> tuple[tuple[int, ...], Callable[[int, 
     if isinstance(key, rsa.RSAPrivateKey):
         rsa_key = key
 
-        def sign_pss(scheme: int, data: bytes) -> bytes:
+        def sign_rsa(scheme: int, data: bytes) -> bytes:
+            if scheme in PKCS1:
+                return rsa_key.sign(data, padding.PKCS1v15(), PKCS1[scheme])
             pss, h = PSS_PARAMS[scheme]  # salt length = hash length (§4.2.3)
             return rsa_key.sign(data, pss, h)
 
-        return RSA_SCHEMES, sign_pss
+        return RSA_SCHEMES + RSA_PKCS1_SCHEMES, sign_rsa
     if isinstance(key, ec.EllipticCurvePrivateKey):
         if not isinstance(key.curve, ec.SECP256R1):
             raise ConfigError(f"EC curve {key.curve.name} is not supported (use P-256)")
@@ -129,7 +134,7 @@ def _check_leaf_fits(leaf: x509.Certificate, signer: Signer) -> None:
             raise ConfigError("RSA key with a RSASSA-PSS certificate is not supported (use rsaEncryption)")
         if leaf.public_key_algorithm_oid != _RSA_ENCRYPTION_OID:
             raise ConfigError("private key does not match the certificate (an RSA key, a non-RSA certificate)")
-        fitting: tuple[int, ...] = RSA_SCHEMES
+        fitting: tuple[int, ...] = RSA_SCHEMES + RSA_PKCS1_SCHEMES
     elif isinstance(key, ec.EllipticCurvePublicKey):
         fitting = tuple(s for s, (curve, _) in ECDSA.items() if curve == key.curve.name)
     elif isinstance(key, ed25519.Ed25519PublicKey):
@@ -219,7 +224,7 @@ class Credential:
 
     chain: list[bytes]
     signer: Signer = field(repr=False)
-    schemes: tuple[int, ...]
+    schemes: tuple[int, ...]  # for TLS 1.3 CertificateVerify, best first
     names: tuple[str, ...]
     fingerprint: str
     leaf_sig_scheme: int | None
@@ -228,9 +233,24 @@ class Credential:
         schemes = ",".join(scheme_name(s) for s in self.schemes)
         return f"Credential(names={self.names!r}, fingerprint={self.fingerprint[:16]}, schemes={schemes})"
 
+    @property
+    def schemes12(self) -> tuple[int, ...]:
+        """For a TLS 1.2 ServerKeyExchange, best first: the signer's schemes, PKCS#1 v1.5 included."""
+        return tuple(self.signer.schemes)
+
+    @functools.cached_property
+    def curve(self) -> int | None:
+        """The TLS group of an ECDSA key (secp256r1: the only curve we load), else None."""
+        return 0x0017 if isinstance(self.signer.public_key(), ec.EllipticCurvePublicKey) else None
+
+    @functools.cached_property
+    def kind(self) -> str:
+        """Which TLS 1.2 suites this credential serves: "RSA", or "ECDSA" (P-256 and Ed25519, RFC 8422)."""
+        return "RSA" if isinstance(self.signer.public_key(), rsa.RSAPublicKey) else "ECDSA"
+
     def sign(self, scheme: int, data: bytes) -> bytes:
-        """Sign CertificateVerify content with a scheme from :attr:`schemes` (PSS salt = hash length)."""
-        if scheme not in self.schemes:
+        """Sign with a scheme from :attr:`schemes12` (PSS salt = hash length)."""
+        if scheme not in self.signer.schemes:
             raise ValueError(f"scheme 0x{scheme:04x} is not usable with credential {self.fingerprint[:16]}")
         return self.signer.sign(scheme, data)
 
@@ -324,7 +344,7 @@ class Credential:
         return cls(
             chain=ders,
             signer=signer,
-            schemes=tuple(signer.schemes),
+            schemes=tuple(s for s in signer.schemes if s not in PKCS1),
             names=names,
             fingerprint=hashlib.sha256(ders[0]).hexdigest(),
             leaf_sig_scheme=_cert_sig_scheme(leaf, certs[1] if len(certs) > 1 else None),
@@ -397,3 +417,23 @@ class CredentialStore:
         if fallback is None:
             raise HandshakeFailure("no certificate matches the client's signature algorithms")
         return fallback
+
+    def select12(self, sni: str | None, kind: str, sig_algs: Sequence[int],
+                 curves: Sequence[int] | None) -> tuple[Credential, int] | None:
+        """A credential of ``kind`` ("RSA" or "ECDSA", what a TLS 1.2 suite is signed with) for ``sni``, and
+        its ServerKeyExchange scheme: ours, best first, among the client's ``signature_algorithms``.
+        None when none fits (the caller tries its next suite).
+
+        RFC 8422 §5.1.1: in TLS 1.2 the client's supported_groups (``curves``, None if it sent none) also
+        names the curves it can verify ECDSA signatures on, so a P-256 key needs secp256r1 there.
+        """
+        offered = set(sig_algs)
+        for cred in self.candidates(sni):
+            if cred.kind != kind:
+                continue
+            if curves is not None and cred.curve is not None and cred.curve not in curves:
+                continue
+            scheme = next((s for s in cred.schemes12 if s in offered), None)
+            if scheme is not None:
+                return cred, scheme
+        return None

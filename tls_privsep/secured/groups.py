@@ -155,6 +155,13 @@ def respond(group: int, share: bytes, ephemeral: EphemeralFactory = generate) ->
     return hybrid.join(ciphertext, public_share(key)), hybrid.join(kem_secret, ecdh_secret)
 
 
+def exchange(group: int, key: EphemeralKey, share: bytes) -> bytes:
+    """TLS 1.2's ECDHE (RFC 8422 §5.10): our key went out first (ServerKeyExchange), the client's share
+    comes back in its ClientKeyExchange; checked exactly as a TLS 1.3 share of the group."""
+    check_share_length(group, share)
+    return _ecdh(group, key, share)
+
+
 def _ecdh(group: int, key: EphemeralKey, share: bytes, named: int | None = None) -> bytes:
     """RFC 8446 §4.2.8.2 and §7.4: the share checked, the secret computed, the all-zero X25519 result refused.
 

@@ -1,4 +1,4 @@
-"""The TLS 1.3 server handshake as a sans-IO state machine (RFC 8446 §2, §4).
+"""The server handshake as a sans-IO state machine: TLS 1.3 here (RFC 8446 §2, §4), TLS 1.2 in handshake12.py.
 
 ``ServerHandshake`` takes the client's raw bytes (``receive_data``) and produces the bytes to write
 (``data_to_send``). When the client's Finished has been verified it is ``complete``: the caller takes
@@ -7,7 +7,9 @@ the bytes that followed the Finished (``trailing``) and the session's traffic st
 secret of the connection.
 
 The whole flow is one table, ``TRANSITIONS`` at the end of this module: (state, client message) ->
-(handler, the states it may move to), with RFC 8446 section references.
+(handler, the states it may move to), with RFC 8446 section references. The first ClientHello decides
+the version (versions.py); for TLS 1.2 the connection moves to handshake12.py's engine and table, which
+shares this engine's record layer and output (state ``TLS12``).
 
 Errors follow h2's rule "queue the alert, then raise": on any failure the alert record is already in
 ``data_to_send()`` when the ``LocalAlert`` propagates, and the engine is closed for good.
@@ -29,10 +31,11 @@ from typing import Literal, Protocol
 
 from cryptography import x509
 
-from tls_privsep.secured import groups
+from tls_privsep.secured import groups, versions
 from tls_privsep.secured import messages as m
 from tls_privsep.secured.credentials import Credential, CredentialStore
 from tls_privsep.secured.groupchoice import PQ_POLICIES, PqPolicy, choose, ranking
+from tls_privsep.secured.handshake12 import GROUPS12, Tls12Handshake
 from tls_privsep.secured.peerauth import CLIENT_SIG_SCHEMES, ClientCertVerifier, verify_signature
 from tls_privsep.secured.tickets import TicketState
 from tls_privsep.shared import keyschedule as ks
@@ -55,6 +58,7 @@ from tls_privsep.shared.errors import (
 )
 from tls_privsep.shared.record import (
     MAX_CLIENT_HELLO,
+    ChangeCipherSpec,
     CloseNotify,
     ContentType,
     HandshakeMessage,
@@ -62,7 +66,8 @@ from tls_privsep.shared.record import (
     Phase,
     RecordLayer,
 )
-from tls_privsep.shared.state import TrafficState
+from tls_privsep.shared.state import TLS12, TLS13, TrafficState
+from tls_privsep.shared.tls12 import DEFAULT_SUITES12, SUITES12
 from tls_privsep.shared.wire import vector
 
 ClientAuth = Literal["none", "optional", "required"]
@@ -89,7 +94,10 @@ class ServerConfig:
     """Everything a handshake needs that does not change per connection."""
 
     credentials: CredentialStore
-    cipher_suites: Sequence[int] = DEFAULT_SUITES  # server preference order
+    cipher_suites: Sequence[int] = DEFAULT_SUITES  # TLS 1.3's, server preference order
+    versions: frozenset[int] = frozenset({TLS12, TLS13})
+    cipher_suites12: Sequence[int] = DEFAULT_SUITES12  # TLS 1.2's, server preference order (shared/tls12.py)
+    require_ems: bool = True  # TLS 1.2: refuse a client without the extended master secret (RFC 7627)
     # Preference order within each kind (groupchoice.py); by default every group this cryptography can run.
     groups: Sequence[int] = field(default_factory=groups.available_groups)
     post_quantum: PqPolicy = "prefer"  # where the hybrids stand: prefer, require, off (groupchoice.py)
@@ -112,8 +120,6 @@ class ServerConfig:
         unknown = [s for s in self.cipher_suites if s not in ks.SUITES]
         if unknown or not self.cipher_suites:
             raise ValueError(f"unsupported cipher suites {unknown}")
-        if not self.groups or any(g not in groups.SUPPORTED_GROUPS for g in self.groups):
-            raise ValueError("unsupported or empty group list")
         if not groups.hybrids_available() and any(groups.is_hybrid(g) for g in self.groups):
             # Refused here, not at the first hybrid share: without ML-KEM, groups.respond() would raise
             # UnsupportedAlgorithm mid-handshake, which the engine can only answer with internal_error.
@@ -126,6 +132,18 @@ class ServerConfig:
         if self.post_quantum == "require" and self.allow_psk_ke:
             # psk_ke resumes with no key exchange at all, so no hybrid either: the two contradict each other.
             raise ValueError("post_quantum = 'require' excludes allow_psk_ke (a psk_ke resumption has no key exchange)")
+        if not self.versions or not self.versions <= {TLS12, TLS13}:
+            raise ValueError("versions must be TLS 1.2 and/or TLS 1.3")
+        if TLS12 in self.versions:
+            unknown = [s for s in self.cipher_suites12 if s not in SUITES12]
+            if unknown or not self.cipher_suites12:
+                raise ValueError(f"unsupported TLS 1.2 cipher suites {unknown}")
+            if not any(g in GROUPS12 for g in self.groups):
+                raise ValueError("TLS 1.2 needs x25519 or secp256r1 in groups (the hybrids are TLS 1.3 only)")
+            if self.post_quantum == "require":
+                raise ValueError("post_quantum = 'require' excludes TLS 1.2, which has no hybrid key exchange")
+        if not self.groups or any(g not in groups.SUPPORTED_GROUPS for g in self.groups):
+            raise ValueError("unsupported or empty group list")
         if self.client_auth != "none" and self.client_verifier is None:
             raise ValueError("client authentication needs a CA bundle")
         if not 0 < self.ticket_lifetime <= MAX_TICKET_LIFETIME:
@@ -134,7 +152,8 @@ class ServerConfig:
 
 class State(enum.Enum):
     """Where the server is: the client message it waits for. How states follow each other is
-    ``TRANSITIONS`` (end of this module); CLOSED, after any failure, is outside it (``_close``)."""
+    ``TRANSITIONS`` (end of this module); CLOSED, after any failure, is outside it (``_close``), and
+    TLS12 hands every later message to handshake12.py's table."""
 
     EXPECT_CLIENT_HELLO = "expect ClientHello"
     EXPECT_CLIENT_HELLO_2 = "expect second ClientHello"
@@ -143,12 +162,16 @@ class State(enum.Enum):
     EXPECT_FINISHED = "expect client Finished"
     COMPLETE = "complete"
     CLOSED = "closed"
+    # The ClientHello chose TLS 1.2: handshake12.py's engine and table take every later message, and
+    # this engine is ``complete`` when that one is. A terminal state of this table, like COMPLETE.
+    TLS12 = "TLS 1.2 (handshake12.py)"
 
 
 @dataclass
 class HandshakeInfo:
     """What was negotiated, for logs (no secrets)."""
 
+    version: int = TLS13
     suite: int | None = None
     group: int | None = None
     sig_scheme: int | None = None
@@ -213,12 +236,13 @@ class ServerHandshake:
         self._compat = False
         self._sent_ccs = False
         self._export: TrafficState | None = None
+        self._v12: Tls12Handshake | None = None
 
     # ---- public sans-IO interface -------------------------------------------------------------
 
     @property
     def complete(self) -> bool:
-        return self.state is State.COMPLETE
+        return self.state is State.COMPLETE or (self._v12 is not None and self._v12.complete)
 
     @property
     def bytes_consumed(self) -> int:
@@ -229,7 +253,8 @@ class ServerHandshake:
         """Feed client bytes. Raises the alert (already queued for sending) on failure."""
         if self.state is State.CLOSED:
             raise InternalError("handshake already failed")
-        if self.state is State.COMPLETE:
+        done = self.complete  # a local: narrowing the property here would hide the check after the loop from mypy
+        if done:
             self.trailing += data
             self.bytes_received += len(data)
             return
@@ -242,9 +267,12 @@ class ServerHandshake:
                     break
                 if isinstance(event, CloseNotify):
                     raise PeerAlert(AlertDescription.close_notify, AlertLevel.warning)  # gone: close quietly
-                if not isinstance(event, HandshakeMessage):
+                if self._v12 is not None:
+                    self._receive_tls12(self._v12, event)
+                elif isinstance(event, HandshakeMessage):
+                    self._dispatch(event)
+                else:
                     raise UnexpectedMessage(f"{type(event).__name__} during the handshake")
-                self._dispatch(event)
             if self.complete:
                 self.trailing = self._rl.take_unprocessed()
         except LocalAlert as exc:
@@ -290,6 +318,8 @@ class ServerHandshake:
         return state, fallback
 
     def _take_export(self) -> TrafficState:
+        if self._v12 is not None:
+            return self._v12.take_export()
         if self._export is None:
             raise InternalError("handshake not complete or already exported")
         state, self._export = self._export, None
@@ -300,6 +330,15 @@ class ServerHandshake:
         self._close()
 
     # ---- internals ----------------------------------------------------------------------------
+
+    def _receive_tls12(self, engine: Tls12Handshake, event: object) -> None:
+        """Every event after a ClientHello that chose TLS 1.2 goes to its engine (handshake12.py)."""
+        if isinstance(event, ChangeCipherSpec):
+            engine.on_message(None)
+        elif isinstance(event, HandshakeMessage):
+            engine.on_message(event)
+        else:
+            raise UnexpectedMessage(f"{type(event).__name__} during the handshake")
 
     def _check_header(self, msg_type: int, length: int) -> None:
         """Judge a client handshake message on its 4-byte header, before its body is buffered.
@@ -312,6 +351,9 @@ class ServerHandshake:
         not the size limit's illegal_parameter. A ClientHello longer than any ClientHello can be
         is refused here too, whatever ``max_handshake_message`` allows.
         """
+        if self._v12 is not None:
+            self._v12.check_header(msg_type, length)
+            return
         if (self.state, msg_type) not in TRANSITIONS:
             raise UnexpectedMessage(f"handshake type {msg_type} while in state '{self.state.value}'")
         if msg_type == HandshakeType.finished:
@@ -361,6 +403,8 @@ class ServerHandshake:
                 prot.wipe()
         self._secrets = None
         self._psk = None
+        if self._v12 is not None:
+            self._v12.wipe()
 
     def _digest(self, extra: bytes = b"") -> bytes:
         assert self._transcript is not None
@@ -377,8 +421,11 @@ class ServerHandshake:
 
     def _on_client_hello(self, msg: HandshakeMessage) -> State:
         ch = m.parse_client_hello(msg.raw)
-        self._rl.enter(Phase.HANDSHAKE_CCS)  # §5: a dummy CCS may now arrive, until the client Finished
         second = self.state is State.EXPECT_CLIENT_HELLO_2
+        if not second and versions.choose(ch, self._config.versions) == TLS12:
+            self._start_tls12(ch)
+            return State.TLS12
+        self._rl.enter(Phase.HANDSHAKE_CCS)  # §5: a dummy CCS may now arrive, until the client Finished
         self._check_version(ch)
         if second:
             self._check_second_hello(ch)
@@ -456,6 +503,15 @@ class ServerHandshake:
         self.info.alpn = alpn
         self._send_server_flight(ch, suite, s_hs, credential, scheme, alpn, request_cert=request_cert)
         return State.EXPECT_CERTIFICATE if request_cert else State.EXPECT_FINISHED
+
+    def _start_tls12(self, ch: m.ClientHello) -> None:
+        """Hand the connection to the TLS 1.2 engine, which answers this ClientHello and takes every
+        message after it; the record layer reads TLS 1.2 records from now on."""
+        self._rl.use_tls12()
+        engine = Tls12Handshake(self._config, self._rl, self._out, self.info, rng=self._rng, clock=self._clock,
+                                ephemeral=self._ephemeral)
+        self._v12 = engine
+        engine.start(ch)
 
     def _check_version(self, ch: m.ClientHello) -> None:
         if not ch.has_extensions_block or ch.supported_versions is None:
@@ -804,6 +860,7 @@ _S, _H, _E = State, HandshakeType, ServerHandshake
 TRANSITIONS: dict[tuple[State, int], Transition] = {
     (_S.EXPECT_CLIENT_HELLO, _H.client_hello): _row(
         _E._on_client_hello, "§4.1.2; HRR §4.1.4, or ServerHello §4.1.3 and our flight §4.3-§4.4",
+        _S.TLS12,  # versions.choose() gave TLS 1.2: handshake12.py's table from here on
         _S.EXPECT_CLIENT_HELLO_2,  # we sent a HelloRetryRequest
         _S.EXPECT_CERTIFICATE,  # our flight had a CertificateRequest (client_auth, not resuming)
         _S.EXPECT_FINISHED,

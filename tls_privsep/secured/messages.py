@@ -21,6 +21,7 @@ class ExtensionType(enum.IntEnum):
     max_fragment_length = 1
     status_request = 5
     supported_groups = 10
+    ec_point_formats = 11  # TLS 1.2 (RFC 8422 §5.1.2)
     signature_algorithms = 13
     use_srtp = 14
     heartbeat = 15
@@ -29,7 +30,9 @@ class ExtensionType(enum.IntEnum):
     client_certificate_type = 19
     server_certificate_type = 20
     padding = 21
+    extended_master_secret = 23  # TLS 1.2 (RFC 7627)
     record_size_limit = 28
+    session_ticket = 35  # TLS 1.2 (RFC 5077)
     pre_shared_key = 41
     early_data = 42
     supported_versions = 43
@@ -40,6 +43,7 @@ class ExtensionType(enum.IntEnum):
     post_handshake_auth = 49
     signature_algorithms_cert = 50
     key_share = 51
+    renegotiation_info = 0xFF01  # TLS 1.2 (RFC 5746)
 
 
 class NamedGroup(enum.IntEnum):
@@ -103,6 +107,11 @@ class ClientHello:
     pre_shared_key: PreSharedKeyOffer | None = None
     early_data: bool = False
     cookie: bytes | None = None
+    # TLS 1.2 only (a TLS 1.3 server ignores them, §4.1.2):
+    extended_master_secret: bool = False  # RFC 7627
+    renegotiation_info: bytes | None = None  # RFC 5746: renegotiated_connection (empty on a first handshake)
+    ec_point_formats: bytes | None = None  # RFC 8422 §5.1.2
+    session_ticket: bytes | None = None  # RFC 5077: b"" asks for a ticket, anything else offers one
 
     def truncated_for_binders(self) -> bytes:
         """The ClientHello up to (not including) the binders list (§4.2.11.2)."""
@@ -222,6 +231,25 @@ def _ext_pre_shared_key(ch: ClientHello, r: Reader) -> None:
     ch.pre_shared_key = _parse_psk(r)
 
 
+def _ext_extended_master_secret(ch: ClientHello, r: Reader) -> None:
+    r.expect_end()  # RFC 7627 §5.1: "extension_data" is empty
+    ch.extended_master_secret = True
+
+
+def _ext_renegotiation_info(ch: ClientHello, r: Reader) -> None:
+    ch.renegotiation_info = r.vector(1)
+    r.expect_end()
+
+
+def _ext_ec_point_formats(ch: ClientHello, r: Reader) -> None:
+    ch.ec_point_formats = r.vector(1, min_len=1)
+    r.expect_end()
+
+
+def _ext_session_ticket(ch: ClientHello, r: Reader) -> None:
+    ch.session_ticket = r.raw(r.remaining)  # RFC 5077 §3.2: the ticket is the whole extension_data
+
+
 # The extensions we read; every other one is ignored (§4.1.2: unknown extensions MUST be ignored).
 # A table rather than an if-chain: each comparison with an enum member costs a class attribute lookup.
 _EXTENSION_PARSERS: dict[int, Callable[[ClientHello, Reader], None]] = {
@@ -236,6 +264,10 @@ _EXTENSION_PARSERS: dict[int, Callable[[ClientHello, Reader], None]] = {
     ExtensionType.pre_shared_key: _ext_pre_shared_key,
     ExtensionType.early_data: _ext_early_data,
     ExtensionType.cookie: _ext_cookie,
+    ExtensionType.extended_master_secret: _ext_extended_master_secret,
+    ExtensionType.renegotiation_info: _ext_renegotiation_info,
+    ExtensionType.ec_point_formats: _ext_ec_point_formats,
+    ExtensionType.session_ticket: _ext_session_ticket,
 }
 
 

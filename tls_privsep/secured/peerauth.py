@@ -36,7 +36,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import PublicKeyAlgorithmOID
 from cryptography.x509.verification import (
@@ -47,7 +47,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from tls_privsep.secured.sigschemes import ECDSA, ECDSA_PARAMS, PSS_PARAMS, S, scheme_name
+from tls_privsep.secured.sigschemes import ECDSA, ECDSA_PARAMS, PKCS1, PSS_PARAMS, S, scheme_name
 from tls_privsep.shared.errors import (
     BadCertificate,
     CertificateExpired,
@@ -72,13 +72,20 @@ CLIENT_SIG_SCHEMES: tuple[int, ...] = (
 """The client CertificateVerify schemes we offer (CertificateRequest, in this preference order) and
 accept; see the module docstring for why exactly these."""
 
+CLIENT_SIG_SCHEMES12: tuple[int, ...] = (
+    *CLIENT_SIG_SCHEMES, S.rsa_pkcs1_sha256, S.rsa_pkcs1_sha384, S.rsa_pkcs1_sha512,
+)
+"""The same in TLS 1.2, where a client's RSA key may also sign with PKCS#1 v1.5 (RFC 5246 §7.4.8);
+still no SHA-1. ECDSA keeps TLS 1.3's pairing of curve and hash, which is all real clients send."""
+
 # A longer client chain is refused before any path building, with the alert OpenSSL and BoringSSL send
 # for a chain past their verify depth: unknown_ca (docs/alerts.md).
 MAX_CLIENT_CHAIN = 10
 
 
 def verify_signature(
-    public_key: PublicKeyTypes | x509.Certificate, scheme: int, data: bytes, signature: bytes
+    public_key: PublicKeyTypes | x509.Certificate, scheme: int, data: bytes, signature: bytes,
+    *, tls12: bool = False,
 ) -> None:
     """Check a client's CertificateVerify signature under a scheme of :data:`CLIENT_SIG_SCHEMES`.
 
@@ -100,15 +107,20 @@ def verify_signature(
             raise UnsupportedCertificate("client certificate has an unsupported public key") from None
     else:
         key = public_key
-    if scheme not in CLIENT_SIG_SCHEMES:
+    if scheme not in (CLIENT_SIG_SCHEMES12 if tls12 else CLIENT_SIG_SCHEMES):
         raise IllegalParameter(f"client signed with scheme {scheme_name(scheme)}, which we did not offer")
 
     def bad_scheme() -> Exception:
-        name = scheme_name(scheme)
-        return IllegalParameter(f"signature scheme {name} does not fit a {type(key).__name__} in TLS 1.3")
+        name, version = scheme_name(scheme), "TLS 1.2" if tls12 else "TLS 1.3"
+        return IllegalParameter(f"signature scheme {name} does not fit a {type(key).__name__} in {version}")
 
     try:
         if isinstance(key, rsa.RSAPublicKey):
+            if scheme in PKCS1:  # only offered in TLS 1.2 (checked above)
+                if pss_spki:
+                    raise bad_scheme()
+                key.verify(signature, data, padding.PKCS1v15(), PKCS1[scheme])
+                return
             if pss_spki or scheme not in PSS_PARAMS:  # an RSASSA-PSS key would need rsa_pss_pss_*
                 raise bad_scheme()
             pss, h = PSS_PARAMS[scheme]

@@ -7,7 +7,14 @@ from tls_privsep.secured.credentials import Credential, CredentialStore
 from tls_privsep.secured.handshake import ServerConfig, TicketSealer
 from tls_privsep.secured.peerauth import ClientCertVerifier
 from tls_privsep.secured.tickets import TicketKeys
-from tls_privsep.shared.config import GROUP_LABELS, GROUP_NAMES, SUITE_NAMES, SecuredSettings
+from tls_privsep.shared.config import (
+    GROUP_LABELS,
+    GROUP_NAMES,
+    SUITE12_NAMES,
+    SUITE_NAMES,
+    VERSION_NAMES,
+    SecuredSettings,
+)
 from tls_privsep.shared.errors import ConfigError
 
 
@@ -52,6 +59,9 @@ def server_config(settings: SecuredSettings, credentials: CredentialStore | None
         return ServerConfig(
             credentials=credentials or load_credentials(settings),
             cipher_suites=tuple(SUITE_NAMES[s] for s in settings.cipher_suites),
+            versions=frozenset(VERSION_NAMES[v] for v in settings.versions),
+            cipher_suites12=tuple(dict.fromkeys(SUITE12_NAMES[s] for s in settings.tls12_cipher_suites)),
+            require_ems=settings.require_extended_master_secret,
             groups=group_ids,
             post_quantum=settings.post_quantum,  # type: ignore[arg-type]
             alpn=settings.alpn,

@@ -1,4 +1,5 @@
-"""TLS 1.3 signature schemes (RFC 8446 §4.2.3): the registry, and what each scheme we use means.
+"""Signature schemes (RFC 8446 §4.2.3, and RFC 5246 §7.4.1.4.1's hash/signature pairs they extend): the
+registry, and what each scheme we use means.
 
 Both sides of a handshake signature read this: our credentials sign with it (credentials.py) and the
 client's CertificateVerify is checked with it (peerauth.py). A scheme fixes everything about the
@@ -64,6 +65,13 @@ PSS_PARAMS: dict[int, tuple[padding.PSS, hashes.HashAlgorithm]] = {
     s: (padding.PSS(padding.MGF1(h), h.digest_size), h) for s, h in RSAE.items()
 }
 """rsa_pss_rsae_*: the padding (salt length = hash length, §4.2.3) and the hash."""
+
+PKCS1: dict[int, hashes.HashAlgorithm] = {
+    S.rsa_pkcs1_sha256: hashes.SHA256(),
+    S.rsa_pkcs1_sha384: hashes.SHA384(),
+    S.rsa_pkcs1_sha512: hashes.SHA512(),
+}
+"""RSASSA-PKCS1-v1_5: TLS 1.2 only (a TLS 1.3 handshake signature never uses it, §4.2.3); no SHA-1."""
 ECDSA_PARAMS: dict[int, ec.ECDSA] = {s: ec.ECDSA(h) for s, (_, h) in ECDSA.items()}
 
 

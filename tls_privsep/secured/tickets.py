@@ -33,14 +33,21 @@ MAX_LIFETIME = 604800  # seconds, RFC 8446 §4.6.1
 # Seals per key per process; nonces are deterministic (instance || counter), so this is a sanity bound.
 MAX_SEALS_PER_KEY = 1 << 32
 
-_FORMAT = 1
+# 2: the ems flag (TLS 1.2). Tickets of format 1 are refused, which costs their holders one full handshake.
+_FORMAT = 2
 # CBOR map keys (small integers keep tickets short).
-_K_FORMAT, _K_PSK, _K_SUITE, _K_CREATED, _K_AGE_ADD, _K_LIFETIME, _K_ALPN, _K_SNI, _K_PEER = range(9)
+_K_FORMAT, _K_PSK, _K_SUITE, _K_CREATED, _K_AGE_ADD, _K_LIFETIME, _K_ALPN, _K_SNI, _K_PEER, _K_EMS = range(10)
 
 
 @dataclass
 class TicketState:
-    """What a ticket carries; ``repr`` shows a fingerprint of the PSK, never the PSK."""
+    """What a ticket carries; ``repr`` shows a fingerprint of the PSK, never the PSK.
+
+    One format for both versions, told apart by ``suite``: a TLS 1.3 ticket's is a TLS 1.3 suite
+    (0x13xx) and ``psk`` its resumption PSK; a TLS 1.2 ticket's is a TLS 1.2 suite and ``psk`` the
+    session's master secret, ``ems`` whether it was extended (RFC 7627 §5.3), ``age_add`` unused.
+    Each engine takes only tickets of its own suites, so neither version can resume the other's.
+    """
 
     psk: bytes = field(repr=False)
     suite: int
@@ -50,12 +57,13 @@ class TicketState:
     alpn: str | None = None
     sni: str | None = None
     peer_certs: list[bytes] = field(default_factory=list, repr=False)
+    ems: bool = False
 
     def __repr__(self) -> str:
         return (
             f"TicketState(psk={fingerprint(self.psk)}, suite=0x{self.suite:04x}, "
             f"created_ms={self.created_ms}, lifetime={self.lifetime}, alpn={self.alpn!r}, "
-            f"sni={self.sni!r}, peer_certs={len(self.peer_certs)})"
+            f"sni={self.sni!r}, peer_certs={len(self.peer_certs)}, ems={self.ems})"
         )
 
     def to_cbor(self) -> bytes:
@@ -70,6 +78,7 @@ class TicketState:
                 _K_ALPN: self.alpn,
                 _K_SNI: self.sni,
                 _K_PEER: list(self.peer_certs),
+                _K_EMS: self.ems,
             },
             canonical=True,
         )
@@ -81,7 +90,7 @@ class TicketState:
             m: Any = cbor2.loads(data)
         except Exception:  # cbor2 raises several types on bad input; a ticket must never crash us
             return None
-        if not isinstance(m, dict) or set(m) != set(range(9)) or m[_K_FORMAT] != _FORMAT:
+        if not isinstance(m, dict) or set(m) != set(range(10)) or m[_K_FORMAT] != _FORMAT:
             return None
         psk, suite, created, age_add, lifetime = (
             m[_K_PSK],
@@ -90,7 +99,7 @@ class TicketState:
             m[_K_AGE_ADD],
             m[_K_LIFETIME],
         )
-        alpn, sni, peer = m[_K_ALPN], m[_K_SNI], m[_K_PEER]
+        alpn, sni, peer, ems = m[_K_ALPN], m[_K_SNI], m[_K_PEER], m[_K_EMS]
         ok = (
             isinstance(psk, bytes)
             and 1 <= len(psk) <= 64
@@ -102,10 +111,11 @@ class TicketState:
             and (sni is None or isinstance(sni, str))
             and isinstance(peer, list)
             and all(isinstance(c, bytes) for c in peer)
+            and isinstance(ems, bool)
         )
         if not ok:
             return None
-        return cls(psk, suite, created, age_add, lifetime, alpn, sni, list(peer))
+        return cls(psk, suite, created, age_add, lifetime, alpn, sni, list(peer), ems)
 
 
 def _uint(v: object, limit: int) -> bool:

@@ -20,6 +20,17 @@ SUITE_NAMES = {
     "TLS_AES_256_GCM_SHA384": 0x1302,
     "TLS_CHACHA20_POLY1305_SHA256": 0x1303,
 }
+# TLS 1.2 suites by OpenSSL's names (what operators write) and IANA's; server preference is the list's order.
+SUITE12_NAMES = {
+    "ECDHE-ECDSA-AES128-GCM-SHA256": 0xC02B, "ECDHE-RSA-AES128-GCM-SHA256": 0xC02F,
+    "ECDHE-ECDSA-AES256-GCM-SHA384": 0xC02C, "ECDHE-RSA-AES256-GCM-SHA384": 0xC030,
+    "ECDHE-ECDSA-CHACHA20-POLY1305": 0xCCA9, "ECDHE-RSA-CHACHA20-POLY1305": 0xCCA8,
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": 0xC02B, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": 0xC02F,
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": 0xC02C, "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": 0xC030,
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": 0xCCA9, "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": 0xCCA8,
+}
+# "1.2" and "1.3"; ["1.3"] alone is Mozilla's "modern" profile, both (the default) its "intermediate".
+VERSION_NAMES = {"1.2": 0x0303, "1.3": 0x0304}
 # Names the settings accept (any case) for each group; the hybrids are draft-ietf-tls-ecdhe-mlkem's.
 GROUP_NAMES = {"x25519": 0x001D, "secp256r1": 0x0017, "p-256": 0x0017,
                "x25519mlkem768": 0x11EC, "secp256r1mlkem768": 0x11EB}
@@ -63,7 +74,10 @@ MAX_WORKERS = 64
 @dataclass(frozen=True)
 class SecuredSettings:
     certificates: tuple[CertPair, ...] = ()
+    versions: tuple[str, ...] = ("1.2", "1.3")
     cipher_suites: tuple[str, ...] = tuple(SUITE_NAMES)
+    tls12_cipher_suites: tuple[str, ...] = tuple(list(SUITE12_NAMES)[:6])
+    require_extended_master_secret: bool = True
     groups: tuple[str, ...] = ("X25519MLKEM768", "SecP256r1MLKEM768", "x25519", "secp256r1")
     post_quantum: str = "prefer"
     alpn: tuple[str, ...] = ()
@@ -221,6 +235,16 @@ def validate(s: Settings) -> Settings:
             raise ConfigError(f"secured.groups: unknown group {shown(name)} (known: {known})")
     if not sec.cipher_suites or not sec.groups:
         raise ConfigError("secured.cipher_suites and secured.groups must not be empty")
+    if not sec.versions or len(set(sec.versions)) != len(sec.versions):
+        raise ConfigError("secured.versions must list \"1.2\" and/or \"1.3\", each once")
+    for name in sec.versions:
+        if name not in VERSION_NAMES:
+            raise ConfigError(f"secured.versions: unknown version {shown(name)} (known: \"1.2\", \"1.3\")")
+    for name in sec.tls12_cipher_suites:
+        if name not in SUITE12_NAMES:
+            known = ", ".join(list(SUITE12_NAMES)[:6])
+            raise ConfigError(f"secured.tls12_cipher_suites: unknown suite {shown(name)} (known: {known}, "
+                              "or their IANA names)")
     if sec.post_quantum not in POST_QUANTUM:
         raise ConfigError(f"secured.post_quantum must be one of {', '.join(POST_QUANTUM)}")
     hybrid = [GROUP_NAMES[name.lower()] in HYBRID_GROUPS for name in sec.groups]
@@ -231,6 +255,15 @@ def validate(s: Settings) -> Settings:
     if sec.post_quantum == "require" and sec.allow_psk_ke:
         raise ConfigError("secured.post_quantum = \"require\" excludes secured.allow_psk_ke "
                           "(a psk_ke resumption has no key exchange, so no hybrid)")
+    if "1.2" in sec.versions:
+        if not sec.tls12_cipher_suites:
+            raise ConfigError("secured.tls12_cipher_suites must not be empty while secured.versions has \"1.2\"")
+        if sec.post_quantum == "require":
+            raise ConfigError("secured.post_quantum = \"require\" excludes TLS 1.2, which has no hybrid key "
+                              "exchange: set secured.versions = [\"1.3\"]")
+        if not any(GROUP_NAMES[name.lower()] in (0x001D, 0x0017) for name in sec.groups):
+            raise ConfigError("secured.versions has \"1.2\", which needs x25519 or secp256r1 in secured.groups "
+                              "(the hybrids are TLS 1.3 only)")
     if sec.client_auth not in CLIENT_AUTH:
         raise ConfigError(f"secured.client_auth must be one of {', '.join(CLIENT_AUTH)}")
     if sec.client_auth != "none" and not sec.client_ca:
