@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.secured.versions import version_label
 from tls_privsep.shared import channel as ch
 from tls_privsep.shared.blob import BlobSealer
 from tls_privsep.shared.config import group_label
@@ -164,7 +165,8 @@ class ChannelDriver:
         self._stats.handshakes += 1
         # One line per handshake, the export included (which keys left, by fingerprint, in which blob).
         self._log.info(
-            "handshake done", conn=conn, peer=pending.peer, suite=_hex(info.suite), group=_hex(info.group),
+            "handshake done", conn=conn, peer=pending.peer, version=version_label(info.version), suite=_hex(info.suite),
+            group=_hex(info.group),
             group_name=group_label(info.group), sig_scheme=_hex(info.sig_scheme), resumed=info.resumed, hrr=info.hrr,
             sni=info.sni, alpn=info.alpn, client_cert=info.client_cert, cert=(info.cert_fingerprint or "")[:16],
             ms=self._ms(pending.started), blob_bytes=len(blob), read_key=key_fp["read"], write_key=key_fp["write"],
