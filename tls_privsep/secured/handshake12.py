@@ -180,8 +180,9 @@ class Tls12Handshake:
         self._sni = ch.server_name
         alpn = self._select_alpn(ch)
         ticket = self._resumable(ch)
+        # A session without the extended master secret is never resumed (RFC 7627 §5.3), so it gets no ticket.
         self._ticket_wanted = (ticket is None and ch.session_ticket is not None and cfg.ticket_keys is not None
-                               and cfg.tickets > 0)
+                               and cfg.tickets > 0 and self._ems)
         self._server_random = self._rng(32)
         if TLS13 in cfg.versions:  # RFC 8446 §4.1.3: tell a TLS 1.3 client that this is a downgrade
             self._server_random = self._server_random[:24] + m12.DOWNGRADE_TLS12

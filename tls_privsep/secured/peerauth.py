@@ -126,7 +126,8 @@ def verify_signature(
             pss, h = PSS_PARAMS[scheme]
             key.verify(signature, data, pss, h)
         elif isinstance(key, ec.EllipticCurvePublicKey):
-            if scheme not in ECDSA or ECDSA[scheme][0] != key.curve.name:
+            # TLS 1.3 binds each ECDSA scheme to a curve; TLS 1.2's pairs name only the hash (RFC 5246 §7.4.1.4.1).
+            if scheme not in ECDSA or (not tls12 and ECDSA[scheme][0] != key.curve.name):
                 raise bad_scheme()
             key.verify(signature, data, ECDSA_PARAMS[scheme])
         elif isinstance(key, ed25519.Ed25519PublicKey):
