@@ -191,3 +191,18 @@ def test_no_suite_in_common() -> None:
     with pytest.raises(LocalAlert) as exc:
         pair.handshake()
     assert exc.value.description.name == "handshake_failure"
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_appd_reads_the_group_from_our_server_key_exchange(group: str) -> None:
+    from tls_privsep.shared.serverhello import negotiated_group
+
+    engine = ServerHandshake(server_config(groups=(GROUPS[group],)))
+    pair = Pair(engine, _ctx())
+    with contextlib.suppress(ssl.SSLWantReadError):
+        pair.client.do_handshake()
+    engine.receive_data(pair.outgoing.read())
+    flight = engine.data_to_send()
+    assert negotiated_group(flight) == GROUPS[group]
+    for cut in (0, 5, 60, len(flight) - 1):  # a part of the flight names no group, and never raises
+        assert negotiated_group(flight[:cut]) in (None, GROUPS[group])
