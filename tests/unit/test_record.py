@@ -362,6 +362,8 @@ def test_from_traffic_state_is_the_import() -> None:
     state.wipe()  # the layer holds its own copies
     assert events(layer, Protection(AES128, C_SECRET, 3).seal(23, b"y")) == [ApplicationData(b"y")]
     with pytest.raises(ValueError, match="version"):
+        RecordLayer.from_traffic_state(TrafficState(AES128, bytearray(C_SECRET), bytearray(S_SECRET), version=0x0302))
+    with pytest.raises(ValueError, match=r"TLS 1\.2 cipher suite"):  # a TLS 1.3 suite in a TLS 1.2 state
         RecordLayer.from_traffic_state(TrafficState(AES128, bytearray(C_SECRET), bytearray(S_SECRET), version=0x0303))
 
 

@@ -16,7 +16,7 @@ class AlertLevel(enum.IntEnum):
 
 
 class AlertDescription(enum.IntEnum):
-    """RFC 8446 §6 (plus the TLS 1.3 registry entries a server meets)."""
+    """RFC 8446 §6 (plus the registry entries a server meets, TLS 1.2's no_renegotiation among them)."""
 
     close_notify = 0
     unexpected_message = 10
@@ -38,6 +38,7 @@ class AlertDescription(enum.IntEnum):
     internal_error = 80
     inappropriate_fallback = 86
     user_canceled = 90
+    no_renegotiation = 100  # TLS 1.2 (RFC 5246 §7.2.2), sent as a warning: we never renegotiate
     missing_extension = 109
     unsupported_extension = 110
     unrecognized_name = 112
@@ -121,6 +122,7 @@ InsufficientSecurity = ALERT_CLASSES[AlertDescription.insufficient_security]
 InternalError = ALERT_CLASSES[AlertDescription.internal_error]
 InappropriateFallback = ALERT_CLASSES[AlertDescription.inappropriate_fallback]
 UserCanceled = ALERT_CLASSES[AlertDescription.user_canceled]
+NoRenegotiation = ALERT_CLASSES[AlertDescription.no_renegotiation]
 MissingExtension = ALERT_CLASSES[AlertDescription.missing_extension]
 UnsupportedExtension = ALERT_CLASSES[AlertDescription.unsupported_extension]
 UnrecognizedName = ALERT_CLASSES[AlertDescription.unrecognized_name]

@@ -1,7 +1,8 @@
-"""The sans-IO TLS 1.3 record layer (RFC 8446 §5), one job per module.
+"""The sans-IO record layer, TLS 1.3 (RFC 8446 §5) and TLS 1.2 (RFC 5246 §6, AEAD only), one job per module.
 
 - ``framing``: content types, size limits, the one header reader and writer, the receive buffer
-- ``protection``: the protection scheme seam (``RecordProtection``) and TLS 1.3's AEAD (``Protection``)
+- ``protection``: the protection scheme seam (``RecordProtection``), TLS 1.3's AEAD (``Protection``) and
+  TLS 1.2's (``Tls12Protection``)
 - ``messages``: handshake message reassembly
 - ``events``: what ``next_event`` returns
 - ``phase``: the receiving phase and its transition table
@@ -12,12 +13,20 @@
 Callers import from here.
 """
 
-from tls_privsep.shared.record.events import ApplicationData, CloseNotify, Event, HandshakeMessage, KeyUpdated
+from tls_privsep.shared.record.events import (
+    ApplicationData,
+    ChangeCipherSpec,
+    CloseNotify,
+    Event,
+    HandshakeMessage,
+    KeyUpdated,
+    RenegotiationRefused,
+)
 from tls_privsep.shared.record.framing import MAX_CIPHERTEXT, MAX_PLAINTEXT, BytesLike, ContentType, whole_records
 from tls_privsep.shared.record.layer import AEAD_RECORD_LIMIT, RecordLayer
 from tls_privsep.shared.record.messages import MAX_CLIENT_HELLO, HandshakeType
 from tls_privsep.shared.record.phase import Phase
-from tls_privsep.shared.record.protection import Protection, RecordProtection
+from tls_privsep.shared.record.protection import Protection, RecordProtection, Tls12Protection
 
 __all__ = [
     "AEAD_RECORD_LIMIT",
@@ -26,6 +35,7 @@ __all__ = [
     "MAX_PLAINTEXT",
     "ApplicationData",
     "BytesLike",
+    "ChangeCipherSpec",
     "CloseNotify",
     "ContentType",
     "Event",
@@ -36,5 +46,7 @@ __all__ = [
     "Protection",
     "RecordLayer",
     "RecordProtection",
+    "RenegotiationRefused",
+    "Tls12Protection",
     "whole_records",
 ]

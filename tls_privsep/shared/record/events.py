@@ -37,4 +37,18 @@ class KeyUpdated:
     update_requested: bool
 
 
-Event: TypeAlias = HandshakeMessage | ApplicationData | CloseNotify | KeyUpdated
+@dataclass(frozen=True, slots=True)
+class ChangeCipherSpec:
+    """TLS 1.2: the peer's change_cipher_spec, well formed and at a message boundary. The engine decides
+    whether one was due here and then reads under the new protection (``set_read_protection``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenegotiationRefused:
+    """TLS 1.2: a ClientHello after the handshake was dropped and answered with a warning
+    no_renegotiation alert (queued: see ``data_to_send``); a second one is fatal (RFC 5746 §4.4)."""
+
+
+Event: TypeAlias = (
+    HandshakeMessage | ApplicationData | CloseNotify | KeyUpdated | ChangeCipherSpec | RenegotiationRefused
+)

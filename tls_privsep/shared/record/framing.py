@@ -36,11 +36,16 @@ def read_header(buf: BytesLike, pos: int) -> tuple[int, int]:
     """The content type and length of the record whose 5-byte header starts at ``buf[pos]``.
 
     Raises the alert for a header no record can have: an unknown content type or a length over
-    2^14+256. The legacy version is ignored, as §5.1 says. The caller checks the 5 bytes are there.
+    2^14+256. The legacy version is ignored, as RFC 8446 §5.1 says (a TLS 1.2 protection checks it
+    on the records it opens). The caller checks the 5 bytes are there.
     """
     ctype, _, length = _HEADER.unpack_from(buf, pos)
     if ctype not in _KNOWN_TYPES:
         raise UnexpectedMessage(f"unknown record content type {ctype}")
+    # One bound for both versions. RFC 5246 §6.2.3 lets a TLS 1.2 record be 2^14+2048 bytes, room for
+    # compression and CBC padding; with the AEAD suites only (no compression) a legal one is at most
+    # 2^14+24 (explicit nonce and tag), and anything between 2^14+256 and 2^14+2048 could only decrypt
+    # to a plaintext over 2^14, itself record_overflow (§6.2.1). So 2^14+256 refuses nothing legal.
     if length > MAX_CIPHERTEXT:
         raise RecordOverflow("record longer than 2^14+256 bytes")
     return ctype, length
@@ -52,7 +57,8 @@ def header(ctype: int, length: int) -> bytes:
 
 
 CCS_RECORD = header(ContentType.change_cipher_spec, 1) + b"\x01"
-"""The middlebox-compatibility change_cipher_spec record (§D.4): always plaintext."""
+"""A plaintext change_cipher_spec record: TLS 1.3's middlebox-compatibility one (§D.4), and TLS 1.2's,
+which goes out before the write protection is set."""
 
 
 def plaintext_records(ctype: int, data: BytesLike) -> bytes:

@@ -13,8 +13,12 @@ from tls_privsep.shared.errors import InternalError
 
 class Phase(enum.Enum):
     HANDSHAKE = "handshake"  # handshake messages; a change_cipher_spec record is refused
-    HANDSHAKE_CCS = "handshake_ccs"  # the same, and a well-formed change_cipher_spec is dropped (§5, §D.4)
-    APPLICATION = "application"  # application data and KeyUpdate; other handshake messages are refused
+    # TLS 1.3 only: the same, and a well-formed change_cipher_spec is dropped (§5, §D.4). TLS 1.2's
+    # change_cipher_spec is an event in HANDSHAKE, so a TLS 1.2 layer never enters this phase.
+    HANDSHAKE_CCS = "handshake_ccs"
+    # Application data; and KeyUpdate (TLS 1.3) or a refused renegotiation (TLS 1.2); other handshake
+    # messages are refused
+    APPLICATION = "application"
     CLOSED = "closed"  # the peer's close_notify came: nothing more is read (§6.1)
 
 
