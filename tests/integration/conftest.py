@@ -16,7 +16,7 @@ from typing import Literal
 
 import pytest
 
-from tests.integration.helpers import CERTS, Pair, Pki, TcpBackend, start_pair
+from tests.integration.helpers import CERTS, Pair, Pki, Pool, TcpBackend, start_pair
 from tls_privsep.launcher.testing import NotifySocket
 
 
@@ -48,6 +48,14 @@ def pair(tmp_path: Path, pki: Pki) -> Iterator[Callable[..., Pair]]:
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+@pytest.fixture(scope="module")
+def pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pool]:
+    """The module's shared pairs (:class:`helpers.Pool`), started on first use and stopped after its last test."""
+    p = Pool(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]), pki)
+    yield p
+    p.close()
 
 
 @pytest.fixture

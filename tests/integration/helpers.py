@@ -1,6 +1,7 @@
-"""Plain helpers the integration tests share: the certificates, the pair, the launcher, processes, traffic.
+"""Plain helpers the integration tests share: the certificates, the pair, the launcher, processes, traffic,
+and the interop modules' shared servers (:class:`Pool`) and real clients (s_client, gnutls-cli, curl, …).
 
-The fixtures built on them (``pki``, ``pair``, ``rundir``, ``keydir``, ``notify_socket``, ``backend_factory``)
+The fixtures built on them (``pki``, ``pair``, ``pool``, ``rundir``, ``keydir``, ``notify_socket``, ``backend_factory``)
 are in conftest.py; a test module imports from here and from no other test module.
 
 Pairs are started by :mod:`launcher.testing` (the engine of the pytest plugin) with two additions for this
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -25,10 +28,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.serialization import Encoding
+from tlslite.api import HandshakeSettings, TLSConnection
 
 from tls_privsep.launcher.testing import DaemonName, Daemons, IssuedCert, NotifySocket, ThrowawayCA, spawn
 from tls_privsep.shared import cli
@@ -388,3 +394,225 @@ class BioClient:
             if uploaded and not self._raw_out and (self.eof_received or not until_peer_closed):
                 return
             self._pump(want_read=not self.eof_received, want_write=pending is not None)
+
+
+# ---- interop: shared servers, the logs' handshake and connection lines, real clients ----------------------------
+# test_interop.py (TLS 1.3) and test_interop12.py (TLS 1.2) drive the same clients the same way.
+
+TIMEOUT = 8.0  # one real client's run
+
+
+class Pool:
+    """Pairs started on first use and shared by the module's tests, keyed by their configuration."""
+
+    def __init__(self, tmp: Path, pki: Pki) -> None:
+        self.tmp, self.pki = tmp, pki
+        self.servers: dict[tuple[str, tuple[str, ...]], Pair] = {}
+
+    def get(self, certs: str, *args: str) -> Pair:
+        key = (certs, args)
+        if key not in self.servers:
+            self.servers[key] = start_pair(self.tmp / f"server{len(self.servers)}",
+                                           [*self.pki.cert_args(*CERTS[certs]), *args])
+        server = self.servers[key]
+        daemons: tuple[DaemonName, ...] = ("secured", "appd")
+        for name in daemons:
+            proc = server.secured if name == "secured" else server.appd
+            assert proc.poll() is None, f"{name} died in an earlier test:\n{server.log_text(name)[-3000:]}"
+        return server
+
+    def config(self, toml: str) -> str:
+        """A configuration file with ``toml`` (pass it as ``"-c", path``: flags still override it), for the
+        settings that have no flag (``secured.versions``, …); one file per distinct text."""
+        path = self.tmp / f"config-{hashlib.sha256(toml.encode()).hexdigest()[:12]}.toml"
+        if not path.exists():
+            path.write_text(toml)
+        return str(path)
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+
+def echo_server(pool: Pool, certs: str = "both", *args: str) -> Pair:
+    return pool.get(certs, "--backend", "echo", *args)
+
+
+def handshakes(server: Pair) -> list[dict[str, Any]]:
+    """secured's "handshake done" log entries, oldest first."""
+    entries = []
+    for line in server.log_text("secured").splitlines():
+        if line.startswith("{") and '"handshake done"' in line:
+            entries.append(json.loads(line))
+    return entries
+
+
+def new_handshakes(server: Pair, before: int, count: int = 1) -> list[dict[str, Any]]:
+    """Wait for ``count`` handshakes logged after the first ``before``; return them."""
+    deadline = time.monotonic() + 5
+    while len(entries := handshakes(server)) < before + count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(entries) >= before + count, f"secured logged {len(entries) - before} new handshakes, wanted {count}"
+    return entries[before:]
+
+
+def leaf_der(path: Path) -> bytes:
+    return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
+
+
+@dataclass
+class Step:
+    """Bytes to type into the client, then what to wait for in its stdout or stderr (if anything)."""
+
+    send: bytes
+    wait_for: bytes | None = None
+    pause: float = 0.0
+
+
+@dataclass
+class Run:
+    out: str
+    err: str
+    rc: int | None
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    def lines(self) -> list[str]:
+        return self.out.splitlines()
+
+
+def converse(cmd: Sequence[str], steps: Sequence[Step], timeout: float = TIMEOUT) -> Run:
+    """Run ``cmd``, feed it ``steps`` one by one, then close stdin and collect its output.
+
+    openssl s_client closes the connection as soon as stdin ends, so each step waits for its answer
+    (or gives the client a moment) before the next one; a client that exits early ends the dialogue.
+    """
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    out, err = bytearray(), bytearray()
+    lock = threading.Lock()
+
+    def pump(src: Any, dst: bytearray) -> None:
+        for chunk in iter(lambda: src.read1(65536), b""):
+            with lock:
+                dst.extend(chunk)
+
+    readers = [threading.Thread(target=pump, args=(s, b), daemon=True) for s, b in ((proc.stdout, out), (proc.stderr, err))]
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + timeout
+    try:
+        for step in steps:
+            if proc.poll() is not None:
+                break
+            with lock:
+                marks = len(out), len(err)
+            time.sleep(step.pause)
+            try:
+                proc.stdin.write(step.send)
+                proc.stdin.flush()
+            except BrokenPipeError:
+                break
+            while step.wait_for is not None and proc.poll() is None and time.monotonic() < deadline:
+                with lock:
+                    if step.wait_for in out[marks[0]:] or step.wait_for in err[marks[1]:]:
+                        break
+                time.sleep(0.01)
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.wait(max(0.5, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    finally:
+        for r in readers:
+            r.join(2)
+    return Run(out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode)
+
+
+def s_client_cmd(server: Pair, pki: Pki, *args: str) -> list[str]:
+    """``openssl s_client`` to ``server`` for "localhost", verifying against the suite's CA; add the version flag."""
+    return [require_binary("openssl"), "s_client", "-connect", f"{server.host}:{server.port}", "-servername",
+            "localhost", "-CAfile", str(pki.ca_file), "-verify_return_error", *args]
+
+
+def echo_steps(*lines: bytes) -> list[Step]:
+    return [Step(line, wait_for=line) for line in lines]
+
+
+def mtls_server(pool: Pool, pki: Pki) -> Pair:
+    return echo_server(pool, "both", "--client-ca", str(pki.client_ca_file), "--client-auth", "required")
+
+
+def gnutls_cli(server: Pair, pki: Pki, priority: str, *args: str, data: bytes = b"",
+               timeout: float = TIMEOUT) -> str:
+    """gnutls-cli half-closes at the end of stdin and waits for the server's close: plain input works."""
+    cmd = [require_binary("gnutls-cli"), server.host, "-p", str(server.port), "--sni-hostname", "localhost",
+           "--verify-hostname", "localhost", "--x509cafile", str(pki.ca_file), "--priority", priority, *args]
+    proc = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout)
+    return (proc.stdout + proc.stderr).decode(errors="replace")
+
+
+def gnutls_description(out: str) -> str | None:
+    m = re.search(r"^- Description: (.*)$", out, re.M)
+    return m.group(1) if m else None
+
+
+def http_server(pool: Pool) -> Pair:
+    return pool.get("both", "--backend", "http")
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([require_binary("curl"), "-sS", "--max-time", "5", "-w", "\nstatus=%{http_code}\n", *args],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def py_echo(server: Pair, ctx: ssl.SSLContext, data: bytes,
+            session: ssl.SSLSession | None = None) -> tuple[bytes, ssl.SSLSocket]:
+    """Send ``data``, read it all back, close cleanly; returns what came back and the (closed) socket."""
+    with socket.create_connection((server.host, server.port), timeout=5) as raw:
+        tls = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+        tls.sendall(data)
+        got = bytearray()
+        while len(got) < len(data) and (chunk := tls.recv(65536)):
+            got += chunk
+        tls.unwrap()
+        return bytes(got), tls
+
+
+def tlslite_connect(server: Pair, settings: HandshakeSettings, session: Any = None) -> TLSConnection:
+    conn = TLSConnection(socket.create_connection((server.host, server.port), timeout=5))
+    conn.handshakeClientCert(settings=settings, serverName="localhost", session=session)
+    return conn
+
+
+def tlslite_echo(conn: TLSConnection, data: bytes) -> bytes:
+    conn.write(data)
+    got = b""
+    while len(got) < len(data):
+        got += conn.read()
+    return got
+
+
+def connections(server: Pair) -> list[dict[str, Any]]:
+    """appd's summary lines ("connection"), oldest first."""
+    out = []
+    for line in server.log_text("appd").splitlines():
+        if line.startswith("{") and '"connection"' in line:
+            entry = json.loads(line)
+            if entry.get("event") == "connection":
+                out.append(entry)
+    return out
+
+
+def new_connections(server: Pair, before: int, count: int = 1) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 5
+    while len(entries := connections(server)) < before + count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(entries) >= before + count, f"appd logged {len(entries) - before} new connections, wanted {count}"
+    return entries[before:]
+

@@ -4,32 +4,51 @@ openssl s_client, gnutls-cli, curl, Python's ssl, tlslite-ng and pyOpenSSL (the 
 post-quantum hybrid X25519MLKEM768 by default, tests/pqclient.py) each talk to a secured + appd pair
 and every test checks what a user of that client sees: the bytes echoed back, the HTTP answer, the
 cipher/group/signature the client prints, the alert it reports. Servers that share a configuration
-are started once per module (:class:`Pool`); a test that may break its server gets its own pair.
+are started once per module (:class:`helpers.Pool`, the ``pool`` fixture); a test that may break its
+server gets its own pair.
 The results are summarised in interop_matrix.md next to this file.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import ssl
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
-from tlslite.api import HandshakeSettings, TLSConnection
+from tlslite.api import HandshakeSettings
 from tlslite.constants import KeyUpdateMessageType
 
-from tests.integration.helpers import CERTS, Pair, Pki, require_binary, start_pair
+from tests.integration.helpers import (
+    Pair,
+    Pki,
+    Pool,
+    Run,
+    Step,
+    connections,
+    converse,
+    curl,
+    echo_server,
+    echo_steps,
+    gnutls_cli,
+    gnutls_description,
+    handshakes,
+    http_server,
+    leaf_der,
+    mtls_server,
+    new_connections,
+    new_handshakes,
+    py_echo,
+    require_binary,
+    s_client_cmd,
+    tlslite_connect,
+    tlslite_echo,
+)
 from tests.pqclient import client_context, echo_over_tcp
 
 pytestmark = pytest.mark.interop
@@ -46,154 +65,13 @@ TLSLITE_CIPHERS = {"TLS_AES_128_GCM_SHA256": "aes128gcm", "TLS_AES_256_GCM_SHA38
                    "TLS_CHACHA20_POLY1305_SHA256": "chacha20-poly1305"}
 CERT_KINDS = ("rsa", "ecdsa")
 TLS13_ONLY = "NORMAL:-VERS-ALL:+VERS-TLS1.3"
-TIMEOUT = 8.0
-
-
-# -- servers ------------------------------------------------------------------------------------
-
-
-class Pool:
-    """Pairs started on first use and shared by the module's tests, keyed by their configuration."""
-
-    def __init__(self, tmp: Path, pki: Pki) -> None:
-        self.tmp, self.pki = tmp, pki
-        self.servers: dict[tuple[str, tuple[str, ...]], Pair] = {}
-
-    def get(self, certs: str, *args: str) -> Pair:
-        key = (certs, args)
-        if key not in self.servers:
-            self.servers[key] = start_pair(self.tmp / f"server{len(self.servers)}",
-                                           [*self.pki.cert_args(*CERTS[certs]), *args])
-        server = self.servers[key]
-        for name, proc in (("secured", server.secured), ("appd", server.appd)):
-            assert proc.poll() is None, f"{name} died in an earlier test:\n{server.log_text(name)[-3000:]}"
-        return server
-
-    def close(self) -> None:
-        for server in self.servers.values():
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pool]:
-    p = Pool(tmp_path_factory.mktemp("interop"), pki)
-    yield p
-    p.close()
-
-
-def echo_server(pool: Pool, certs: str = "both", *args: str) -> Pair:
-    return pool.get(certs, "--backend", "echo", *args)
-
-
-def handshakes(server: Pair) -> list[dict[str, Any]]:
-    """secured's "handshake done" log entries, oldest first."""
-    entries = []
-    for line in server.log_text("secured").splitlines():
-        if line.startswith("{") and '"handshake done"' in line:
-            entries.append(json.loads(line))
-    return entries
-
-
-def new_handshakes(server: Pair, before: int, count: int = 1) -> list[dict[str, Any]]:
-    """Wait for ``count`` handshakes logged after the first ``before``; return them."""
-    deadline = time.monotonic() + 5
-    while len(entries := handshakes(server)) < before + count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(entries) >= before + count, f"secured logged {len(entries) - before} new handshakes, wanted {count}"
-    return entries[before:]
-
-
-def leaf_der(path: Path) -> bytes:
-    return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
-
-
-# -- driving an interactive CLI client -------------------------------------------------------------
-
-
-@dataclass
-class Step:
-    """Bytes to type into the client, then what to wait for in its stdout or stderr (if anything)."""
-
-    send: bytes
-    wait_for: bytes | None = None
-    pause: float = 0.0
-
-
-@dataclass
-class Run:
-    out: str
-    err: str
-    rc: int | None
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-    def lines(self) -> list[str]:
-        return self.out.splitlines()
-
-
-def converse(cmd: Sequence[str], steps: Sequence[Step], timeout: float = TIMEOUT) -> Run:
-    """Run ``cmd``, feed it ``steps`` one by one, then close stdin and collect its output.
-
-    openssl s_client closes the connection as soon as stdin ends, so each step waits for its answer
-    (or gives the client a moment) before the next one; a client that exits early ends the dialogue.
-    """
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    out, err = bytearray(), bytearray()
-    lock = threading.Lock()
-
-    def pump(src: Any, dst: bytearray) -> None:
-        for chunk in iter(lambda: src.read1(65536), b""):
-            with lock:
-                dst.extend(chunk)
-
-    readers = [threading.Thread(target=pump, args=(s, b), daemon=True) for s, b in ((proc.stdout, out), (proc.stderr, err))]
-    for r in readers:
-        r.start()
-    deadline = time.monotonic() + timeout
-    try:
-        for step in steps:
-            if proc.poll() is not None:
-                break
-            with lock:
-                marks = len(out), len(err)
-            time.sleep(step.pause)
-            try:
-                proc.stdin.write(step.send)
-                proc.stdin.flush()
-            except BrokenPipeError:
-                break
-            while step.wait_for is not None and proc.poll() is None and time.monotonic() < deadline:
-                with lock:
-                    if step.wait_for in out[marks[0]:] or step.wait_for in err[marks[1]:]:
-                        break
-                time.sleep(0.01)
-        try:
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        proc.wait(max(0.5, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    finally:
-        for r in readers:
-            r.join(2)
-    return Run(out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode)
-
-
-def echo_steps(*lines: bytes) -> list[Step]:
-    return [Step(line, wait_for=line) for line in lines]
 
 
 # -- openssl s_client -----------------------------------------------------------------------------
 
 
 def s_client(server: Pair, pki: Pki, *args: str) -> list[str]:
-    return [require_binary("openssl"), "s_client", "-connect", f"{server.host}:{server.port}", "-servername",
-            "localhost", "-CAfile", str(pki.ca_file), "-verify_return_error", "-tls1_3", *args]
+    return s_client_cmd(server, pki, "-tls1_3", *args)
 
 
 def negotiated_cipher(run: Run) -> str | None:
@@ -321,10 +199,6 @@ def test_openssl_alpn_mismatch(pool: Pool, pki: Pki) -> None:
     assert run.rc != 0
 
 
-def mtls_server(pool: Pool, pki: Pki) -> Pair:
-    return echo_server(pool, "both", "--client-ca", str(pki.client_ca_file), "--client-auth", "required")
-
-
 def test_openssl_client_certificate(pool: Pool, pki: Pki) -> None:
     """--client-auth required: a client with a certificate from the client CA is served."""
     server = mtls_server(pool, pki)
@@ -352,20 +226,6 @@ def test_openssl_client_certificate_refused(pool: Pool, pki: Pki, use_cert: bool
 
 
 # -- gnutls-cli -----------------------------------------------------------------------------------
-
-
-def gnutls_cli(server: Pair, pki: Pki, priority: str, *args: str, data: bytes = b"",
-               timeout: float = TIMEOUT) -> str:
-    """gnutls-cli half-closes at the end of stdin and waits for the server's close: plain input works."""
-    cmd = [require_binary("gnutls-cli"), server.host, "-p", str(server.port), "--sni-hostname", "localhost",
-           "--verify-hostname", "localhost", "--x509cafile", str(pki.ca_file), "--priority", priority, *args]
-    proc = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout)
-    return (proc.stdout + proc.stderr).decode(errors="replace")
-
-
-def gnutls_description(out: str) -> str | None:
-    m = re.search(r"^- Description: (.*)$", out, re.M)
-    return m.group(1) if m else None
 
 
 @pytest.mark.parametrize("certs", CERT_KINDS)
@@ -439,15 +299,6 @@ def test_gnutls_client_certificate(pool: Pool, pki: Pki) -> None:
 # -- curl -----------------------------------------------------------------------------------------
 
 
-def http_server(pool: Pool) -> Pair:
-    return pool.get("both", "--backend", "http")
-
-
-def curl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require_binary("curl"), "-sS", "--max-time", "5", "-w", "\nstatus=%{http_code}\n", *args],
-                          capture_output=True, text=True, timeout=TIMEOUT)
-
-
 def test_curl_insecure_by_address(pool: Pool) -> None:
     """curl -k to the IP address: 200 and the backend's greeting (no SNI for an address)."""
     server = http_server(pool)
@@ -495,19 +346,6 @@ def py_context(pki: Pki) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(pki.ca_file))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     return ctx
-
-
-def py_echo(server: Pair, ctx: ssl.SSLContext, data: bytes,
-            session: ssl.SSLSession | None = None) -> tuple[bytes, ssl.SSLSocket]:
-    """Send ``data``, read it all back, close cleanly; returns what came back and the (closed) socket."""
-    with socket.create_connection((server.host, server.port), timeout=5) as raw:
-        tls = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
-        tls.sendall(data)
-        got = bytearray()
-        while len(got) < len(data) and (chunk := tls.recv(65536)):
-            got += chunk
-        tls.unwrap()
-        return bytes(got), tls
 
 
 @pytest.mark.parametrize("certs", CERT_KINDS)
@@ -628,20 +466,6 @@ def tlslite_settings(suite: str = "TLS_AES_128_GCM_SHA256", curves: Sequence[str
     return settings
 
 
-def tlslite_connect(server: Pair, settings: HandshakeSettings, session: Any = None) -> TLSConnection:
-    conn = TLSConnection(socket.create_connection((server.host, server.port), timeout=5))
-    conn.handshakeClientCert(settings=settings, serverName="localhost", session=session)
-    return conn
-
-
-def tlslite_echo(conn: TLSConnection, data: bytes) -> bytes:
-    conn.write(data)
-    got = b""
-    while len(got) < len(data):
-        got += conn.read()
-    return got
-
-
 @pytest.mark.parametrize("certs", CERT_KINDS)
 @pytest.mark.parametrize("group", GROUP_IDS)
 @pytest.mark.parametrize("suite", SUITES)
@@ -704,27 +528,15 @@ def test_tlslite_key_update_and_resumption(pool: Pool, pki: Pki) -> None:
 # -- pyOpenSSL: a client that offers the post-quantum hybrid by default ------------------------------
 
 
+def post_quantum(pool: Pool, mode: str) -> list[str]:
+    """``--post-quantum MODE``; under require also TLS 1.3 alone (secured.versions, no flag): TLS 1.2 has no
+    hybrid key exchange, so the configuration refuses require beside it."""
+    tls13_only = ["-c", pool.config('[secured]\nversions = ["1.3"]\n')] if mode == "require" else []
+    return [*tls13_only, "--post-quantum", mode]
+
+
 def pq_context(pki: Pki, *, groups: str | None = None, suite: str | None = None) -> SSL.Context:
     return client_context(pki.ca.cert, groups=groups, suite=suite)
-
-
-def connections(server: Pair) -> list[dict[str, Any]]:
-    """appd's summary lines ("connection"), oldest first."""
-    out = []
-    for line in server.log_text("appd").splitlines():
-        if line.startswith("{") and '"connection"' in line:
-            entry = json.loads(line)
-            if entry.get("event") == "connection":
-                out.append(entry)
-    return out
-
-
-def new_connections(server: Pair, before: int, count: int = 1) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 5
-    while len(entries := connections(server)) < before + count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(entries) >= before + count, f"appd logged {len(entries) - before} new connections, wanted {count}"
-    return entries[before:]
 
 
 @pytest.mark.parametrize("certs", CERT_KINDS)
@@ -761,7 +573,7 @@ def test_pyopenssl_hybrid_listed_without_a_share(pool: Pool, pki: Pki, mode: str
     """The client lists the hybrid but shares X25519 only: --post-quantum require asks for the hybrid with a
     HelloRetryRequest; prefer and off take the X25519 share at once. appd's summary line names the group of
     the ServerHello, not the one the HelloRetryRequest before it asked for (that names none)."""
-    server = echo_server(pool, "both", "--post-quantum", mode)
+    server = echo_server(pool, "both", *post_quantum(pool, mode))
     before, before_conn = len(handshakes(server)), len(connections(server))
     got = echo_over_tcp(server.host, server.port, pq_context(pki, groups="*X25519:X25519MLKEM768"), b"listed")
     assert (got.echoed, got.group) == (b"listed", group)
@@ -775,7 +587,7 @@ def test_pyopenssl_hybrid_listed_without_a_share(pool: Pool, pki: Pki, mode: str
 @pytest.mark.parametrize("mode", ["prefer", "require"])
 def test_pyopenssl_resumption_over_the_hybrid(pool: Pool, pki: Pki, mode: str) -> None:
     """A ticket from a hybrid handshake resumes with psk_dhe_ke and a fresh hybrid exchange."""
-    server = echo_server(pool, "both", "--post-quantum", mode)
+    server = echo_server(pool, "both", *post_quantum(pool, mode))
     ctx = pq_context(pki)
     before = len(handshakes(server))
     first = echo_over_tcp(server.host, server.port, ctx, b"first")
@@ -795,7 +607,7 @@ def test_pyopenssl_off_takes_x25519(pool: Pool, pki: Pki) -> None:
 
 def test_pyopenssl_classical_only_under_require(pool: Pool, pki: Pki) -> None:
     """A client with no hybrid at all under --post-quantum require: handshake_failure, which it reports."""
-    server = echo_server(pool, "both", "--post-quantum", "require")
+    server = echo_server(pool, "both", *post_quantum(pool, "require"))
     with pytest.raises(SSL.Error, match="handshake failure"):
         echo_over_tcp(server.host, server.port, pq_context(pki, groups="X25519:P-256"), b"refused")
 
@@ -837,7 +649,7 @@ def _classical(client: str, server: Pair, pki: Pki) -> tuple[bool, str]:
 def test_classical_clients_under_each_mode(pool: Pool, pki: Pki, client: str, mode: str) -> None:
     """openssl s_client (3.0), gnutls-cli, curl, Python ssl and tlslite-ng offer no hybrid: prefer and off
     serve them x25519 unchanged; require refuses them with handshake_failure (40)."""
-    server = pool.get("both", "--backend", "http" if client == "curl" else "echo", "--post-quantum", mode)
+    server = pool.get("both", "--backend", "http" if client == "curl" else "echo", *post_quantum(pool, mode))
     before = len(handshakes(server))
     served, text = _classical(client, server, pki)
     if mode == "require":
