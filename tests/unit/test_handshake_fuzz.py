@@ -60,10 +60,9 @@ def test_random_handshake_record(body: bytes) -> None:
     _feed(_server(), [record(22, body)])
 
 
-@FUZZ
-@given(st.data())
-def test_mutated_client_hello(data: st.DataObject) -> None:
-    raw = bytearray(Client().client_hello_record())
+def _mutate(data: st.DataObject, original: bytes) -> bytes:
+    """``original`` with one to four bytes flipped, runs inserted or deleted, or its tail cut."""
+    raw = bytearray(original)
     for _ in range(data.draw(st.integers(1, 4))):
         op = data.draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
         pos = data.draw(st.integers(0, len(raw) - 1))
@@ -77,7 +76,13 @@ def test_mutated_client_hello(data: st.DataObject) -> None:
             del raw[pos]
         if not raw:
             break
-    _feed(_server(), [bytes(raw)])
+    return bytes(raw)
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_client_hello(data: st.DataObject) -> None:
+    _feed(_server(), [_mutate(data, Client().client_hello_record())])
 
 
 @FUZZ
