@@ -359,13 +359,15 @@ def test_truncated_blob_is_refused(appd: Appd, keep: int) -> None:
     assert entry["reason"] == "malformed"
 
 
-def test_blob_version_2_is_refused(appd: Appd) -> None:
-    def v2(state: TrafficState, conn: int, sealer: BlobSealer) -> bytes:
+@pytest.mark.parametrize("version", [1, 3])
+def test_blob_of_another_version_is_refused(appd: Appd, version: int) -> None:
+    """The previous format and a future one alike: both daemons come from one install."""
+    def other(state: TrafficState, conn: int, sealer: BlobSealer) -> bytes:
         outer = cbor_decode(sealer.seal(state, conn), MAX_BLOB)
-        assert isinstance(outer, dict) and outer["v"] == 1
-        return cbor_encode({**outer, "v": 2})
+        assert isinstance(outer, dict) and outer["v"] == 2
+        return cbor_encode({**outer, "v": version})
 
-    _, entry = attack(appd, v2)
+    _, entry = attack(appd, other)
     assert entry["reason"] == "unsupported_version"
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import enum
 import os
+import subprocess
+import types
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -14,16 +17,24 @@ from hypothesis import strategies as st
 from tls_privsep.shared import blob as B
 from tls_privsep.shared.errors import BlobError
 from tls_privsep.shared.keyschedule import SUITES, traffic_key_iv
-from tls_privsep.shared.state import TrafficState
+from tls_privsep.shared.state import TLS12, TLS13, TrafficState
+from tls_privsep.shared.tls12 import SUITES12
 
 KEY = bytes(range(32))
 CH = bytes(range(100, 116))
 SETTINGS = settings(max_examples=200, deadline=None)
+SUITES13_IDS = sorted(SUITES)
+SUITES12_IDS = sorted(SUITES12)
+# The release before blob version 2 (and channel version 3): its opener must refuse what this one seals.
+PREVIOUS_RELEASE = "fd6132d"
 
 
 def make_state(suite: int = 0x1301, **kw: object) -> TrafficState:
-    n = SUITES[suite].hash_len
+    """A state for ``suite``: TLS 1.3 traffic secrets, or TLS 1.2 key material for a TLS 1.2 suite."""
+    tls12 = suite in SUITES12
+    n = SUITES12[suite].key_material_len if tls12 else SUITES[suite].hash_len
     fields: dict[str, object] = {
+        "version": TLS12 if tls12 else TLS13,
         "suite": suite,
         "read_secret": bytearray(os.urandom(n)),
         "write_secret": bytearray(os.urandom(n)),
@@ -84,6 +95,102 @@ def test_round_trip_every_suite(suite: int) -> None:
         assert traffic_key_iv(params, bytes(a)) == traffic_key_iv(params, bytes(b))
 
 
+@pytest.mark.parametrize("suite", SUITES12_IDS)
+def test_round_trip_every_tls12_suite(suite: int) -> None:
+    sealer, opener = pair()
+    state = make_state(suite)
+    assert state.version == TLS12
+    expect = make_state(suite, read_secret=bytearray(state.read_secret), write_secret=bytearray(state.write_secret))
+    blob = sealer.seal(state, conn=7)
+    state.wipe()
+    got = opener.open(blob, conn=7)
+    assert same(got, expect) and got.version == TLS12
+    assert len(got.read_secret) == len(got.write_secret) == SUITES12[suite].key_material_len
+    assert isinstance(got.read_secret, bytearray) and got.read_secret != bytes(len(got.read_secret))
+
+
+@pytest.mark.parametrize(("suite", "length"), [(0xC02F, 16), (0xC02F, 36), (0xC030, 20), (0xC02C, 48),
+                                               (0xCCA8, 32), (0xCCA9, 36), (0xCCA8, 0)])
+def test_tls12_key_material_of_the_wrong_length(suite: int, length: int) -> None:
+    sealer, opener = pair()
+    state = make_state(suite, write_secret=bytearray(length))
+    with pytest.raises(BlobError) as ei:
+        sealer.seal(state, 1)
+    assert ei.value.reason == "bad_secret_length"
+    assert f"{SUITES12[suite].key_material_len}" in str(ei.value) and "key and IV" in str(ei.value)
+    inner = good_inner(version=TLS12, suite=suite, read_secret=bytes(length),
+                       write_secret=bytes(SUITES12[suite].key_material_len))
+    assert refused(opener, seal_raw_inner(cbor2.dumps(inner, canonical=True))) == "bad_secret_length"
+
+
+@pytest.mark.parametrize("suite", [0xC027, 0xC013, 0xCCAA, 0x009C, 0x1301, 0x0000])
+def test_tls12_unknown_suite(suite: int) -> None:
+    """CBC, DHE, RSA key exchange, a TLS 1.3 suite: none is a suite of ours for TLS 1.2."""
+    sealer, opener = pair()
+    with pytest.raises(BlobError) as ei:
+        state = make_state(0xC02F)
+        state.suite = suite
+        sealer.seal(state, 1)
+    assert ei.value.reason == "unknown_suite" and "TLS 1.2" in str(ei.value)
+    inner = good_inner(version=TLS12, suite=suite, read_secret=b"r" * 20, write_secret=b"w" * 20)
+    assert refused(opener, seal_raw_inner(cbor2.dumps(inner, canonical=True))) == "unknown_suite"
+
+
+@pytest.mark.parametrize(("version", "suite"), [(TLS12, 0x1301), (TLS12, 0x1303), (TLS13, 0xC02B), (TLS13, 0xCCA9)])
+def test_a_suite_of_the_other_version(version: int, suite: int) -> None:
+    """The schema is a choice on the version: a suite is judged against its version's table only."""
+    sealer, opener = pair()
+    other = make_state(suite)
+    with pytest.raises(BlobError) as ei:
+        sealer.seal(make_state(suite, version=version, read_secret=other.read_secret,
+                               write_secret=other.write_secret), 1)
+    assert ei.value.reason == "unknown_suite"
+    inner = good_inner(version=version, suite=suite, read_secret=bytes(other.read_secret),
+                       write_secret=bytes(other.write_secret))
+    assert refused(opener, seal_raw_inner(cbor2.dumps(inner, canonical=True))) == "unknown_suite"
+
+
+def test_tls12_lengths_are_not_tls13_lengths() -> None:
+    """32-byte secrets fit a TLS 1.3 SHA-256 suite, never a TLS 1.2 one (20, 36 or 44 bytes)."""
+    assert {p.key_material_len for p in SUITES12.values()} == {20, 36, 44}
+    sealer, _ = pair()
+    with pytest.raises(BlobError) as ei:
+        sealer.seal(make_state(0xC02B, read_secret=bytearray(32), write_secret=bytearray(32)), 1)
+    assert ei.value.reason == "bad_secret_length"
+
+
+def _previous_release_blob_module() -> types.ModuleType:
+    """The blob module as the previous release shipped it, loaded beside today's (same errors, CBOR, state)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        source = subprocess.run(["git", "show", f"{PREVIOUS_RELEASE}:tls_privsep/shared/blob.py"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:  # pragma: no cover - an export without history
+        pytest.skip(f"no git history here: {exc}")
+    module = types.ModuleType("previous_release_blob")
+    exec(compile(source, f"{PREVIOUS_RELEASE}:tls_privsep/shared/blob.py", "exec"), module.__dict__)
+    return module
+
+
+@pytest.mark.parametrize("suite", [0x1301, 0xC02F])
+def test_the_previous_release_refuses_a_new_blob_clearly(suite: int) -> None:
+    """An appd left at the previous release names what it was given (the channel hello refuses the pair first)."""
+    old = _previous_release_blob_module()
+    assert old.BLOB_VERSION == 1
+    blob = B.BlobSealer(KEY, CH).seal(make_state(suite), 7)
+    opener = old.BlobOpener(KEY, CH)
+    with pytest.raises(BlobError) as ei:
+        opener.open(blob, 7)
+    assert ei.value.reason == "unsupported_version" and "v=2" in str(ei.value)
+    assert opener.last == 0
+
+
+def test_a_previous_release_blob_is_refused_clearly() -> None:
+    old = _previous_release_blob_module()
+    blob = old.BlobSealer(KEY, CH).seal(make_state(0x1301), 7)
+    assert refused(B.BlobOpener(KEY, CH), blob) == "unsupported_version"
+
+
 def test_round_trip_nulls_and_empty_certs() -> None:
     sealer, opener = pair()
     state = make_state(alpn=None, sni=None, peer_certs=[], psk_resumed=False, read_seq=0, created=0)
@@ -111,7 +218,8 @@ def test_outer_layout_is_deterministic() -> None:
     assert blob[:1] == b"\xa4"
     assert blob[1:6] == b"\x61n\x01\x61v"
     assert list(outer(blob)) == ["n", "v", "ch", "ct"]
-    assert B.blob_aad(CH, 1, 5) == cbor2.dumps({"c": 5, "n": 1, "v": 1, "ch": CH})
+    assert blob[6] == B.BLOB_VERSION == 2
+    assert B.blob_aad(CH, 1, 5) == cbor2.dumps({"c": 5, "n": 1, "v": 2, "ch": CH})
 
 
 def test_sealer_refuses_bad_state_without_burning_a_counter() -> None:
@@ -223,8 +331,9 @@ def reencode(blob: bytes, **changes: object) -> bytes:
 def test_wrong_version_refused() -> None:
     sealer, opener = pair()
     blob = sealer.seal(make_state(), 7)
-    assert refused(opener, reencode(blob, v=2)) == "unsupported_version"
-    assert refused(opener, reencode(blob, v=2, ch=b"")) == "unsupported_version"  # v is checked first
+    for v in (1, 3):  # version 1 too: both ends come from one install, so an old blob is a half-done upgrade
+        assert refused(opener, reencode(blob, v=v)) == "unsupported_version"
+        assert refused(opener, reencode(blob, v=v, ch=b"")) == "unsupported_version"  # v is checked first
 
 
 @pytest.mark.parametrize(
@@ -310,7 +419,7 @@ def test_float_and_simple_values_refused() -> None:
 def seal_raw_inner(inner: bytes, n: int = 1, conn: int = 7) -> bytes:
     """Test-only path: seal arbitrary inner bytes with the channel key, as a buggy secured might."""
     ct = AESGCM(KEY).encrypt(B.blob_nonce(n), inner, B.blob_aad(CH, n, conn))
-    return cbor2.dumps({"v": 1, "ch": CH, "n": n, "ct": ct}, canonical=True)
+    return cbor2.dumps({"v": B.BLOB_VERSION, "ch": CH, "n": n, "ct": ct}, canonical=True)
 
 
 def good_inner(**changes: object) -> dict[object, object]:
@@ -352,7 +461,10 @@ INNER_FAULTS = [
     ("secret as text", {B.K_READ_SECRET: "r" * 32}, "wrong_type"),
     ("certs not a list", {B.K_PEER_CERTS: b"cert"}, "wrong_type"),
     ("cert as text", {B.K_PEER_CERTS: ["cert"]}, "wrong_type"),
-    ("TLS 1.2", {B.K_VERSION: 0x0303}, "bad_tls_version"),
+    ("TLS 1.1", {B.K_VERSION: 0x0302}, "bad_tls_version"),
+    ("TLS 1.2 version with a TLS 1.3 suite", {B.K_VERSION: 0x0303}, "unknown_suite"),
+    ("TLS 1.3 version with a TLS 1.2 suite", {B.K_SUITE: 0xC02F, B.K_READ_SECRET: b"r" * 20,
+                                              B.K_WRITE_SECRET: b"w" * 20}, "unknown_suite"),
     ("unknown suite", {B.K_SUITE: 0x1304}, "unknown_suite"),
     ("short secret", {B.K_WRITE_SECRET: b"w" * 31}, "bad_secret_length"),
     ("48-byte secret for a SHA-256 suite", {B.K_READ_SECRET: b"r" * 48}, "bad_secret_length"),
@@ -448,7 +560,7 @@ def test_random_edits_of_a_valid_blob_only_blob_error(data: st.DataObject) -> No
 
 @SETTINGS
 @given(
-    suite=st.sampled_from([0x1301, 0x1302, 0x1303]),
+    suite=st.sampled_from(SUITES13_IDS + SUITES12_IDS),
     seqs=st.tuples(*[st.integers(0, 2**64 - 1)] * 3),
     alpn=st.one_of(st.none(), st.text(min_size=1, max_size=20)),
     certs=st.lists(st.binary(min_size=1, max_size=50), max_size=3),

@@ -173,7 +173,7 @@ def test_both_sides_derive_the_same_keys() -> None:
     at_secured = C.ChannelKeys.derive(s_priv, s_hello, a_hello)
     assert at_appd.blob_key == at_secured.blob_key and len(at_appd.blob_key) == 32
     assert at_appd.channel_id == at_secured.channel_id and len(at_appd.channel_id) == 16
-    assert at_appd.version == C.CHANNEL_VERSION == 2
+    assert at_appd.version == C.CHANNEL_VERSION == 3
     assert at_appd.blob_key.hex() not in repr(at_appd)
     state = TrafficState(0x1301, bytearray(b"r" * 32), bytearray(b"w" * 32))
     got = at_appd.opener().open(at_secured.sealer().seal(state, 9), 9)
@@ -184,7 +184,7 @@ def test_different_hellos_give_different_keys() -> None:
     a_priv, a_hello, _s_priv, s_hello = hellos()
     first = C.ChannelKeys.derive(a_priv, a_hello, s_hello)
     # same keys, different hello contents (extra version offered): transcript binding
-    a_hello2 = C.make_hello(a_priv, "appd", versions=(1, 2)).encode()
+    a_hello2 = C.make_hello(a_priv, "appd", versions=(2, 3)).encode()
     second = C.ChannelKeys.derive(a_priv, a_hello2, s_hello)
     assert first.blob_key != second.blob_key and first.channel_id != second.channel_id
     # a fresh ephemeral key on one side
@@ -203,12 +203,18 @@ def test_version_negotiation() -> None:
     assert ei.value.reason == "no_common_version"
 
 
-def test_version_1_peer_is_refused() -> None:
-    """Version 1 sent ``open`` without data: a daemon of that release and one of this must not pair."""
-    a_priv, _, s_priv, s_hello = hellos()
-    old_appd = C.make_hello(a_priv, "appd", versions=(1,)).encode()
+@pytest.mark.parametrize("old", [1, 2])
+def test_older_peer_is_refused(old: int) -> None:
+    """Version 1 sent ``open`` without data; version 2's ``done`` carried blob version 1, which cannot hold a
+    TLS 1.2 state: a daemon of either release and one of this must not pair, whichever side is older."""
+    a_priv, a_hello, s_priv, s_hello = hellos()
+    old_appd = C.make_hello(a_priv, "appd", versions=(old,)).encode()
     with pytest.raises(ChannelError) as ei:
         C.ChannelKeys.derive(s_priv, s_hello, old_appd)
+    assert ei.value.reason == "no_common_version"
+    old_secured = C.make_hello(s_priv, "secured", versions=(old,)).encode()
+    with pytest.raises(ChannelError) as ei:
+        C.ChannelKeys.derive(a_priv, a_hello, old_secured)
     assert ei.value.reason == "no_common_version"
 
 

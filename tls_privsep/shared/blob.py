@@ -1,6 +1,7 @@
 """TrafficState <-> sealed, one-time CBOR blob (DESIGN.md §4; schema and reasons in docs/blob.md).
 
-secured seals the state of one finished handshake under the channel's key; appd opens it exactly once.
+secured seals the state of one finished handshake (TLS 1.3 or TLS 1.2) under the channel's key; appd opens
+it exactly once.
 The outer map travels in the clear (``v``, ``ch``, ``n``, ``ct``); the inner map is AES-256-GCM sealed
 with the connection id bound in as associated data.
 
@@ -23,13 +24,16 @@ from tls_privsep.shared.cbor import encode as cbor_encode
 from tls_privsep.shared.cbor import encode_mutable as cbor_encode_mutable
 from tls_privsep.shared.errors import BlobError
 from tls_privsep.shared.keyschedule import SUITES
-from tls_privsep.shared.state import TLS13, TrafficState, wipe_bytes
+from tls_privsep.shared.state import TLS12, TLS13, TrafficState, wipe_bytes
+from tls_privsep.shared.tls12 import SUITES12
 
 MAX_BLOB = 64 * 1024
 """Hard cap on a sealed blob, checked before any parsing (peer_certs make up most of it)."""
-BLOB_VERSION = 1
-"""Unchanged since records_protected began to be read (the write key's usage count on import): the
-schema did not change, only what appd does with a field it always received (docs/blob.md, *Versions*)."""
+BLOB_VERSION = 2
+"""2: the inner map's schema is a choice on its TLS version, and a TLS 1.2 state carries key material where
+a TLS 1.3 one carries traffic secrets. A blob of another version is refused as unsupported_version before
+anything else is read: both daemons come from one install, so a mismatch is a half-done upgrade, which the
+channel's hello already refuses (docs/blob.md, *Versions*)."""
 KEY_LEN = 32
 CHANNEL_ID_LEN = 16
 UINT64_MAX = 2**64 - 1
@@ -130,14 +134,20 @@ def _parse_inner(m: Mapping[Any, object]) -> tuple[Any, ...]:
     values: tuple[Any, ...] = tuple(m[key] for key in INNER_KEYS)  # in key order: values[K_SUITE] is the suite
     (version, suite, read_secret, write_secret, read_seq, write_seq, records_protected, alpn, sni, peer_certs,
      _psk_resumed, created) = values
-    if version != TLS13:
+    if version not in (TLS13, TLS12):
         raise BlobError("bad_tls_version", f"version {version:#x}")
-    params = SUITES.get(suite)
-    if params is None:
-        raise BlobError("unknown_suite", f"suite {suite:#x}")
+    # The schema's choice: TLS 1.3 secrets are the suite's hash long, TLS 1.2 key material is key ‖ IV.
+    if version == TLS13:
+        if suite not in SUITES:
+            raise BlobError("unknown_suite", f"suite {suite:#x} is not a TLS 1.3 suite")
+        need, what = SUITES[suite].hash_len, "the suite's hash length"
+    else:
+        if suite not in SUITES12:
+            raise BlobError("unknown_suite", f"suite {suite:#x} is not a TLS 1.2 suite")
+        need, what = SUITES12[suite].key_material_len, "the suite's write key and IV"
     for name, secret in (("read_secret", read_secret), ("write_secret", write_secret)):
-        if len(secret) != params.hash_len:
-            raise BlobError("bad_secret_length", f"{name} has {len(secret)} bytes, suite needs {params.hash_len}")
+        if len(secret) != need:
+            raise BlobError("bad_secret_length", f"{name} has {len(secret)} bytes, {what} is {need}")
     for name, seq in (("read_seq", read_seq), ("write_seq", write_seq), ("records_protected", records_protected)):
         if not 0 <= seq <= UINT64_MAX:
             raise BlobError("bad_seq", f"{name} out of range")

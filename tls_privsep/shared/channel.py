@@ -26,7 +26,10 @@ from tls_privsep.shared.errors import ChannelError
 
 MAX_MESSAGE = 192 * 1024  # below Linux's default SEQPACKET limit (wmem_default, ~208 KiB)
 """Hard cap on one datagram, checked before parsing. A TLS flight plus a blob fits with room to spare."""
-CHANNEL_VERSION = 2  # 2: ``open`` carries the client's first records (one datagram less per handshake)
+# 2: ``open`` carries the client's first records (one datagram less per handshake). 3: ``done`` carries blob
+# version 2, which may hold a TLS 1.2 state; an appd of version 2 would refuse every such blob, so the pair
+# fails at the hello instead (no_common_version), before any client is let in.
+CHANNEL_VERSION = 3
 SUPPORTED_VERSIONS: tuple[int, ...] = (CHANNEL_VERSION,)
 PUBLIC_KEY_LEN = 32
 MAX_VERSIONS = 16
