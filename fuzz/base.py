@@ -15,6 +15,12 @@ BLOB_CHANNEL_ID = bytes(range(100, 116))
 BLOB_CONN = 1
 
 
+def key_material12(length: int, seed: int) -> bytes:
+    """Fixed TLS 1.2 key material (write key and IV) of ``length`` bytes: the record harness reads under
+    seed 1 (the client's) and writes under seed 2, and the seeds are sealed to match."""
+    return bytes((seed + i) % 256 for i in range(length))
+
+
 class Finding(AssertionError):
     """A harness-level check failed (not an exception the parser raised itself)."""
 

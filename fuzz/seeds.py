@@ -25,7 +25,7 @@ from typing import Any
 import cbor2
 
 from fuzz import common
-from fuzz.base import BLOB_CHANNEL_ID, BLOB_CONN, BLOB_KEY, op
+from fuzz.base import BLOB_CHANNEL_ID, BLOB_CONN, BLOB_KEY, key_material12, op
 from tests.inmemory import Pair, client_context
 from tests.tlsclient import P256, P256MLKEM768, X25519, X25519MLKEM768, Client, Hello, record
 from tls_privsep.secured import messages as m
@@ -33,13 +33,21 @@ from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared import blob as B
 from tls_privsep.shared import channel as C
 from tls_privsep.shared import config
-from tls_privsep.shared.record import whole_records
-from tls_privsep.shared.state import TrafficState
+from tls_privsep.shared.record import Tls12Protection, whole_records
+from tls_privsep.shared.state import TLS12, TrafficState
+from tls_privsep.shared.tls12 import SUITES12
 from tls_privsep.shared.wire import u16, vector
 
 TARGETS = ("record", "client_hello", "handshake", "second_flight", "channel", "blob", "config")
 SUITE_IDS = (0x1301, 0x1302, 0x1303)  # fuzz_record's order (sorted)
-RECORD_MODES = ("plaintext", "handshake", "application", "skip_early", "skip_plain", "sealed_app", "sealed_hs")
+SUITE12_IDS = tuple(sorted(SUITES12))
+RECORD_MODES = ("plaintext", "handshake", "application", "skip_early", "skip_plain", "sealed_app", "sealed_hs",
+                "tls12_handshake", "tls12_application", "sealed12_app", "sealed12_hs")  # fuzz_record's MODES
+
+
+def record_mode(mode: str, suite_index: int = 0) -> bytes:
+    """fuzz_record's mode byte: the mode, and the suite among its version's (sorted)."""
+    return bytes([RECORD_MODES.index(mode) + len(RECORD_MODES) * suite_index])
 
 
 class Recorder:
@@ -191,23 +199,56 @@ def record_seeds(recorded: list[Session]) -> list[bytes]:
     for s in recorded[:4]:
         stream = s.stream
         first = split_records(stream)[0] if stream else b""
-        seeds.append(bytes([0]) + u16(len(first)) + stream)  # plaintext: ClientHello, CCS, encrypted flight
+        seeds.append(record_mode("plaintext") + u16(len(first)) + stream)  # ClientHello, CCS, encrypted flight
         rest = stream[len(first) :]
-        seeds.append(bytes([1]) + u16(7) + rest)  # handshake keys: the encrypted records
-        seeds.append(bytes([2]) + u16(0) + b"".join(s.app))  # application keys: data, close_notify
-        seeds.append(bytes([3]) + u16(0) + rest)  # skipping early data
-        seeds.append(bytes([4]) + u16(0) + b"\x17\x03\x03\x00\x05hello" + first)  # skip after HRR
-    # Sealed op streams: op = inner type | padding << 5; mode byte = mode + 7 * suite index.
+        seeds.append(record_mode("handshake") + u16(7) + rest)  # handshake keys: the encrypted records
+        seeds.append(record_mode("application") + u16(0) + b"".join(s.app))  # application keys: data, close_notify
+        seeds.append(record_mode("skip_early") + u16(0) + rest)  # skipping early data
+        seeds.append(record_mode("skip_plain") + u16(0) + b"\x17\x03\x03\x00\x05hello" + first)  # skip after HRR
+    # Sealed op streams: op = inner type | padding << 5.
     app = (op(23, b"hello") + op(23) + op(23 | 0x40, b"padded") + op(22, b"\x18\x00\x00\x01\x01")
            + op(23, b"after update") + op(21, b"\x01\x5a") + op(21, b"\x01\x00"))
     fragments = op(22, b"\x14\x00\x00\x20" + bytes(10)) + op(22, bytes(22)) + op(20, b"\x01") + op(0, b"")
     hs = op(22, b"\x14\x00\x00\x20" + bytes(32)) + op(21, b"\x02\x28") + op(23, b"early")
     for suite in range(3):
-        seeds.append(bytes([5 + 7 * suite]) + u16(9) + app)
-        seeds.append(bytes([6 + 7 * suite]) + u16(5) + fragments)
-        seeds.append(bytes([6 + 7 * suite]) + u16(0) + hs)
-    seeds.append(bytes([5]) + u16(0) + op(22, b"\x18\x00\x00\x01\x00") * 3 + op(22, b"\x0b\x00\x00\x00"))
+        seeds.append(record_mode("sealed_app", suite) + u16(9) + app)
+        seeds.append(record_mode("sealed_hs", suite) + u16(5) + fragments)
+        seeds.append(record_mode("sealed_hs", suite) + u16(0) + hs)
+    seeds.append(record_mode("sealed_app") + u16(0) + op(22, b"\x18\x00\x00\x01\x00") * 3 + op(22, b"\x0b\x00\x00\x00"))
+    return seeds + record12_seeds()
+
+
+def record12_seeds() -> list[bytes]:
+    """TLS 1.2: a client's second flight around its change_cipher_spec, and what follows the handshake."""
+    client_hello = b"\x01\x00\x00\x06" + b"\x03\x03" + bytes(4)
+    cke, fin = b"\x10\x00\x00\x21\x20" + bytes(32), b"\x14\x00\x00\x0c" + bytes(12)
+    seeds = []
+    for index, suite in enumerate(SUITE12_IDS):
+        km = key_material12(SUITES12[suite].key_material_len, 1)
+        hs_prot, app_prot = Tls12Protection(suite, km), Tls12Protection(suite, km, 1)
+        flight = (b"\x16\x03\x03" + u16(len(cke)) + cke + b"\x14\x03\x03\x00\x01\x01" + hs_prot.seal(22, fin)
+                  + hs_prot.seal(23, b"GET / HTTP/1.1\r\n\r\n"))
+        seeds.append(record_mode("tls12_handshake", index) + u16(len(cke) + 5) + flight)
+        after = b"".join(app_prot.seal(ctype, body) for ctype, body in (
+            (23, b"hello"), (23, b""), (21, b"\x01\x5a"), (22, client_hello), (23, b"x" * 300), (22, client_hello),
+            (21, b"\x01\x00")))
+        seeds.append(record_mode("tls12_application", index) + u16(40) + after)
+        ops12 = (op(23, b"hello") + op(23) + op(21, b"\x01\x64") + op(22, client_hello[:5]) + op(22, client_hello[5:])
+                 + op(23, b"after") + op(20, b"\x01") + op(21, b"\x02\x28"))
+        seeds.append(record_mode("sealed12_app", index) + u16(30) + ops12)
+        ops12_hs = (op(22, cke) + op(21, b"\x01\x5a") + op(0x80) + op(22, fin) + op(22, fin[:6]) + op(20, b"\x01")
+                    + op(21, b"\x01\x00"))
+        seeds.append(record_mode("sealed12_hs", index) + u16(12) + ops12_hs)
     return seeds
+
+
+def tls12_states() -> list[TrafficState]:
+    """TLS 1.2 states as secured exports them (after both Finished messages), one per suite: seeds for
+    the blob target, whose real handshakes are TLS 1.3."""
+    return [TrafficState(suite, bytearray(key_material12(SUITES12[suite].key_material_len, 1)),
+                         bytearray(key_material12(SUITES12[suite].key_material_len, 2)), read_seq=1, write_seq=1,
+                         records_protected=1, alpn="h2" if suite % 2 else None, sni="localhost", version=TLS12)
+            for suite in SUITE12_IDS]
 
 
 def handshake_seeds(recorded: list[Session]) -> list[bytes]:
@@ -406,7 +447,7 @@ def main(argv: list[str]) -> int:
         "handshake": write(out, "handshake", handshake_seeds(recorded)),
         "second_flight": write(out, "second_flight", second_flight_seeds()),
         "channel": write(out, "channel", channel_seeds(recorded, states)),
-        "blob": write(out, "blob", blob_seeds(states)),
+        "blob": write(out, "blob", blob_seeds(states + tls12_states())),
         "config": write(out, "config", config_seeds()),
     }
     write_dictionary(out / "config.dict", config_dictionary())

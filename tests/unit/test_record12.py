@@ -285,6 +285,9 @@ def test_use_tls12_closes_the_tls13_ccs_window_and_is_settled_by_keys() -> None:
     for skip in (layer.skip_early_data, layer.skip_plaintext_app_data):
         with pytest.raises(errors.InternalError):
             skip(100)
+    for set_key in (layer.set_read_key, layer.set_write_key):
+        with pytest.raises(errors.InternalError):
+            set_key(0x1301, bytes(32))  # a TLS 1.3 protection on a TLS 1.2 layer
     keyed = RecordLayer()
     keyed.set_write_key(0x1301, bytes(32))
     with pytest.raises(errors.InternalError):

@@ -231,9 +231,11 @@ class RecordLayer:
 
         (TLS 1.2: ``set_read_protection(Tls12Protection(suite, key_material, seq))``.)
         """
+        self._tls13_only("a TLS 1.3 traffic secret")
         self.set_read_protection(Protection(suite, secret, seq))
 
     def set_write_key(self, suite: int, secret: bytes | bytearray, seq: int = 0) -> None:
+        self._tls13_only("a TLS 1.3 traffic secret")
         self.set_write_protection(Protection(suite, secret, seq))
 
     def set_read_protection(self, protection: RecordProtection) -> None:
