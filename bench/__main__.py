@@ -5,7 +5,7 @@ measured minutes apart on the same machine: absolute numbers drift with whatever
 does, ratios much less. The workers phase then sets our pair with ``--workers 2`` on two cores
 beside itself with ``--workers 1`` on one. See docs/performance.md for what each figure means.
 
-    python -m bench [--quick] [--only handshake,resumed,bulk,workers,handoff,memory,latency,pq] [--keep]
+    python -m bench [--quick] [--only handshake,resumed,bulk,workers,handoff,memory,latency,pq,tls12] [--keep]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from bench import pki, proc, report, servers
 from bench.servers import ROOT, Server, Workdir
 
 ALL = ("ours", "openssl", "trio_ssl")
-PHASES = ("handshake", "resumed", "bulk", "workers", "handoff", "memory", "latency", "pq")
+PHASES = ("handshake", "resumed", "bulk", "workers", "handoff", "memory", "latency", "pq", "tls12")
 # The post-quantum phase: (server, group) pairs, each group the only one that server offers.
 PQ_SERVERS = (("ours", "x25519"), ("ours", "X25519MLKEM768"), ("pyopenssl", "X25519"),
               ("pyopenssl", "X25519MLKEM768"))
@@ -96,10 +96,11 @@ def machine() -> dict[str, Any]:
 # -- load generators ------------------------------------------------------------------------------
 
 
-def _client(work: Workdir, module: str, *args: str, cores: frozenset[int] | None = None) -> subprocess.Popen[str]:
+def _client(work: Workdir, module: str, *args: str, cores: frozenset[int] | None = None,
+            env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, preexec_fn=proc.pinned(work.client_core if cores is None else cores),
-                            env={**os.environ, **work.env}, cwd=ROOT)
+                            env={**os.environ, **work.env, **(env or {})}, cwd=ROOT)
 
 
 def _read_json(p: subprocess.Popen[str]) -> dict[str, Any]:
@@ -158,15 +159,19 @@ def s_time(work: Workdir, server: Server, n_procs: int, seconds: int) -> dict[st
     return {"n": total, "wall": wall, "server_cpu": cpu, "client_cpu": client_cpu, "cores": (cores0, cores1)}
 
 
-def handshakes(work: Workdir, server: Server, plan: Plan, mode: str, client: str = "ssl") -> dict[str, Any]:
+def handshakes(work: Workdir, server: Server, plan: Plan, mode: str, client: str = "ssl",
+               tls12: bool = False) -> dict[str, Any]:
     """Closed-loop handshake load; CPU per handshake, handshakes/s, and which core was busy. ``client``
-    ``pyopenssl``: full handshakes from a client that offers the hybrid (hsclient.py)."""
-    if mode == "full" and plan.loadgen == "s_time" and client == "ssl":
+    ``pyopenssl``: full handshakes from a client that offers the hybrid (hsclient.py); ``tls12``: TLS 1.2."""
+    if mode == "full" and plan.loadgen == "s_time" and client == "ssl" and not tls12:
         m = s_time(work, server, plan.clients, plan.seconds)
         n, reused, client_cpu = m["n"], 0, m["client_cpu"]
     else:
+        version = ["--tls12"] if tls12 else []
+        env = {"OPENSSL_CONF": str(work.path / "openssl-tls12.cnf")} if tls12 else None
         clients = [_client(work, "bench.hsclient", "--port", str(server.port), "--mode", mode,
-                           "--seconds", str(plan.seconds), "--client", client) for _ in range(plan.clients)]
+                           "--seconds", str(plan.seconds), "--client", client, *version, env=env)
+                   for _ in range(plan.clients)]
         m = lockstep(server, clients)
         n = sum(r["n"] for r in m["results"])
         reused = sum(r["reused"] for r in m["results"])
@@ -190,12 +195,14 @@ def busy(work: Workdir, m: dict[str, Any], client_cpu: float) -> dict[str, float
             "client_core_others": max(0.0, client_core - client_cpu / m["wall"])}
 
 
-def check(server: Server) -> dict[str, Any]:
+def check(server: Server, tls12: bool = False) -> dict[str, Any]:
     """One handshake from this process (no OPENSSL_CONF): the server alone must pick the suite."""
     from bench import hsclient
 
-    got = hsclient.check(server.port)
-    if got != {"version": "TLSv1.3", "cipher": servers.SUITE}:
+    got = hsclient.check(server.port, tls12)
+    want = ({"version": "TLSv1.2", "cipher": servers.SUITE12} if tls12
+            else {"version": "TLSv1.3", "cipher": servers.SUITE})
+    if got != want:
         raise RuntimeError(f"{server.name} negotiated {got}")
     return got
 
@@ -214,17 +221,18 @@ def settle(server: Server, limit: float = 15.0) -> None:
 
 
 def start(work: Workdir, name: str, kind: str, *, tickets: int, backend: str = "echo",
-          max_connections: int = 10000, workers: int = 1, cores: frozenset[int] | None = None) -> Server:
+          max_connections: int = 10000, workers: int = 1, cores: frozenset[int] | None = None,
+          tls12: bool = False) -> Server:
     if name == "ours":
         server = servers.ours(work, kind, tickets=tickets, backend=backend, max_connections=max_connections,
                               workers=workers, cores=cores)
     elif name == "openssl":
-        server = servers.openssl(work, kind, tickets=tickets)
+        server = servers.openssl(work, kind, tickets=tickets, tls12=tls12)
     else:
         server = servers.trio_ssl(work, kind, tickets=tickets, backend=backend)
     try:
         if backend == "echo":
-            check(server)
+            check(server, tls12)
     except BaseException:
         server.stop()
         raise
@@ -287,6 +295,16 @@ def phase_resumed(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
     res = results.setdefault("resumed", {"floor_us": engine.crypto_floor(None, plan.micro_n) * 1e6})
     with started(work, ALL, "ecdsa", tickets=2) as group:
         res.update(interleaved(plan, group, lambda srv: handshakes(work, srv, plan, "resume"), "resumed handshakes"))
+
+
+def phase_tls12(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
+    """TLS 1.2 full (no tickets) and resumed (a ticket) ECDSA handshakes, ECDHE-ECDSA-AES128-GCM-SHA256 over
+    X25519, against ``openssl s_server -tls1_2`` and the trio+ssl server, each figure beside the others."""
+    out = results.setdefault("tls12", {})
+    for mode, tickets in (("full", 0), ("resume", 2)):
+        with started(work, ALL, "ecdsa", tickets=tickets, tls12=True) as group:
+            out[mode] = interleaved(plan, group, functools.partial(handshakes, work, plan=plan, mode=mode, tls12=True),
+                                    f"TLS 1.2 {mode} handshakes")
 
 
 def phase_pq(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
@@ -540,6 +558,7 @@ def main() -> int:
     path.chmod(0o711)  # appd, as nobody, must reach secured's socket in a subdirectory
     work = Workdir(path, pki.write_certs(path), server_core, client_core)
     work.openssl_conf.write_text(servers.OPENSSL_CNF)
+    (path / "openssl-tls12.cnf").write_text(servers.OPENSSL_CNF_TLS12)
     work.env = {"OPENSSL_CONF": str(work.openssl_conf), "PYTHONPATH": str(ROOT)}
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     results: dict[str, Any] = {
@@ -561,6 +580,7 @@ def main() -> int:
         ("handoff", lambda: phase_handoff(plan, results)),
         ("memory", lambda: phase_memory(work, plan, results, discard)),
         ("pq", lambda: phase_pq(work, plan, results)),
+        ("tls12", lambda: phase_tls12(work, plan, results)),
     ]
     if "latency" in only and "handshake" not in only:
         steps.append(("latency", lambda: phase_handshake(work, plan, results, latency=True)))

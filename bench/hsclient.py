@@ -12,8 +12,8 @@ Python's ``ssl`` links the system's OpenSSL 3.0, which knows no hybrid.
 Protocol with the bench: prints ``ready`` once warmed up, waits for a line on stdin, runs for
 ``--seconds``, prints one JSON line of counts and its own CPU time.
 
-    python -m bench.hsclient --port P --mode full|resume --seconds S [--client ssl|pyopenssl]
-    python -m bench.hsclient --port P --check       (one handshake; prints version, suite and group)
+    python -m bench.hsclient --port P --mode full|resume --seconds S [--client ssl|pyopenssl] [--tls12]
+    python -m bench.hsclient --port P --check [--tls12]    (one handshake; prints version, suite and group)
 """
 
 from __future__ import annotations
@@ -30,12 +30,16 @@ PING = b"ping\n"
 PQ_GROUPS = b"*X25519MLKEM768:*X25519:secp256r1:X448:secp384r1"  # shares for the first two, as OpenSSL 3.5
 
 
-def client_context() -> ssl.SSLContext:
-    """TLS 1.3 only, no chain check (as s_time): the CertificateVerify signature is still verified."""
+def client_context(tls12: bool = False) -> ssl.SSLContext:
+    """TLS 1.3 only (or TLS 1.2 only, ECDHE-ECDSA-AES128-GCM-SHA256), no chain check (as s_time): the
+    handshake signature is still verified."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    version = ssl.TLSVersion.TLSv1_2 if tls12 else ssl.TLSVersion.TLSv1_3
+    ctx.minimum_version = ctx.maximum_version = version
+    if tls12:
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
     return ctx
 
 
@@ -87,8 +91,8 @@ def run_pq(port: int, seconds: float) -> dict[str, float]:
     return {"n": n, "reused": 0, "errors": errors, "wall": time.monotonic() - t0, "cpu": time.process_time() - cpu0}
 
 
-def run(port: int, mode: str, seconds: float) -> dict[str, float]:
-    ctx = client_context()
+def run(port: int, mode: str, seconds: float, tls12: bool = False) -> dict[str, float]:
+    ctx = client_context(tls12)
     resume = mode == "resume"
     first = connect(ctx, port, None, ping=True)
     session = first.session if resume else None
@@ -115,8 +119,8 @@ def run(port: int, mode: str, seconds: float) -> dict[str, float]:
             "cpu": time.process_time() - cpu0}
 
 
-def check(port: int) -> dict[str, object]:
-    tls = connect(client_context(), port, None, ping=False)
+def check(port: int, tls12: bool = False) -> dict[str, object]:
+    tls = connect(client_context(tls12), port, None, ping=False)
     try:
         return {"version": tls.version(), "cipher": (tls.cipher() or ("?",))[0]}
     finally:
@@ -130,11 +134,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--client", choices=("ssl", "pyopenssl"), default="ssl")
+    ap.add_argument("--tls12", action="store_true", help="TLS 1.2 (ssl client only)")
     args = ap.parse_args()
     if args.client == "pyopenssl":
         result = pq_connect(args.port) if args.check else run_pq(args.port, args.seconds)
     else:
-        result = check(args.port) if args.check else run(args.port, args.mode, args.seconds)
+        result = check(args.port, args.tls12) if args.check else run(args.port, args.mode, args.seconds, args.tls12)
     print(json.dumps(result), flush=True)
     os._exit(0)
 

@@ -63,6 +63,12 @@ def rows(r: dict[str, Any]) -> list[Row]:
                        _get(hs, kind, "openssl", "per_s"), _get(hs, kind, "trio_ssl", "per_s")))
     out.append(Row("resumed handshakes/s", _get(res, "ours", "per_s"), _get(res, "openssl", "per_s"),
                    _get(res, "trio_ssl", "per_s")))
+    t12 = r.get("tls12", {})
+    for mode, name in (("full", "full handshake, ECDSA P-256"), ("resume", "resumed handshake")):
+        out.append(Row(f"TLS 1.2: CPU per {name} (µs)", _get(t12, mode, "ours", "cpu_us"),
+                       _get(t12, mode, "openssl", "cpu_us"), _get(t12, mode, "trio_ssl", "cpu_us")))
+        out.append(Row(f"TLS 1.2: {name.split(',')[0]}s/s", _get(t12, mode, "ours", "per_s"),
+                       _get(t12, mode, "openssl", "per_s"), _get(t12, mode, "trio_ssl", "per_s")))
     for kind, name in (("ecdsa", "ECDSA"), ("rsa2048", "RSA")):
         out.append(Row(f"handshake engine alone, in memory, {name} (µs)", _get(hs, kind, "engine_us"),
                        floor=_get(hs, kind, "floor_us")))
@@ -282,7 +288,8 @@ def notes(r: dict[str, Any]) -> list[str]:
     """Facts a reader needs beside the table: which side was the bottleneck, anything that failed."""
     out = []
     sections = (("full ECDSA", ("handshake", "ecdsa")), ("full RSA", ("handshake", "rsa2048")),
-                ("resumed", ("resumed",)), ("bulk upload", ("bulk", "up")), ("bulk download", ("bulk", "down")))
+                ("resumed", ("resumed",)), ("bulk upload", ("bulk", "up")), ("bulk download", ("bulk", "down")),
+                ("TLS 1.2 full", ("tls12", "full")), ("TLS 1.2 resumed", ("tls12", "resume")))
     for section, path in sections:
         for name in ("ours", "openssl", "trio_ssl"):
             m = _get(r, *path, name)

@@ -25,6 +25,7 @@ from tls_privsep.shared import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = "TLS_AES_128_GCM_SHA256"
+SUITE12 = "ECDHE-ECDSA-AES128-GCM-SHA256"  # the TLS 1.2 phase's, with the same ECDSA certificate and X25519
 READY_TIMEOUT = 30.0
 OPENSSL_CNF = f"""\
 openssl_conf = openssl_init
@@ -36,9 +37,13 @@ system_default = system_default_sect
 Ciphersuites = {SUITE}
 Groups = X25519
 """
+# TLS 1.2's load clients also offer P-256: there the client's groups name the curves it can verify ECDSA on
+# (RFC 8422 §5.1.1), and the certificate is P-256. Every server still picks X25519 for the key exchange.
+OPENSSL_CNF_TLS12 = OPENSSL_CNF.replace("Groups = X25519", "Groups = X25519:P-256")
 OURS_TOML = """\
 [secured]
 cipher_suites = ["TLS_AES_128_GCM_SHA256"]
+tls12_cipher_suites = ["ECDHE-ECDSA-AES128-GCM-SHA256"]
 groups = {groups}
 
 [appd]
@@ -165,13 +170,15 @@ def ours(work: Workdir, kind: str, *, tickets: int, backend: str, max_connection
     return server
 
 
-def openssl(work: Workdir, kind: str, *, tickets: int) -> Server:
-    """``s_server -rev``: serves connections one after another for ever, never reads stdin."""
+def openssl(work: Workdir, kind: str, *, tickets: int, tls12: bool = False) -> Server:
+    """``s_server -rev``: serves connections one after another for ever, never reads stdin. With ``tls12``
+    ``-tls1_2`` and its suite; tickets are TLS 1.2's then (``-no_ticket`` for none)."""
     port = proc.free_port()
     cert, key = work.certs[kind]
+    version = ["-tls1_2", "-cipher", SUITE12] + ([] if tickets else ["-no_ticket"]) if tls12 else \
+        ["-tls1_3", "-ciphersuites", SUITE, "-num_tickets", str(tickets)]
     argv = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert), "-key", str(key),
-            "-tls1_3", "-ciphersuites", SUITE, "-groups", "X25519", "-num_tickets", str(tickets),
-            "-rev", "-quiet"]
+            *version, "-groups", "X25519", "-rev", "-quiet"]
     server = _spawn(work, "openssl", port, argv)
     _wait_port(server)
     return server

@@ -23,10 +23,13 @@ READ_SIZE = 65536  # appd's BACKEND_READ_SIZE: the same read size on both sides 
 
 
 def context(cert: str, key: str, tickets: int) -> ssl.SSLContext:
+    """TLS 1.2 and 1.3, as our pair: each client gets the version the bench's client asks for."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     ctx.num_tickets = tickets
+    if not tickets:
+        ctx.options |= ssl.OP_NO_TICKET  # TLS 1.2's tickets, which num_tickets does not govern
     return ctx
 
 
