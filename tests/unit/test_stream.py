@@ -27,12 +27,16 @@ import trio
 import trio.testing
 
 from tests.inmemory import Pair, client_context, server_config
+from tls_privsep.appd import session
 from tls_privsep.appd.apps import Backend, parse_backend, proxy_v2_header, serve
-from tls_privsep.appd.stream import IdleTimeout, RecordStream, TruncatedError
+from tls_privsep.appd.link import Step
+from tls_privsep.appd.stream import IdleTimeout, RecordStream, TruncatedError, WriteKeyExhausted
 from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared.errors import AlertDescription, BadRecordMac, ConfigError
-from tls_privsep.shared.record import ApplicationData, CloseNotify, KeyUpdated, RecordLayer
-from tls_privsep.shared.state import TrafficState
+from tls_privsep.shared.errors import PeerAlert as AlertFrom
+from tls_privsep.shared.record import ApplicationData, CloseNotify, KeyUpdated, RecordLayer, Tls12Protection
+from tls_privsep.shared.state import TLS12, TrafficState
+from tls_privsep.shared.tls12 import SUITES12
 
 LOG = structlog.get_logger("test")
 PEER = "127.0.0.1:40000"
@@ -65,6 +69,7 @@ def mirror_state(state: TrafficState) -> TrafficState:
         write_secret=bytearray(state.read_secret),
         read_seq=state.write_seq,
         write_seq=state.read_seq,
+        version=state.version,
     )
 
 
@@ -1027,3 +1032,281 @@ def test_proxy_protocol_only_for_proxies() -> None:
     with pytest.raises(ConfigError):
         parse_backend("echo", proxy_protocol=True)
     assert parse_backend("unix:/x", proxy_protocol=True).proxy_protocol
+
+
+# -- TLS 1.2 ------------------------------------------------------------------------------------------
+# No handshake here (secured's TLS 1.2 engine has its own tests against Python's ssl): a state as secured
+# exports it after both Finished messages, and the mirror layer as the client.
+
+SUITES12_IDS = sorted(SUITES12)
+
+
+def key_material(suite: int, seed: int) -> bytearray:
+    return bytearray((seed + 3 * i) % 256 for i in range(SUITES12[suite].key_material_len))
+
+
+def state12(suite: int = 0xC02F, write_seq: int = 1) -> TrafficState:
+    return TrafficState(suite, key_material(suite, 1), key_material(suite, 2), read_seq=1, write_seq=write_seq,
+                        records_protected=write_seq, alpn="http/1.1", sni="localhost", version=TLS12)
+
+
+class Conn12(Conn):
+    """A RecordStream over an imported TLS 1.2 state, and the mirror layer as its client."""
+
+    def __init__(self, state: TrafficState | None = None, *, log: Any = LOG, lockstep: bool = False,
+                 **stream_kw: Any) -> None:
+        state = state or state12()
+        self.state = TrafficState(state.suite, bytearray(state.read_secret), bytearray(state.write_secret),
+                                  read_seq=state.read_seq, write_seq=state.write_seq, version=state.version)
+        pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+        server_end, client_end = pair()
+        self.client_transport = client_end
+        self.mirror = mirror_layer(state)
+        self.stream = RecordStream(server_end, state, log=log, **stream_kw)
+
+    def server_protection(self, seq: int) -> Tls12Protection:
+        """A fresh copy of the stream's write protection at ``seq``, to build expected bytes."""
+        return Tls12Protection(self.state.suite, self.state.write_secret, seq)
+
+    async def receive_raw(self) -> bytes:
+        return bytes(await self.client_transport.receive_some())
+
+    async def serve_until_broken(self, broken: list[trio.BrokenResourceError]) -> None:
+        """:meth:`serve`, keeping the break the test expects instead of failing the nursery with it."""
+        try:
+            await self.serve(Backend("echo"))
+        except trio.BrokenResourceError as exc:
+            broken.append(exc)
+
+
+async def echo_all(c: Conn12, payload: bytes) -> None:
+    await c.mirror_send(c.mirror.send_application_data(payload))
+    got = b""
+    while len(got) < len(payload):
+        events = await c.mirror_events(ApplicationData)
+        got += b"".join(e.data for e in events if isinstance(e, ApplicationData))
+    assert got == payload
+
+
+@pytest.mark.parametrize("suite", SUITES12_IDS)
+def test_tls12_echo_through_an_imported_state(suite: int) -> None:
+    async def main() -> None:
+        c = Conn12(state12(suite))
+        assert c.stream.tls_version == "TLSv1.2" and c.stream.suite_name == SUITES12[suite].name
+        async with trio.open_nursery() as n:
+            n.start_soon(c.serve, Backend("echo"))
+            for size in (1, 16384, 16385, 100_000):
+                await echo_all(c, os.urandom(size))
+            await c.mirror_send(c.mirror.send_alert(AlertDescription.close_notify, 1))
+            assert (await c.mirror_events(CloseNotify))[-1] == CloseNotify()
+        summary = c.stream.summary()
+        assert summary["outcome"] == "clean" and summary["version"] == "TLSv1.2"
+        assert summary["bytes_in"] == summary["bytes_out"] == 1 + 16384 + 16385 + 100_000
+
+    run(main)
+
+
+def test_tls12_first_record_on_the_wire_is_byte_exact() -> None:
+    async def main() -> None:
+        c = Conn12(state12(0xC030))
+        await c.stream.send_all(b"hello")
+        assert await c.receive_raw() == c.server_protection(1).seal(23, b"hello")
+        await c.stream.aclose()
+
+    run(main)
+
+
+def test_tls12_renegotiation_refused_with_a_warning_then_data_flows() -> None:
+    async def main() -> None:
+        c = Conn12(log=LOG.bind(conn=7))
+        hello = b"\x01\x00\x01\x00" + bytes(256)  # a ClientHello, as far as the record layer is concerned
+        broken: list[trio.BrokenResourceError] = []
+        with structlog.testing.capture_logs() as logs:
+            async with trio.open_nursery() as n:
+                n.start_soon(c.serve_until_broken, broken)
+                await c.mirror_send(c.mirror.send_handshake(hello))
+                warning = await c.receive_raw()
+                assert warning == c.server_protection(1).seal(21, b"\x01\x64")  # warning, no_renegotiation
+                c.mirror.receive_data(warning)  # the client's layer ignores a warning
+                await echo_all(c, b"still talking")
+                assert c.stream.renegotiations_refused == 1
+                await c.mirror_send(c.mirror.send_handshake(hello))  # a second attempt is fatal
+                with pytest.raises(AlertFrom) as info:
+                    await c.mirror_events(CloseNotify)
+                assert info.value.raw_description == AlertDescription.unexpected_message
+        refused = [e for e in logs if e["event"] == "renegotiation refused"]
+        assert len(refused) == 1 and refused[0]["conn"] == 7
+        assert c.stream.alert_sent == AlertDescription.unexpected_message and len(broken) == 1
+        assert c.stream.summary()["renegotiations_refused"] == 1
+
+    run(main)
+
+
+def test_tls12_write_key_exhausted_closes_with_close_notify() -> None:
+    # key_update_after=4: the Finished took seq 0, so seqs 1 and 2 carry data and seq 3 the close_notify.
+    async def main() -> None:
+        c = Conn12(key_update_after=4, log=LOG.bind(conn=9))
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(WriteKeyExhausted):
+                await c.stream.send_all(bytes(3 * 16384))
+            with pytest.raises(trio.BrokenResourceError):
+                await c.stream.send_all(b"more")
+            await c.stream.aclose()  # adds nothing after the close_notify
+        events: list[object] = []
+        while (data := await c.client_transport.receive_some()):
+            c.mirror.receive_data(data)
+            while (event := c.mirror.next_event()) is not None:
+                events.append(event)
+        assert events == [ApplicationData(bytes(16384)), ApplicationData(bytes(16384)), CloseNotify()]
+        assert c.stream.outcome == "write_key_exhausted" and c.stream.eof_sent
+        assert (c.stream.records_out, c.stream.bytes_out) == (2, 2 * 16384)
+        lines = [e for e in logs if "usage limit" in e["event"]]
+        assert len(lines) == 1 and lines[0]["conn"] == 9 and "close_notify" in lines[0]["event"]
+        assert "tls 1.2 write key" in lines[0]["event"]
+
+    run(main)
+
+
+def test_tls12_write_key_exhausted_under_serve() -> None:
+    async def main() -> None:
+        c = Conn12(key_update_after=3)
+        broken: list[trio.BrokenResourceError] = []
+        async with trio.open_nursery() as n:
+            n.start_soon(c.serve_until_broken, broken)
+            await c.mirror_send(c.mirror.send_application_data(b"one") + c.mirror.send_application_data(b"two"))
+            events = await c.mirror_events(CloseNotify)
+            assert events == [ApplicationData(b"one"), CloseNotify()]
+        assert len(broken) == 1 and isinstance(broken[0], WriteKeyExhausted)
+        assert c.stream.outcome == "write_key_exhausted"
+
+    run(main)
+
+
+def test_tls12_renegotiation_at_the_keys_last_record_closes() -> None:
+    async def main() -> None:
+        c = Conn12(key_update_after=3)
+        await c.stream.send_all(b"x")  # seq 1; seq 2 must be the close_notify
+        await c.mirror_send(c.mirror.send_handshake(b"\x01\x00\x00\x01z"))
+        with pytest.raises(WriteKeyExhausted):
+            await c.stream.receive_some()
+        await c.stream.aclose()
+        while data := await c.client_transport.receive_some():
+            c.mirror.receive_data(data)
+        assert [c.mirror.next_event(), c.mirror.next_event()] == [ApplicationData(b"x"), CloseNotify()]
+
+    run(main)
+
+
+def test_tls12_last_record_spent_by_a_receive_while_a_send_is_blocked() -> None:
+    """The close_notify sealed by the receiving task waits for the blocked sender's record, then goes out."""
+    async def main() -> None:
+        c = Conn12(key_update_after=3, lockstep=True)  # seq 1 for "x", seq 2 for the close_notify
+        outcomes: list[BaseException] = []
+
+        async def expect_exhausted(call: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await call()
+            except WriteKeyExhausted as exc:
+                outcomes.append(exc)
+
+        with structlog.testing.capture_logs() as logs:
+            async with trio.open_nursery() as n:
+                n.start_soon(expect_exhausted, functools.partial(c.stream.send_all, b"x"))
+                await trio.testing.wait_all_tasks_blocked()  # the sender holds the lock, its write blocked
+                n.start_soon(expect_exhausted, c.stream.receive_some)
+                await c.client_transport.send_all(c.mirror.send_handshake(b"\x01\x00\x00\x01z"))
+                events: list[object] = []
+                while CloseNotify() not in events:  # the client reads, and so lets each blocked write finish
+                    c.mirror.receive_data(await c.client_transport.receive_some())
+                    while (event := c.mirror.next_event()) is not None:
+                        events.append(event)
+        assert events == [ApplicationData(b"x"), CloseNotify()]
+        assert len(outcomes) == 2 and c.stream.outcome == "write_key_exhausted"
+        assert len([e for e in logs if "usage limit" in e["event"]]) == 1
+        await c.stream.aclose()
+
+    run(main)
+
+
+def test_proxy_v2_header_names_tls12() -> None:
+    header = proxy_v2_header("127.0.0.1:1", "127.0.0.1:2", suite=0xCCA8, version=TLS12)
+    assert b"TLSv1.2" in header and b"ECDHE-RSA-CHACHA20-POLY1305" in header
+    assert b"TLSv1.3" in proxy_v2_header("127.0.0.1:1", "127.0.0.1:2", suite=0x1301)
+    unknown = proxy_v2_header("127.0.0.1:1", "127.0.0.1:2", suite=0xC027, version=TLS12)
+    assert b"TLSv1.2" in unknown and b"0xc027" not in unknown  # no cipher TLV for a suite we do not name
+
+
+# -- the connection line ------------------------------------------------------------------------------
+
+
+class FakeHandshake:
+    """secured's answer to the first chunk: done, with ``state``."""
+
+    def __init__(self, state: TrafficState) -> None:
+        self.state = state
+
+    @contextlib.contextmanager
+    def waiting_for_client(self) -> Any:
+        with trio.CancelScope() as scope:
+            yield scope
+
+    async def step(self, data: bytes) -> Step:
+        await trio.lowlevel.checkpoint()
+        first = 5 + int.from_bytes(data[3:5], "big")  # the handshake "ends" with the first record
+        return Step(data=b"", consumed=first, state=self.state)
+
+
+class FakeLink:
+    def __init__(self, state: TrafficState) -> None:
+        self.state = state
+
+    @contextlib.asynccontextmanager
+    async def handshake(self, peer: str) -> Any:
+        yield FakeHandshake(self.state)
+
+
+@pytest.mark.parametrize(("version", "label"), [(TLS12, "TLSv1.2"), (0x0304, "TLSv1.3")])
+def test_connection_line_names_the_version(version: int, label: str) -> None:
+    state = state12() if version == TLS12 else TrafficState(0x1301, bytearray(32), bytearray(32), version=version)
+    mirror = mirror_layer(state)
+
+    async def main() -> None:
+        server, client = tcp_stream_pair()
+        with structlog.testing.capture_logs() as logs:
+            async with trio.open_nursery() as n:
+                n.start_soon(session.handle, server, FakeLink(state), Backend("echo"), session.Limits(), LOG)
+                # The first whole record goes to "secured", which is done at once; the rest is appd's.
+                await client.send_all(b"\x16\x03\x01\x00\x01\x01" + mirror.send_application_data(b"ping"))
+                got = await client.receive_some()
+                mirror.receive_data(got)
+                assert mirror.next_event() == ApplicationData(b"ping")
+                await client.send_all(mirror.send_alert(AlertDescription.close_notify, 1))
+                while await client.receive_some():
+                    pass
+                await client.aclose()
+        line = next(e for e in logs if e["event"] == "connection")
+        assert line["version"] == label and line["outcome"] == "closed"
+        assert line["suite"] == f"{state.suite:#06x}" and line["bytes_in"] == line["bytes_out"] == 4
+
+    run(main)
+
+
+def test_connection_line_after_the_write_key_is_spent() -> None:
+    state = state12()
+    mirror = mirror_layer(state)
+
+    async def main() -> None:
+        server, client = tcp_stream_pair()
+        limits = session.Limits(key_update_after=3)
+        with structlog.testing.capture_logs() as logs:
+            async with trio.open_nursery() as n:
+                n.start_soon(session.handle, server, FakeLink(state), Backend("echo"), limits, LOG)
+                await client.send_all(b"\x16\x03\x01\x00\x01\x01" + mirror.send_application_data(b"a")
+                                      + mirror.send_application_data(b"b"))
+                while await client.receive_some():
+                    pass
+                await client.aclose()
+        line = next(e for e in logs if e["event"] == "connection")
+        assert (line["version"], line["outcome"]) == ("TLSv1.2", "write_key_exhausted")
+
+    run(main)

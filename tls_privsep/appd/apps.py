@@ -23,11 +23,11 @@ from typing import Literal
 
 import trio
 
-from tls_privsep.appd.stream import BULK_RECEIVE, RecordStream
+from tls_privsep.appd.stream import BULK_RECEIVE, RecordStream, suite_name, version_name
 from tls_privsep.shared.errors import ConfigError
-from tls_privsep.shared.keyschedule import CipherSuite
 from tls_privsep.shared.log import Logger
 from tls_privsep.shared.record import MAX_PLAINTEXT
+from tls_privsep.shared.state import TLS13
 
 __all__ = ["Backend", "parse_backend", "proxy_v2_header", "serve"]
 
@@ -233,16 +233,13 @@ def _response(status: int, body: str, *, keep_alive: bool, http10: bool = False,
 
 
 def _hello(stream: RecordStream, request: _Request) -> str:
-    try:
-        suite = CipherSuite(stream.suite).name
-    except ValueError:
-        suite = f"0x{stream.suite:04x}"
+    suite = stream.suite_name
     line = request.request_line
     if len(line) > _ECHOED_REQUEST_LINE:
         line = line[:_ECHOED_REQUEST_LINE] + "..."
     return (
         "Hello from tls-privsep (appd http backend): handshake in secured, records in appd.\n"
-        f"tls: TLSv1.3 {suite}{' (resumed)' if stream.psk_resumed else ''}\n"
+        f"tls: {stream.tls_version} {suite}{' (resumed)' if stream.psk_resumed else ''}\n"
         f"alpn: {stream.alpn or '-'}\n"
         f"sni: {stream.sni or '-'}\n"
         f"request: {line}\n"
@@ -353,6 +350,7 @@ def proxy_v2_header(
     suite: int | None = None,
     client_cert: bool = False,
     resumed: bool = False,
+    version: int = TLS13,
 ) -> bytes:
     """A PROXY protocol v2 header (haproxy's proxy-protocol.txt §2.2) announcing the TLS client.
 
@@ -380,9 +378,10 @@ def proxy_v2_header(
     client = _PP2_CLIENT_SSL
     if client_cert:
         client |= _PP2_CLIENT_CERT_SESS if resumed else _PP2_CLIENT_CERT_CONN
-    ssl_sub = _tlv(_PP2_SUBTYPE_SSL_VERSION, b"TLSv1.3")
-    if suite is not None and suite in CipherSuite.__members__.values():
-        ssl_sub += _tlv(_PP2_SUBTYPE_SSL_CIPHER, CipherSuite(suite).name.encode())
+    ssl_sub = _tlv(_PP2_SUBTYPE_SSL_VERSION, version_name(version).encode())
+    name = None if suite is None else suite_name(version, suite)
+    if name is not None and not name.startswith("0x"):  # haproxy sends OpenSSL's cipher name, so a known one only
+        ssl_sub += _tlv(_PP2_SUBTYPE_SSL_CIPHER, name.encode())
     # verify = 0 only when a client certificate was presented and verified (secured refuses the rest).
     tlvs += _tlv(_PP2_TYPE_SSL, bytes((client,)) + (0 if client_cert else 1).to_bytes(4, "big") + ssl_sub)
     body = addresses + tlvs
@@ -487,7 +486,7 @@ async def _proxy(stream: RecordStream, backend: Backend, *, peer: str, local: st
         if backend.proxy_protocol:
             header = proxy_v2_header(
                 peer, local or _local_address(stream), alpn=stream.alpn, sni=stream.sni, suite=stream.suite,
-                client_cert=bool(stream.peer_certs), resumed=stream.psk_resumed,
+                client_cert=bool(stream.peer_certs), resumed=stream.psk_resumed, version=stream.version,
             )
             try:
                 await conn.send_all(header)

@@ -17,7 +17,7 @@ import trio
 
 from tls_privsep.appd.apps import Backend, serve
 from tls_privsep.appd.link import HandshakeChannel, SecuredLink, SecuredUnavailable
-from tls_privsep.appd.stream import RecordStream, alert_name
+from tls_privsep.appd.stream import RecordStream, alert_name, version_name
 from tls_privsep.shared.config import group_label
 from tls_privsep.shared.errors import AlertDescription
 from tls_privsep.shared.log import Logger
@@ -42,7 +42,7 @@ class Limits:
 
     handshake: float = 10.0  # seconds from accept to the end of the handshake
     idle: float = 300.0  # seconds without traffic either way
-    key_update_after: int = 2**24  # records under one write key (RFC 8446 §5.5)
+    key_update_after: int = 2**24  # records under one write key (RFC 8446 §5.5; TLS 1.2 then closes)
     max_empty_records: int = 32
     max_key_updates: int = 32
     max_warning_alerts: int = 4
@@ -57,7 +57,7 @@ class Summary:
     handshake_ms: float | None = None
     # Every summary line carries the same keys, so a failed handshake reads like the others (null where unknown).
     fields: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(
-        ("suite", "group", "group_name", "sni", "alpn", "resumed")) | {"bytes_in": 0, "bytes_out": 0})
+        ("version", "suite", "group", "group_name", "sni", "alpn", "resumed")) | {"bytes_in": 0, "bytes_out": 0})
 
     def saw_from_secured(self, data: bytes) -> None:
         """The group, from the ServerHello among secured's bytes for the client (shared/serverhello.py):
@@ -76,8 +76,8 @@ async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, li
             if result is None:
                 return
             state, trailing = result
-            summary.fields.update(suite=f"{state.suite:#06x}", sni=state.sni, alpn=state.alpn,
-                                  resumed=state.psk_resumed)
+            summary.fields.update(version=version_name(state.version), suite=f"{state.suite:#06x}", sni=state.sni,
+                                  alpn=state.alpn, resumed=state.psk_resumed)
             stream = RecordStream(tcp, state, initial=trailing, log=clog, idle_timeout=limits.idle,
                                   key_update_after=limits.key_update_after,
                                   max_empty_records=limits.max_empty_records,
@@ -103,6 +103,8 @@ async def handle(tcp: trio.SocketStream, link: SecuredLink, backend: Backend, li
 
 
 def _why(stream: RecordStream, exc: BaseException | None) -> str:
+    if stream.outcome == "write_key_exhausted":  # a clean end (our close_notify), not a break
+        return stream.outcome
     if stream.alert_sent is not None:
         return f"alert sent: {alert_name(stream.alert_sent)}"
     if stream.alert_received is not None:

@@ -1,4 +1,4 @@
-"""RecordStream: a trio stream of TLS 1.3 application data over a transport, after the handshake.
+"""RecordStream: a trio stream of TLS application data (1.3 or 1.2) over a transport, after the handshake.
 
 appd never runs a handshake. It receives the traffic state secured exported (the current application
 traffic secrets and sequence numbers), imports it into the sans-IO :class:`shared.record.RecordLayer`
@@ -8,8 +8,9 @@ transport failure translated into trio's stream exceptions in one place (:meth:`
 so the application side only ever sees ``trio.BrokenResourceError`` / ``trio.ClosedResourceError``.
 
 The engine makes every protocol decision, KeyUpdate included (answering the peer's request, and
-updating our key before its AEAD usage limit); this shell moves bytes and keeps the counters of the
-summary line.
+updating our key before its AEAD usage limit), and in TLS 1.2 the answer to a renegotiation attempt
+and the close_notify that ends a connection whose write key reached that limit (TLS 1.2 has no
+KeyUpdate); this shell moves bytes, logs, and keeps the counters of the summary line.
 
 Ordering rule: bytes reach the transport in the order they were sealed, because a record's nonce is
 its sequence number. Everything that seals a record does so while holding ``_send_lock`` and writes it
@@ -32,6 +33,7 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from tls_privsep.shared.errors import AlertDescription, AlertLevel, LocalAlert, PeerAlert, UnexpectedMessage
+from tls_privsep.shared.keyschedule import CipherSuite
 from tls_privsep.shared.record import (
     AEAD_RECORD_LIMIT,
     MAX_CIPHERTEXT,
@@ -40,10 +42,15 @@ from tls_privsep.shared.record import (
     CloseNotify,
     KeyUpdated,
     RecordLayer,
+    RenegotiationRefused,
 )
-from tls_privsep.shared.state import TrafficState
+from tls_privsep.shared.state import TLS12, TLS13, TrafficState
+from tls_privsep.shared.tls12 import SUITES12
 
-__all__ = ["BULK_RECEIVE", "CLOSE_TIMEOUT", "RECEIVE_SIZE", "IdleTimeout", "RecordStream", "TruncatedError"]
+__all__ = [
+    "BULK_RECEIVE", "CLOSE_TIMEOUT", "RECEIVE_SIZE", "IdleTimeout", "RecordStream", "TruncatedError",
+    "WriteKeyExhausted", "suite_name", "version_name",
+]
 
 RECEIVE_SIZE = 524288  # transport read size: many full records per system call (and per receive_some)
 # A receive_some(max_bytes) at least this large returns all the whole records one transport read
@@ -73,12 +80,32 @@ def _give_spare(buffer: bytearray) -> None:
         spares.append(buffer)
 
 
+def version_name(version: int) -> str:
+    """The version as logs and backends name it (OpenSSL's spelling, which operators grep for)."""
+    return {TLS12: "TLSv1.2", TLS13: "TLSv1.3"}.get(version, f"0x{version:04x}")
+
+
+def suite_name(version: int, suite: int) -> str:
+    """The suite's name: RFC 8446's for TLS 1.3 (OpenSSL uses it too), OpenSSL's for TLS 1.2."""
+    if version == TLS12 and suite in SUITES12:
+        return SUITES12[suite].name
+    if version == TLS13 and suite in CipherSuite.__members__.values():
+        return CipherSuite(suite).name
+    return f"0x{suite:04x}"
+
+
 class TruncatedError(trio.BrokenResourceError):
-    """The transport reached EOF without close_notify: TLS 1.3 treats that as a possible truncation."""
+    """The transport reached EOF without close_notify: TLS treats that as a possible truncation."""
 
 
 class IdleTimeout(trio.BrokenResourceError):
     """Nothing was sent or received for ``idle_timeout`` seconds; close_notify was sent (best effort)."""
+
+
+class WriteKeyExhausted(trio.BrokenResourceError):
+    """TLS 1.2: the write key reached its usage limit (``key_update_after`` records) and, with no KeyUpdate
+    in TLS 1.2, the connection was closed with close_notify, the key's last record. Data that did not fit
+    before it was not sent."""
 
 
 class _Truncated(Exception):
@@ -86,6 +113,10 @@ class _Truncated(Exception):
 
 
 class _Idle(Exception):
+    pass
+
+
+class _Exhausted(Exception):
     pass
 
 
@@ -129,7 +160,7 @@ def alert_name(code: int | None) -> str | None:
 
 
 class RecordStream(trio.abc.HalfCloseableStream):
-    """TLS 1.3 application data over ``transport``, from an imported :class:`TrafficState`.
+    """TLS application data over ``transport``, from an imported :class:`TrafficState` (TLS 1.3 or 1.2).
 
     The stream takes ownership of ``state``: its secrets are copied into the record layer and then
     wiped in the object passed in (one-time import, no second copy lying around). ``initial`` is what
@@ -140,12 +171,14 @@ class RecordStream(trio.abc.HalfCloseableStream):
     short, or the plaintext of as many whole records as were already read and fit, in one buffer (a
     bulk reader pays per transport read, not per record). The result may be a bytearray.
 
-    ``send_eof`` sends close_notify and keeps the read side open (TLS 1.3 half-close); it does not
-    shut down the transport's write side.
+    ``send_eof`` sends close_notify and keeps the read side open (TLS 1.3 half-close; a TLS 1.2 peer
+    may answer with its own and stop); it does not shut down the transport's write side.
 
     The limits go to the record layer: ``key_update_after`` is the most records one write key
-    protects, the KeyUpdate that retires it included (the AEAD usage limit, RFC 8446 §5.5); the
-    ``max_*`` bound runs of empty records, KeyUpdates and warning alerts without application data.
+    protects, the KeyUpdate that retires it included (the AEAD usage limit, RFC 8446 §5.5); in TLS
+    1.2, where there is no KeyUpdate, the close_notify that ends the connection included
+    (:class:`WriteKeyExhausted`). The ``max_*`` bound runs of empty records, KeyUpdates and warning
+    alerts without application data.
     """
 
     # One per established connection: without an instance dict an idle stream is ~40 % smaller.
@@ -153,7 +186,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
         "_close_reason", "_layer", "_log", "_pending", "_pending_off", "_receive_guard", "_send_guard",
         "_send_lock", "_state", "alert_received", "alert_sent", "alpn", "bytes_in", "bytes_out",
         "close_timeout", "eof_received", "eof_sent", "idle_timeout", "last_activity", "peer_certs",
-        "psk_resumed", "records_in", "records_out", "sni", "suite", "transport",
+        "psk_resumed", "records_in", "records_out", "renegotiations_refused", "sni", "suite", "transport", "version",
     )
 
     def __init__(
@@ -173,6 +206,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
         self.transport = transport
+        self.version = state.version
         self.suite = state.suite
         self.alpn = state.alpn
         self.sni = state.sni
@@ -207,14 +241,24 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self.bytes_out = 0
         self.records_in = 0
         self.records_out = 0
+        self.renegotiations_refused = 0
 
     def __repr__(self) -> str:
         return (
-            f"RecordStream(suite=0x{self.suite:04x}, state={self._state.value}, bytes_in={self.bytes_in}, "
-            f"bytes_out={self.bytes_out}, key_updates={self.key_updates})"
+            f"RecordStream(version={self.tls_version}, suite=0x{self.suite:04x}, state={self._state.value}, "
+            f"bytes_in={self.bytes_in}, bytes_out={self.bytes_out}, key_updates={self.key_updates})"
         )
 
     # -- status ---------------------------------------------------------------------------------
+
+    @property
+    def tls_version(self) -> str:
+        """"TLSv1.3" or "TLSv1.2"."""
+        return version_name(self.version)
+
+    @property
+    def suite_name(self) -> str:
+        return suite_name(self.version, self.suite)
 
     @property
     def key_updates_sent(self) -> int:
@@ -240,6 +284,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
     def summary(self) -> dict[str, object]:
         """Counters for the per-connection log line (plaintext bytes, application-data records)."""
         return {
+            "version": self.tls_version,
             "outcome": self.outcome,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
@@ -252,6 +297,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
             "close_notify_sent": self.eof_sent,
             "alert_sent": alert_name(self.alert_sent),
             "alert_received": alert_name(self.alert_received),
+            "renegotiations_refused": self.renegotiations_refused,
         }
 
     # -- the error boundary ---------------------------------------------------------------------
@@ -294,6 +340,21 @@ class RecordStream(trio.abc.HalfCloseableStream):
                 self.eof_sent = True
                 await self._final_alert(AlertDescription.close_notify, AlertLevel.warning)
             raise IdleTimeout(f"no traffic for {self.idle_timeout} s") from None
+        except _Exhausted:
+            # The engine sealed our close_notify as the key's last record. A receiving task that sealed it
+            # (a refused renegotiation) while a send held the lock left it queued: whoever gets here first
+            # with the lock writes it.
+            if self._state is _State.OK:
+                self._break("write_key_exhausted")
+                self._log.info("tls 1.2 write key reached its usage limit, connection closed with close_notify",
+                               records=self._layer.key_update_after)
+            with trio.move_on_after(self.close_timeout):
+                try:
+                    async with self._send_lock:
+                        await self._drain_queued()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            raise WriteKeyExhausted("TLS 1.2 write key reached its usage limit; closed with close_notify") from None
         except trio.ClosedResourceError as exc:
             if self._state is _State.CLOSED:
                 raise
@@ -363,6 +424,13 @@ class RecordStream(trio.abc.HalfCloseableStream):
             elif isinstance(event, KeyUpdated):
                 self._log.debug("tls key update received", update_requested=event.update_requested)
                 await self._write_queued()
+            elif isinstance(event, RenegotiationRefused):
+                # TLS 1.2: the engine queued the warning no_renegotiation alert (or, with the write key at
+                # its last record, the close_notify that ends the connection); a second attempt is fatal.
+                self.renegotiations_refused += 1
+                self._log.info("renegotiation refused")
+                await self._write_queued()
+                self._check_exhausted()
             else:  # the application phase never yields a handshake message; refuse rather than ignore
                 raise UnexpectedMessage(f"{type(event).__name__} after the handshake")
 
@@ -425,6 +493,12 @@ class RecordStream(trio.abc.HalfCloseableStream):
         while out := self._layer.data_to_send():
             await self._write(out)
 
+    def _check_exhausted(self) -> None:
+        """TLS 1.2: once the engine sealed the write key's last record (our close_notify), stop."""
+        if self._layer.write_exhausted:
+            self.eof_sent = True  # nothing may follow it, not even a fatal alert
+            raise _Exhausted
+
     # -- sending --------------------------------------------------------------------------------
 
     async def _write(self, data: bytes | bytearray) -> None:
@@ -439,14 +513,21 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self.last_activity = trio.current_time()
 
     def _seal(self, data: memoryview, into: bytearray | None = None) -> bytes | bytearray:
-        """Protect ``data`` (sealed into ``into`` when given, unless a KeyUpdate had to go in between)."""
+        """Protect ``data`` (sealed into ``into`` when given, unless a KeyUpdate had to go in between).
+
+        In TLS 1.2 at the usage limit only the records that fit are sealed, then our close_notify:
+        the counters take what was sealed, and the caller writes it and stops (:meth:`_check_exhausted`).
+        """
         layer = self._layer
+        self._check_exhausted()  # another task's receive may have spent the key's last record
         updates = layer.key_updates_sent
+        room = layer.records_before_key_update() if self.version == TLS12 else 0
         sealed = layer.send_application_data(data, into=into)
         if layer.key_updates_sent != updates:
             self._log.debug("tls key update sent", reason="usage_limit")
-        self.records_out += -(-len(data) // MAX_PLAINTEXT)
-        self.bytes_out += len(data)
+        n = min(len(data), max(room, 0) * MAX_PLAINTEXT) if layer.write_exhausted else len(data)
+        self.records_out += -(-n // MAX_PLAINTEXT)
+        self.bytes_out += n
         return sealed
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -466,6 +547,7 @@ class RecordStream(trio.abc.HalfCloseableStream):
                             full = len(batch) == _BATCH
                             out = self._seal(batch, _take_spare() if full else None)
                         await self._write(out)
+                        self._check_exhausted()
                         if full and isinstance(out, bytearray):  # not after a KeyUpdate joined it to a copy
                             _give_spare(out)  # written: the transport is done with it (dropped if the write failed)
                 await self._drain_queued()
