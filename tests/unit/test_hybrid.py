@@ -631,6 +631,18 @@ def test_only_hybrids_without_mlkem_is_its_own_config_error() -> None:
     assert "\n" not in str(exc.value)
 
 
+def test_require_serves_tls13_only_whatever_versions_lists() -> None:
+    from tests.tls12client import Client12
+
+    config = setup.server_config(_settings(post_quantum="require"), credentials=_creds())
+    assert config.versions == frozenset({0x0304})
+    hs = ServerHandshake(config)
+    with pytest.raises(LocalAlert) as exc:  # a TLS 1.2 client: no version in common, as with versions = ["1.3"]
+        hs.receive_data(Client12().client_hello_record())
+    assert exc.value.description == AD.protocol_version
+    assert setup.server_config(_settings(), credentials=_creds()).versions == frozenset({0x0303, 0x0304})
+
+
 @pytest.mark.usefixtures("no_mlkem")
 def test_require_without_mlkem_is_refused() -> None:
     with pytest.raises(ConfigError, match="no ML-KEM"):

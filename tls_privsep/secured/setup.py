@@ -14,6 +14,7 @@ from tls_privsep.shared.config import (
     SUITE_NAMES,
     VERSION_NAMES,
     SecuredSettings,
+    served_versions,
 )
 from tls_privsep.shared.errors import ConfigError
 
@@ -59,7 +60,7 @@ def server_config(settings: SecuredSettings, credentials: CredentialStore | None
         return ServerConfig(
             credentials=credentials or load_credentials(settings),
             cipher_suites=tuple(SUITE_NAMES[s] for s in settings.cipher_suites),
-            versions=frozenset(VERSION_NAMES[v] for v in settings.versions),
+            versions=frozenset(VERSION_NAMES[v] for v in served_versions(settings)),
             cipher_suites12=tuple(dict.fromkeys(SUITE12_NAMES[s] for s in settings.tls12_cipher_suites)),
             require_ems=settings.require_extended_master_secret,
             groups=group_ids,

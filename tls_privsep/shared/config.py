@@ -255,12 +255,12 @@ def validate(s: Settings) -> Settings:
     if sec.post_quantum == "require" and sec.allow_psk_ke:
         raise ConfigError("secured.post_quantum = \"require\" excludes secured.allow_psk_ke "
                           "(a psk_ke resumption has no key exchange, so no hybrid)")
-    if "1.2" in sec.versions:
+    if sec.post_quantum == "require" and "1.3" not in sec.versions:
+        raise ConfigError("secured.post_quantum = \"require\" needs TLS 1.3 in secured.versions "
+                          "(TLS 1.2 has no hybrid key exchange)")
+    if "1.2" in served_versions(sec):
         if not sec.tls12_cipher_suites:
             raise ConfigError("secured.tls12_cipher_suites must not be empty while secured.versions has \"1.2\"")
-        if sec.post_quantum == "require":
-            raise ConfigError("secured.post_quantum = \"require\" excludes TLS 1.2, which has no hybrid key "
-                              "exchange: set secured.versions = [\"1.3\"]")
         if not any(GROUP_NAMES[name.lower()] in (0x001D, 0x0017) for name in sec.groups):
             raise ConfigError("secured.versions has \"1.2\", which needs x25519 or secp256r1 in secured.groups "
                               "(the hybrids are TLS 1.3 only)")
@@ -318,6 +318,14 @@ def validate(s: Settings) -> Settings:
     if s.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("log_level must be debug, info, warning or error")
     return s
+
+
+def served_versions(sec: SecuredSettings) -> tuple[str, ...]:
+    """The versions secured serves: ``versions``, less TLS 1.2 under ``post_quantum = "require"`` (every
+    handshake must then use a hybrid, which only TLS 1.3 has)."""
+    if sec.post_quantum == "require":
+        return tuple(v for v in sec.versions if v != "1.2")
+    return sec.versions
 
 
 def group_label(group: int | None) -> str | None:
