@@ -8,6 +8,7 @@ below avoid depending on it (the second-flight harness computes Finished and Cer
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass
@@ -16,15 +17,20 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from fuzz.base import check_local_alert, record_types
 from tests import certs
 from tests.inmemory import client_verifier, pki, server_config
-from tests.tlsclient import P256, X25519, Client
+from tests.tls12client import CCS, Client12
+from tests.tlsclient import P256, X25519, Client, record
 from tls_privsep.secured import messages as m
+from tls_privsep.secured import messages12 as m12
 from tls_privsep.secured.credentials import Credential, CredentialStore, Signer
 from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
 from tls_privsep.secured.tickets import TicketKeys
 from tls_privsep.shared import keyschedule as ks
-from tls_privsep.shared.record import Protection
+from tls_privsep.shared.errors import Alert, LocalAlert
+from tls_privsep.shared.record import Protection, RecordLayer
+from tls_privsep.shared.wire import vector
 
 FIXED_TIME = 1_700_000_000.0
 X25519_GROUP, P256_GROUP = 0x001D, 0x0017
@@ -257,3 +263,159 @@ class SecondFlight:
         if kind == OP_AFTER:
             return self.ap.seal(payload[0] if payload else 23, payload[1:], padding)
         return payload  # OP_RAW and unassigned codes: the bytes as they are
+
+
+def after_handshake(hs: ServerHandshake) -> None:
+    """appd's side of a completed handshake: import the exported state and read what followed the Finished."""
+    state = hs.export()
+    layer = RecordLayer.from_traffic_state(state)
+    try:
+        layer.receive_data(hs.trailing)
+        while layer.next_event() is not None:
+            pass
+    except LocalAlert as exc:
+        check_local_alert(exc)
+    except Alert:
+        pass
+    record_types(layer.data_to_send())
+
+
+# ---- the TLS 1.2 second client flight --------------------------------------------------------------
+
+# Ops of the `second_flight12` input. A record is plaintext until the harness sent a change_cipher_spec
+# with keys to seal under (OP12_CCS after OP12_KEY_EXCHANGE, or at once when resumed), sealed under the
+# client write key after it; the op byte's high bit keeps one record plaintext all the same.
+OP12_HS = 0  # payload as a handshake record (and hashed into the transcript)
+OP12_ALERT = 1  # payload as an alert record
+OP12_APP = 2  # payload as an application_data record
+OP12_RECORD = 3  # payload[0] is the record's content type, the rest its content
+OP12_RAW = 4  # payload fed as is
+OP12_FINISHED = 5  # the client Finished for the transcript so far, then payload, in one record
+OP12_CERT = 6  # a Certificate with the harness's client chain
+OP12_CERT_VERIFY = 7  # a CertificateVerify by the harness's client key over the handshake messages so far
+OP12_KEY_EXCHANGE = 8  # the ClientKeyExchange of the fixed client key, payload (if any) as the point sent
+OP12_CCS = 9  # a change_cipher_spec record, payload (if any) as its content
+OP12_EMPTY_CERT = 10  # a Certificate with no entries
+OP12_PLAIN = 0x80  # or-ed into an op: its record goes in plaintext whatever came before
+# The suites the client offers in each configuration, so that every kind of record protection and both
+# PRF hashes are reached: ECDSA AES-128-GCM, ECDSA ChaCha20-Poly1305 over P-256, Ed25519 with AES-256-GCM
+# (SHA-384), RSA with AES-256-GCM (SHA-384).
+SUITES12_BY_CONFIG = ([0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8], [0xCCA9], [0xC02C], [0xC030, 0xCCA8])
+
+
+class FixedClient12(Client12):
+    """tests.tls12client.Client12 with a fixed random and fixed keys: its ClientHello is the same in every process."""
+
+    def __init__(self, index: int, **kw: object) -> None:
+        super().__init__(suites=SUITES12_BY_CONFIG[index], **kw)  # type: ignore[arg-type]
+        self.hello.random = hashlib.sha256(b"fuzz client12 random").digest()
+
+    def ephemeral(self, group: int) -> x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey:
+        return _CLIENT_X25519 if group == X25519 else _CLIENT_P256
+
+
+@dataclass
+class FirstFlight12:
+    """A TLS 1.2 ClientHello and ``new_server(index)``'s answer: a full first flight, or with ``resumed`` the
+    ServerHello, ChangeCipherSpec and Finished of an abbreviated handshake."""
+
+    index: int
+    resumed: bool
+    client_hello: bytes
+    server_flight: bytes
+    client: Client12  # what the client knows after that flight (when resumed: the keys, and our Finished)
+
+
+_FLIGHTS12: dict[tuple[int, bool], FirstFlight12] = {}
+_SESSION_ID = hashlib.sha256(b"fuzz client12 session").digest()
+
+
+def first_flight12(index: int, resumed: bool = False) -> FirstFlight12:
+    """Once per configuration and kind: the server is reproducible, so is its answer."""
+    index %= len(CONFIG_NAMES)
+    if (index, resumed) not in _FLIGHTS12:
+        client = FixedClient12(index)
+        master = b""
+        if resumed:
+            ticket, master = _session12(index)
+            client.hello.set(35, ticket)  # session_ticket
+            client.hello.session_id = _SESSION_ID
+        ch = client.client_hello_record()
+        server = new_server(index)
+        server.receive_data(ch)
+        flight = server.data_to_send()
+        client.read_server(flight)
+        if resumed:
+            assert server.info.resumed, "the harness's own ticket was not taken"
+            client.master = master
+            client.derive_keys()
+            assert client.rest[:6] == CCS
+            _, fin = client.server_reader().open(client.rest[6:11], client.rest[11:])
+            client.messages += fin
+        _FLIGHTS12[index, resumed] = FirstFlight12(index, resumed, ch, flight, client)
+    return _FLIGHTS12[index, resumed]
+
+
+def _session12(index: int) -> tuple[bytes, bytes]:
+    """A full handshake in ``config(index)`` by the harness itself: the ticket it ends with, and the master secret."""
+    ff = first_flight12(index)
+    flight = SecondFlight12(ff)
+    auth = 13 in ff.client.server_msgs  # a CertificateRequest
+    codes = [OP12_CERT] * auth + [OP12_KEY_EXCHANGE] + [OP12_CERT_VERIFY] * auth + [OP12_CCS, OP12_FINISHED]
+    server = new_server(index)
+    server.receive_data(ff.client_hello)
+    server.data_to_send()
+    for code in codes:
+        server.receive_data(flight.chunk(code, b""))
+    out = server.data_to_send()
+    assert server.complete and out[5] == 4, "no NewSessionTicket"
+    nst = out[5 : 5 + int.from_bytes(out[3:5], "big")]
+    return nst[10:], flight.client.master
+
+
+class SecondFlight12:
+    """Turns a `second_flight12` op stream into the byte chunks a TLS 1.2 client would send, one chunk per op."""
+
+    def __init__(self, ff: FirstFlight12) -> None:
+        self.client = copy.copy(ff.client)  # every field it changes is rebound, never changed in place
+        self.sealed = False
+
+    def _record(self, content_type: int, content: bytes, plain: bool) -> bytes:
+        if self.sealed and not plain:
+            return self.client.protect(content, content_type)
+        return record(content_type, content)
+
+    def _hs(self, message: bytes, plain: bool) -> bytes:
+        self.client.messages += message
+        return self._record(22, message, plain)
+
+    def chunk(self, code: int, payload: bytes) -> bytes:
+        kind, plain, c = code & 0x7F, bool(code & OP12_PLAIN), self.client
+        if kind != OP12_RAW:
+            payload = payload[:MAX_SEALED_PAYLOAD]  # with a message the harness adds, within 2^14
+        if kind == OP12_HS:
+            return self._hs(payload, plain)
+        if kind in (OP12_ALERT, OP12_APP):
+            return self._record(21 if kind == OP12_ALERT else 23, payload, plain)
+        if kind == OP12_RECORD:
+            return self._record(payload[0] if payload else 0, payload[1:], plain)
+        if kind == OP12_FINISHED:
+            return self._record(22, c.finished() + payload, plain)
+        if kind == OP12_CERT:
+            return self._hs(m12.certificate(client_chain()[0]), plain)
+        if kind == OP12_EMPTY_CERT:
+            return self._hs(m12.certificate([]), plain)
+        if kind == OP12_CERT_VERIFY:
+            key = client_chain()[1]
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            signature = key.sign(c.messages, ec.ECDSA(hashes.SHA256()))  # RFC 5246 §7.4.8: the messages so far
+            return self._hs(m.certificate_verify(0x0403, signature), plain)
+        if kind == OP12_KEY_EXCHANGE:
+            point = payload[:255] or None
+            if not c.server_share:  # resumed: there was no ServerKeyExchange to answer, nor keys to derive
+                return self._hs(m.handshake(16, vector(1, point or bytes(32))), plain)
+            return self._record(22, c.client_key_exchange(point), plain)
+        if kind == OP12_CCS:
+            self.sealed = c.keys is not None
+            return record(20, payload or b"\x01")
+        return payload  # OP12_RAW and unassigned codes: the bytes as they are

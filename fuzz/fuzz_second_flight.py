@@ -23,26 +23,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["tls_privsep"]):
-    from fuzz.base import Finding, check_alert_queued, check_local_alert, ops, record_types
-    from fuzz.common import CONFIG_NAMES, SecondFlight, first_flight, new_server
-    from tls_privsep.secured.handshake import ServerHandshake, State
+    from fuzz.base import Finding, check_alert_queued, ops, record_types
+    from fuzz.common import CONFIG_NAMES, SecondFlight, after_handshake, first_flight, new_server
+    from tls_privsep.secured.handshake import State
     from tls_privsep.shared.errors import Alert, LocalAlert
-    from tls_privsep.shared.record import RecordLayer
-
-
-def after_handshake(hs: ServerHandshake) -> None:
-    """appd's side: import the exported state and read what followed the Finished."""
-    state = hs.export()
-    layer = RecordLayer.from_traffic_state(state)
-    try:
-        layer.receive_data(hs.trailing)
-        while layer.next_event() is not None:
-            pass
-    except LocalAlert as exc:
-        check_local_alert(exc)
-    except Alert:
-        pass
-    record_types(layer.data_to_send())
 
 
 def test_one_input(data: bytes) -> None:

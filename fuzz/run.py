@@ -31,9 +31,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TARGETS = ("record", "client_hello", "handshake", "second_flight", "channel", "blob", "config")
-MAX_LEN = {"record": 20000, "handshake": 20000, "second_flight": 8192, "client_hello": 4096, "channel": 8192,
-           "blob": 8192, "config": 4096}
+TARGETS = ("record", "client_hello", "handshake", "second_flight", "second_flight12", "channel", "blob",
+           "config")
+MAX_LEN = {"record": 20000, "handshake": 20000, "second_flight": 8192, "second_flight12": 8192, "client_hello": 4096,
+           "channel": 8192, "blob": 8192, "config": 4096}
 FINDING_PREFIXES = ("crash-", "timeout-", "oom-", "leak-")
 # libFuzzer's words for a run whose target reported no coverage (nothing instrumented, or every input refused
 # before the first branch).
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     for target in targets:
         r = run_target(target, args.seconds)
         status = f"FAILED: {r.problem}" if r.failed else "ok"
-        print(f"  {target:13} {r.execs:>10} execs  cov {r.coverage:>5}  {len(r.findings)} finding(s)  [{status}]",
+        print(f"  {target:15} {r.execs:>10} execs  cov {r.coverage:>5}  {len(r.findings)} finding(s)  [{status}]",
               flush=True)
         if r.failed:
             failed.append(r)

@@ -27,8 +27,10 @@ import cbor2
 from fuzz import common
 from fuzz.base import BLOB_CHANNEL_ID, BLOB_CONN, BLOB_KEY, key_material12, op
 from tests.inmemory import Pair, client_context
+from tests.tls12client import Client12
 from tests.tlsclient import P256, P256MLKEM768, X25519, X25519MLKEM768, Client, Hello, record
 from tls_privsep.secured import messages as m
+from tls_privsep.secured import messages12 as m12
 from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared import blob as B
 from tls_privsep.shared import channel as C
@@ -38,7 +40,8 @@ from tls_privsep.shared.state import TLS12, TrafficState
 from tls_privsep.shared.tls12 import SUITES12
 from tls_privsep.shared.wire import u16, vector
 
-TARGETS = ("record", "client_hello", "handshake", "second_flight", "channel", "blob", "config")
+TARGETS = ("record", "client_hello", "handshake", "second_flight", "second_flight12", "channel", "blob",
+           "config")
 SUITE_IDS = (0x1301, 0x1302, 0x1303)  # fuzz_record's order (sorted)
 SUITE12_IDS = tuple(sorted(SUITES12))
 RECORD_MODES = ("plaintext", "handshake", "application", "skip_early", "skip_plain", "sealed_app", "sealed_hs",
@@ -180,7 +183,20 @@ def client_hellos(recorded: Iterable[Session]) -> list[bytes]:
     legacy = Hello(omit_extensions_block=True)
     hellos.append(legacy.encode())
     hellos += [c.hello.encode() for c in hybrid_clients()]
+    hellos += tls12_hellos()
     return hellos
+
+
+def tls12_hellos() -> list[bytes]:
+    """TLS 1.2 ClientHellos, with the extensions only TLS 1.2 reads: as tests/tls12client.py sends it, one
+    offering a ticket, and one with the SCSVs and every point format instead."""
+    offer = Client12(ticket=bytes(range(200)))
+    offer.hello.session_id = bytes(32)
+    legacy = Client12(ems=False, ticket=None)
+    legacy.hello.drop(0xFF01)  # renegotiation_info, signalled by the SCSV instead
+    legacy.hello.cipher_suites += [0x00FF, 0x5600]
+    legacy.hello.set(11, bytes([3, 0, 1, 2]))  # ec_point_formats: uncompressed and both compressed forms
+    return [Client12().hello.encode(), offer.hello.encode(), legacy.hello.encode()]
 
 
 def hybrid_clients() -> list[Client]:
@@ -270,6 +286,17 @@ def handshake_seeds(recorded: list[Session]) -> list[bytes]:
             seeds.append(bytes([index]) + u16(len(hello)) + hello)
             share = u16(51) + u16(len(dict(c.hello.extensions)[51]))
             seeds.append(bytes([index]) + u16(hello.index(share) + 40) + hello)  # cut inside the key share
+    for index in range(len(common.CONFIG_NAMES)):  # TLS 1.2: the hello, then a whole second flight
+        c = Client12()
+        server = common.new_server(index)
+        hello = c.client_hello_record()
+        server.receive_data(hello)
+        c.read_server(server.data_to_send())
+        cert = b""
+        if 13 in c.server_msgs:  # a CertificateRequest: an empty Certificate
+            cert = record(22, m12.certificate([]))
+            c.messages += cert[5:]
+        seeds.append(bytes([index]) + u16(len(hello)) + hello + cert + c.full_flight())
     return seeds
 
 
@@ -296,6 +323,44 @@ def second_flight_seeds() -> list[bytes]:
         bytes([3]) + op(common.OP_INNER, b"\x14\x01") + fin,
     ]
 
+
+def second_flight12_seeds() -> list[bytes]:
+    """Op streams for the TLS 1.2 second flight: the full flight of each configuration (client certificates
+    where asked for), the abbreviated one, data after the Finished, and the usual ways to get them wrong."""
+    cke, ccs, fin = op(common.OP12_KEY_EXCHANGE), op(common.OP12_CCS), op(common.OP12_FINISHED)
+    cert, cv, empty = op(common.OP12_CERT), op(common.OP12_CERT_VERIFY), op(common.OP12_EMPTY_CERT)
+    after = (op(common.OP12_APP, b"GET / HTTP/1.1\r\n\r\n") + op(common.OP12_HS, Client().hello.encode())
+             + op(common.OP12_ALERT, b"\x01\x00"))
+    resumed = 0x04
+    return [
+        bytes([0]) + cke + ccs + fin + after,
+        bytes([1]) + cke + ccs + fin + after,  # P-256, ChaCha20-Poly1305
+        bytes([2]) + empty + cke + ccs + fin + after,
+        bytes([2]) + cert + cke + cv + ccs + fin,
+        bytes([3]) + cert + cke + cv + ccs + fin + after,
+        bytes([3]) + empty + cke + ccs + fin,
+        bytes([3]) + cert + cke + ccs + fin,  # no CertificateVerify
+        bytes([0]) + op(common.OP12_KEY_EXCHANGE, bytes(32)) + ccs + fin,  # an all-zero X25519 point
+        bytes([1]) + op(common.OP12_KEY_EXCHANGE, b"\x02" + bytes(32)) + ccs + fin,  # a compressed P-256 point
+        bytes([0]) + op(common.OP12_HS, m.handshake(16, b"")) + ccs + fin,
+        bytes([0]) + cke + op(common.OP12_CCS, b"\x02") + fin,
+        bytes([0]) + cke + fin + ccs,  # Finished before the change_cipher_spec
+        bytes([0]) + ccs + cke + fin,
+        bytes([0]) + cke + ccs + op(common.OP12_FINISHED | common.OP12_PLAIN),
+        bytes([0]) + cke + ccs + op(common.OP12_HS, m.finished(bytes(12))),
+        bytes([0]) + cke + ccs + op(common.OP12_FINISHED, b"\x00\x00\x00\x00"),
+        bytes([0]) + cke + ccs + op(common.OP12_APP, b"early") + fin,
+        bytes([0]) + cke + op(common.OP12_RAW, b"\x16\x03\x03\x00\x02\x14\x00") + ccs + fin,  # CCS mid-message
+        bytes([0]) + op(common.OP12_ALERT, b"\x02\x28"),
+        bytes([0]) + op(common.OP12_RECORD, b"\x17" + b"GET /") + cke + ccs + fin,
+        bytes([resumed]) + ccs + fin + after,
+        bytes([resumed | 1]) + ccs + fin,
+        bytes([resumed | 2]) + ccs + fin + after,
+        bytes([resumed | 3]) + ccs + fin,
+        bytes([resumed]) + fin + ccs,
+        bytes([resumed]) + ccs + op(common.OP12_HS, m.finished(bytes(12))),
+        bytes([resumed]) + cke + ccs + fin,
+    ]
 
 def sealed(state: TrafficState, conn: int = BLOB_CONN) -> bytes:
     copy = TrafficState(**{**state.__dict__, "read_secret": bytearray(state.read_secret),
@@ -446,6 +511,7 @@ def main(argv: list[str]) -> int:
                               + [bytes([1]) + h for h in client_hellos(recorded)[:2]]),
         "handshake": write(out, "handshake", handshake_seeds(recorded)),
         "second_flight": write(out, "second_flight", second_flight_seeds()),
+        "second_flight12": write(out, "second_flight12", second_flight12_seeds()),
         "channel": write(out, "channel", channel_seeds(recorded, states)),
         "blob": write(out, "blob", blob_seeds(states + tls12_states())),
         "config": write(out, "config", config_seeds()),
@@ -454,7 +520,7 @@ def main(argv: list[str]) -> int:
     completed = sum(s.ok for s in recorded)
     print(f"seeds: {completed}/{len(recorded)} real handshakes completed; written to {out}")
     for target, n in counts.items():
-        print(f"  {target:13} {n:3} seeds")
+        print(f"  {target:15} {n:3} seeds")
     return 0
 
 

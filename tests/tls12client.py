@@ -97,19 +97,24 @@ class Client12:
 
     # ---- the client's second flight, a message at a time ------------------------------------
 
+    def ephemeral(self, group: int) -> x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey:
+        """The private key of our ClientKeyExchange: a fresh one (a subclass may fix it)."""
+        if group == X25519:
+            return x25519.X25519PrivateKey.generate()
+        return ec.generate_private_key(ec.SECP256R1())
+
     def client_key_exchange(self, public: bytes | None = None) -> bytes:
         """The ClientKeyExchange message; derives the master secret and keys from our real share
         (``public`` replaces what goes on the wire, for the tests of bad points)."""
         assert self.suite is not None
-        if self.group == X25519:
-            k = x25519.X25519PrivateKey.generate()
-            ours = k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            pre_master = k.exchange(x25519.X25519PublicKey.from_public_bytes(self.server_share))
+        key = self.ephemeral(self.group)
+        if isinstance(key, x25519.X25519PrivateKey):
+            ours = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            pre_master = key.exchange(x25519.X25519PublicKey.from_public_bytes(self.server_share))
         else:
-            e = ec.generate_private_key(ec.SECP256R1())
-            ours = e.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+            ours = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
             peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), self.server_share)
-            pre_master = e.exchange(ec.ECDH(), peer)
+            pre_master = key.exchange(ec.ECDH(), peer)
         msg = m.handshake(16, vector(1, ours if public is None else public))
         self.messages += msg
         ems = any(t == EMS for t, _ in self.hello.extensions)
