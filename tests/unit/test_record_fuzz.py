@@ -7,7 +7,17 @@ from hypothesis import strategies as st
 
 from tls_privsep.shared import errors
 from tls_privsep.shared.keyschedule import SUITES
-from tls_privsep.shared.record import MAX_PLAINTEXT, ApplicationData, Event, Phase, Protection, RecordLayer
+from tls_privsep.shared.record import (
+    MAX_PLAINTEXT,
+    ApplicationData,
+    ChangeCipherSpec,
+    Event,
+    Phase,
+    Protection,
+    RecordLayer,
+    Tls12Protection,
+)
+from tls_privsep.shared.state import TLS13
 
 BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUITE_IDS = sorted(SUITES)
@@ -46,9 +56,13 @@ def feed(layer: RecordLayer, chunks: list[bytes], max_data: int = 0) -> list[Eve
             layer.receive_data(chunk)
             while (ev := layer.next_event(max_data)) is not None:
                 out.append(ev)
-                # play the engine: move on to the next key after a handshake message, like a server
+                # play the engine: move on to the next key where a server would (TLS 1.3: after a handshake
+                # message; TLS 1.2: at the client's change_cipher_spec)
                 if layer.read is None and not layer.has_pending_handshake():
-                    layer.set_read_key(0x1301, secret(0x1301, 1))
+                    if layer.version == TLS13:
+                        layer.set_read_key(0x1301, secret(0x1301, 1))
+                    elif isinstance(ev, ChangeCipherSpec):
+                        layer.set_read_protection(Tls12Protection(0xC02B, bytes(20)))
     except errors.InternalError:
         raise  # not an answer to the input: a parser let something through (fuzz/README.md)
     except errors.Alert:
