@@ -7,6 +7,7 @@ threads, and a blocking ``unwrap()`` cannot keep reading application data after 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import MIB, BioClient, Pair, Pki, TcpBackend, expected_digest, keystream
+from tests.integration.helpers import MIB, BioClient, Pair, PeerClosed, Pki, TcpBackend, expected_digest, keystream
 
 BULK = 100 * MIB
 
@@ -260,3 +261,49 @@ def test_backend_down_gives_a_clean_close_and_appd_keeps_serving(
             tls.sendall(b"now?")
             assert tls.recv(100) == b"now?"
         t.join(10)
+
+
+def test_tls12_close_notify_is_answered_at_once_and_ends_the_connection(
+        pair: Callable[..., Pair], pki: Pki, backend_factory: Callable[..., TcpBackend]) -> None:
+    """TLS 1.2 has no half-close: the client's close_notify gets ours at once and the connection ends, whatever
+    the backend still does (RFC 5246 §7.2.1: "respond with a close_notify alert of its own and close down the
+    connection immediately, discarding any pending writes"). TLS 1.3's half-close is the test above."""
+    released = threading.Event()
+
+    def handler(sock: socket.socket, result: dict[str, object]) -> None:
+        sock.sendall(b"before ")
+        read_to_eof(sock, result)
+        released.wait(10)  # a backend that answers late: none of this may reach the client
+        with contextlib.suppress(OSError):
+            sock.sendall(b"too late")
+        sock.close()
+
+    backend = backend_factory(handler)
+    server = pair("--backend", f"tcp://127.0.0.1:{backend.port}")
+    ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    client = BioClient(server.host, server.port, ctx, timeout=10)
+    try:
+        got = b""
+        while len(got) < len(b"before "):
+            with contextlib.suppress(PeerClosed):
+                got += client.read_some()
+            client._pump(want_read=True)
+        client.obj.write(b"request")
+        started = time.monotonic()
+        got += client.send_eof()
+        while not client.eof_received:
+            client._pump(want_read=True)
+            with contextlib.suppress(PeerClosed):
+                got += client.read_some()
+        assert time.monotonic() - started < 3, "our close_notify waited for the backend"
+        assert got == b"before "
+        client.sock.settimeout(3)  # EOF comes at once (and stays): no "too late" bytes, no waiting for the backend
+        assert client.sock.recv(100) == b"", "the connection did not end after the close_notify exchange"
+    finally:
+        released.set()
+        client.close()
+    (result,) = backend.wait()
+    assert result["received_bytes"] == len(b"request")
+    (conn,) = server.wait_events("appd", "connection", 1)
+    assert conn["version"] == "TLSv1.2" and conn["outcome"] == "closed"

@@ -557,8 +557,10 @@ def test_usage_limit_ends_the_connection_with_close_notify() -> None:
     for send in (lambda: server.send_application_data(b"more"), lambda: server.send_alert(80)):
         with pytest.raises(errors.InternalError):
             send()
-    # The read side is untouched.
-    assert events(server, peer.send_application_data(b"fine")) == [ApplicationData(b"fine")]
+    # The read side is untouched (data the client sent before it read our close_notify: a client that read
+    # it has answered with its own and sends nothing more, RFC 5246 §7.2.1).
+    assert peer.close_sent and peer.data_to_send()[:1] == b"\x15"
+    assert events(server, client(write_seq=1).send_application_data(b"fine")) == [ApplicationData(b"fine")]
 
 
 def test_usage_limit_a_send_that_fits_exactly_does_not_close() -> None:
@@ -678,3 +680,49 @@ def test_seal_open_round_trip(suite: int, data: bytes, ctype: int, seq: int) -> 
     assert rec == by_hand(suite, client_km(suite), seq, ctype, data)
     assert b.open(rec[:5], rec[5:]) == (ctype, data)
     assert a.seq == b.seq == seq + 1
+
+
+# -- closure and interleaving: where TLS 1.2 differs from TLS 1.3 ------------------------------------
+
+
+def test_a_close_notify_is_answered_with_ours_at_once() -> None:
+    # RFC 5246 §7.2.1: respond with a close_notify of our own and write nothing more (TLS 1.3 closes each
+    # direction on its own, RFC 8446 §6.1: there the application decides when its side ends).
+    server, peer = imported(), client()
+    assert events(server, peer.send_alert(0, level=1)) == [CloseNotify()]
+    assert server.close_sent
+    assert opened(AES128, server_km(AES128), 1, server.data_to_send()) == [(21, b"\x01\x00")]
+    assert server.data_to_send() == b""  # once
+    tls13 = RecordLayer.from_traffic_state(TrafficState(0x1301, bytearray(32), bytearray(32)))
+    tls13_peer = RecordLayer.from_traffic_state(TrafficState(0x1301, bytearray(32), bytearray(32)))
+    assert events(tls13, tls13_peer.send_alert(0, level=1)) == [CloseNotify()]
+    assert not tls13.close_sent and tls13.data_to_send() == b""
+
+
+def test_after_our_own_close_notify_a_peer_close_notify_is_not_answered_again() -> None:
+    server, peer = imported(), client()
+    ours = server.send_alert(0, level=1)
+    assert events(server, peer.send_alert(0, level=1)) == [CloseNotify()]
+    assert server.data_to_send() == b"" and opened(AES128, server_km(AES128), 1, ours) == [(21, b"\x01\x00")]
+
+
+def test_records_of_other_types_may_come_between_fragments_of_a_handshake_message() -> None:
+    # RFC 5246 §6.2.1: TLS 1.2 lets content types interleave (TLS 1.3 forbids it, RFC 8446 §5.1): application
+    # data between two fragments of a renegotiation ClientHello is delivered, and the hello still refused.
+    server, peer = imported(), client()
+    hello = hs(1, bytes(60))
+    wire = peer._send(22, hello[:30]) + peer.send_application_data(b"between") + peer._send(22, hello[30:])
+    got = events(server, bytes(wire))
+    assert got == [ApplicationData(b"between"), RenegotiationRefused()]
+    # and in the handshake, a warning alert between two fragments of the ClientKeyExchange
+    layer = handshake_layer()
+    cke = hs(16, b"\x20" + bytes(32))
+    assert events(layer, plain(22, cke[:10]) + plain(21, b"\x01\x5a") + plain(22, cke[10:])) == [
+        HandshakeMessage(16, cke[4:])]
+
+
+def test_no_change_cipher_spec_between_fragments_of_a_handshake_message() -> None:
+    layer = handshake_layer()
+    cke = hs(16, b"\x20" + bytes(32))
+    with pytest.raises(errors.UnexpectedMessage):
+        events(layer, plain(22, cke[:10]) + CCS + plain(22, cke[10:]))

@@ -452,6 +452,8 @@ async def _proxy(stream: RecordStream, backend: Backend, *, peer: str, local: st
                 try:
                     if not data:
                         await conn.send_eof()  # the client's close_notify: shut down the backend's input
+                        if stream.eof_sent:  # TLS 1.2: answered with ours, so nothing more goes to the client
+                            cancel.cancel()
                         return
                     await conn.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

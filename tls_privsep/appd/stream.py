@@ -421,6 +421,10 @@ class RecordStream(trio.abc.HalfCloseableStream):
             elif isinstance(event, CloseNotify):
                 self.eof_received = True
                 self._log.debug("tls close_notify received")
+                if self._layer.close_sent and not self.eof_sent:
+                    # TLS 1.2: the engine answered with our close_notify; nothing may be written after it.
+                    self.eof_sent = True
+                    await self._write_queued()
             elif isinstance(event, KeyUpdated):
                 self._log.debug("tls key update received", update_requested=event.update_requested)
                 await self._write_queued()

@@ -262,6 +262,11 @@ class RecordLayer:
         return self._key_update_after
 
     @property
+    def close_sent(self) -> bool:
+        """Our close_notify is sealed (sent, or queued in :meth:`data_to_send`): nothing may follow it."""
+        return self._close_sent
+
+    @property
     def write_exhausted(self) -> bool:
         """TLS 1.2: the write key reached its usage limit and sealed our close_notify as its last
         record; nothing more can be sent on this connection."""
@@ -517,7 +522,10 @@ class RecordLayer:
             return read.open(head_bytes, payload)
 
     def _dispatch(self, ctype: int, content: bytes) -> Event | None:
-        if self._hs.pending() and ctype != _HANDSHAKE:
+        # TLS 1.3 forbids any other record between the fragments of a handshake message (RFC 8446 §5.1);
+        # TLS 1.2 lets other types interleave (RFC 5246 §6.2.1), but never the change_cipher_spec, after
+        # which the rest of the message would be read under another key.
+        if self._hs.pending() and ctype != _HANDSHAKE and (self._version == TLS13 or ctype == _CCS):
             raise UnexpectedMessage("record interleaved with a fragmented handshake message")
         if ctype == _APPLICATION_DATA:
             if self._phase is not _APPLICATION:
@@ -549,6 +557,11 @@ class RecordLayer:
         if description == AlertDescription.close_notify:
             self.enter(_CLOSED)
             self._rx.clear()
+            if self._version == TLS12 and self.write is not None and not self._close_sent:
+                # RFC 5246 §7.2.1: answer with our own close_notify at once and write nothing more (TLS 1.3
+                # made closure per direction, RFC 8446 §6.1; TLS 1.2 did not). Queued, as a KeyUpdate answer.
+                self._out += self._send(_ALERT, _CLOSE_NOTIFY)
+                self._close_sent = True
             return CloseNotify()
         if self._version == TLS12:
             # RFC 5246 §7.2: the level says it. A warning (user_canceled, no_renegotiation, ...) is
