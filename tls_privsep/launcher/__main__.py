@@ -45,7 +45,7 @@ _CONSOLE_EVENT = re.compile(r"^\S+ \[\w+\s*\] (certificates reloaded|reload refu
 
 
 def parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="tls-privsep", description="privilege-separated TLS 1.3 server")
+    p = cli.ArgumentParser(prog="tls-privsep", description="privilege-separated TLS server (TLS 1.3 and 1.2)")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "run secured and appd in the foreground"),
