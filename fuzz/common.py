@@ -12,12 +12,13 @@ import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from fuzz.base import check_local_alert, record_types
+from fuzz.base import Finding, check_alert_queued, check_local_alert, ops, record_types
 from tests import certs
 from tests.inmemory import client_verifier, pki, server_config
 from tests.tls12client import CCS, Client12
@@ -25,7 +26,7 @@ from tests.tlsclient import P256, X25519, Client, record
 from tls_privsep.secured import messages as m
 from tls_privsep.secured import messages12 as m12
 from tls_privsep.secured.credentials import Credential, CredentialStore, Signer
-from tls_privsep.secured.handshake import ServerConfig, ServerHandshake
+from tls_privsep.secured.handshake import ServerConfig, ServerHandshake, State
 from tls_privsep.secured.tickets import TicketKeys
 from tls_privsep.shared import keyschedule as ks
 from tls_privsep.shared.errors import Alert, LocalAlert
@@ -419,3 +420,30 @@ class SecondFlight12:
             self.sealed = c.keys is not None
             return record(20, payload or b"\x01")
         return payload  # OP12_RAW and unassigned codes: the bytes as they are
+
+
+class Chunks(Protocol):
+    def chunk(self, code: int, payload: bytes) -> bytes: ...
+
+
+def run_second_flight(index: int, client_hello: bytes, server_flight: bytes, flight: Chunks, data: bytes) -> None:
+    """Both second-flight targets: a fresh server of config ``index`` answers ``client_hello`` with exactly
+    ``server_flight``, then takes the records ``flight`` makes of the op stream ``data``. Raises Finding
+    for an alert not queued, an engine left open after the peer's alert, or anything else."""
+    hs = new_server(index)
+    hs.receive_data(client_hello)
+    if hs.data_to_send() != server_flight:
+        raise Finding("the server's first flight is not reproducible")
+    try:
+        for code, payload in ops(data):
+            hs.receive_data(flight.chunk(code, payload))
+            record_types(hs.data_to_send())
+    except LocalAlert as exc:
+        check_alert_queued(exc, hs.data_to_send())
+        return
+    except Alert:
+        if hs.state is not State.CLOSED:
+            raise Finding("engine still open after the peer's alert") from None
+        return
+    if hs.complete:
+        after_handshake(hs)

@@ -23,10 +23,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["tls_privsep"]):
-    from fuzz.base import Finding, check_alert_queued, ops, record_types
-    from fuzz.common import CONFIG_NAMES, SecondFlight, after_handshake, first_flight, new_server
-    from tls_privsep.secured.handshake import State
-    from tls_privsep.shared.errors import Alert, LocalAlert
+    from fuzz.common import CONFIG_NAMES, SecondFlight, first_flight, run_second_flight
 
 
 def test_one_input(data: bytes) -> None:
@@ -34,24 +31,7 @@ def test_one_input(data: bytes) -> None:
         return
     index = data[0] % len(CONFIG_NAMES)
     ff = first_flight(index)
-    hs = new_server(index)
-    hs.receive_data(ff.client_hello)
-    if hs.data_to_send() != ff.server_flight:
-        raise Finding("the server's first flight is not reproducible")
-    flight = SecondFlight(ff)
-    try:
-        for code, payload in ops(data[1:]):
-            hs.receive_data(flight.chunk(code, payload))
-            record_types(hs.data_to_send())
-    except LocalAlert as exc:
-        check_alert_queued(exc, hs.data_to_send())
-        return
-    except Alert:
-        if hs.state is not State.CLOSED:
-            raise Finding("engine still open after the peer's alert") from None
-        return
-    if hs.complete:
-        after_handshake(hs)
+    run_second_flight(index, ff.client_hello, ff.server_flight, SecondFlight(ff), data[1:])
 
 
 def main() -> None:

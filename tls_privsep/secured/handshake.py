@@ -33,6 +33,7 @@ from cryptography import x509
 
 from tls_privsep.secured import groups, versions
 from tls_privsep.secured import messages as m
+from tls_privsep.secured.alpn import select as alpn_select
 from tls_privsep.secured.credentials import Credential, CredentialStore
 from tls_privsep.secured.groupchoice import PQ_POLICIES, PqPolicy, choose, ranking
 from tls_privsep.secured.handshake12 import GROUPS12, Tls12Handshake
@@ -51,7 +52,6 @@ from tls_privsep.shared.errors import (
     InternalError,
     LocalAlert,
     MissingExtension,
-    NoApplicationProtocol,
     PeerAlert,
     ProtocolVersion,
     UnexpectedMessage,
@@ -452,7 +452,7 @@ class ServerHandshake:
         if psk is not None:
             self._verify_binder(ch, psk, suite)
         self._sni = ch.server_name
-        alpn = self._select_alpn(ch)
+        alpn = alpn_select(self._config.alpn, ch.alpn)
         if psk is None and ch.signature_algorithms is None:
             raise MissingExtension("no signature_algorithms, and certificate authentication is needed")  # §9.2
         modes = set(ch.psk_modes or ())
@@ -553,15 +553,6 @@ class ServerHandshake:
         """(group, client share) — a share we can use, else the group to ask for in an HRR (groupchoice.py)."""
         choice = choose(self._config.groups, self._config.post_quantum, ch.supported_groups, ch.key_shares)
         return choice.group, choice.share
-
-    def _select_alpn(self, ch: m.ClientHello) -> str | None:
-        if not self._config.alpn or ch.alpn is None:
-            return None
-        offered = set(ch.alpn)
-        for proto in self._config.alpn:
-            if proto.encode() in offered:
-                return proto
-        raise NoApplicationProtocol("no application protocol in common")
 
     def _select_psk(self, ch: m.ClientHello, suite: ks.SuiteParams, *, may_switch_hash: bool) -> _Psk | None:
         """The first offered ticket we can resume (§4.2.11); None means a full handshake."""

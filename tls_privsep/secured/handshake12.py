@@ -27,6 +27,7 @@ from cryptography import x509
 from tls_privsep.secured import groups
 from tls_privsep.secured import messages as m
 from tls_privsep.secured import messages12 as m12
+from tls_privsep.secured.alpn import select as alpn_select
 from tls_privsep.secured.credentials import Credential
 from tls_privsep.secured.peerauth import CLIENT_SIG_SCHEMES12, verify_signature
 from tls_privsep.secured.tickets import TicketState
@@ -38,7 +39,6 @@ from tls_privsep.shared.errors import (
     HandshakeFailure,
     IllegalParameter,
     InternalError,
-    NoApplicationProtocol,
     UnexpectedMessage,
 )
 from tls_privsep.shared.record import HandshakeMessage, HandshakeType, RecordLayer, Tls12Protection
@@ -178,7 +178,7 @@ class Tls12Handshake:
             raise UnexpectedMessage("ClientHello does not end its record")
         self._client_random = ch.random
         self._sni = ch.server_name
-        alpn = self._select_alpn(ch)
+        alpn = alpn_select(self._config.alpn, ch.alpn)
         ticket = self._resumable(ch)
         # A session without the extended master secret is never resumed (RFC 7627 §5.3), so it gets no ticket.
         self._ticket_wanted = (ticket is None and ch.session_ticket is not None and cfg.ticket_keys is not None
@@ -259,15 +259,6 @@ class Tls12Handshake:
             if group in offered:
                 return group
         raise HandshakeFailure("no ECDHE group in common (TLS 1.2: x25519, secp256r1)")
-
-    def _select_alpn(self, ch: m.ClientHello) -> str | None:
-        if not self._config.alpn or ch.alpn is None:
-            return None
-        offered = set(ch.alpn)
-        for proto in self._config.alpn:
-            if proto.encode() in offered:
-                return proto
-        raise NoApplicationProtocol("no application protocol in common")  # RFC 7301 §3.2
 
     @staticmethod
     def _alpn_ext(alpn: str | None) -> bytes:

@@ -442,13 +442,10 @@ class RecordLayer:
                 raise UnexpectedMessage("plaintext handshake record after keys were set")
             if outer == _APPLICATION_DATA and self._phase is not _APPLICATION:
                 raise UnexpectedMessage("application data during the handshake")
-        start = rx.off
-        end = start + HEADER_LEN + length
-        if rx.end < end:
+        start = self._take_record(length)
+        if start is None:
             return None
-        rx.off = end
-        if self._phase is not _APPLICATION:
-            self.limits.handshake_record()
+        end = start + HEADER_LEN + length
         if not protected:
             content = bytes(rx.buf[start + HEADER_LEN : end])
             if outer == _CCS:
@@ -485,6 +482,19 @@ class RecordLayer:
             self.limits.empty_record()
         return _INVALID, b""
 
+    def _take_record(self, length: int) -> int | None:
+        """Consume the whole record of ``length`` bytes at the front (its header read and judged): where it
+        starts, or None while it is incomplete. Each one before the handshake ends counts against its limit."""
+        rx = self._rx
+        start = rx.off
+        end = start + HEADER_LEN + length
+        if rx.end < end:
+            return None
+        rx.off = end
+        if self._phase is not _APPLICATION:
+            self.limits.handshake_record()
+        return start
+
     def _read_record12(self, outer: int, length: int) -> tuple[int, bytes] | None:
         """TLS 1.2's :meth:`_read_record`: plaintext records until the read protection is set, then every
         record protected whatever its type, the real type in the header (RFC 5246 §6.2).
@@ -493,7 +503,7 @@ class RecordLayer:
         protection (or after the handshake) any is misplaced: unexpected_message, as OpenSSL and
         BoringSSL answer an early or protected one. A well-placed one that is not the single byte 1
         (§7.1) is malformed: decode_error, which §7.2.2 defines for a wrong length or a field out of
-        range (OpenSSL and BoringSSL send illegal_parameter, which §7.2.2 defines for handshake fields).
+        range (OpenSSL 3 sends unexpected_message, BoringSSL illegal_parameter: docs/alerts.md).
         The engine decides whether one was due at all (the :class:`ChangeCipherSpec` event).
         """
         rx = self._rx
@@ -505,13 +515,10 @@ class RecordLayer:
                 raise RecordOverflow("plaintext record longer than 2^14 bytes")
             if outer == _APPLICATION_DATA:
                 raise UnexpectedMessage("application data before the change_cipher_spec")
-        start = rx.off
-        end = start + HEADER_LEN + length
-        if rx.end < end:
+        start = self._take_record(length)
+        if start is None:
             return None
-        rx.off = end
-        if self._phase is not _APPLICATION:
-            self.limits.handshake_record()
+        end = start + HEADER_LEN + length
         if read is None:
             content = bytes(rx.buf[start + HEADER_LEN : end])
             if outer == _CCS and content != b"\x01":
