@@ -342,21 +342,28 @@ def test_curl_two_urls_one_connection(pool: Pool, pki: Pki) -> None:
 # -- Python ssl -----------------------------------------------------------------------------------
 
 
-def py_context(pki: Pki) -> ssl.SSLContext:
+PY_VERSIONS = {"TLSv1.3": ssl.TLSVersion.TLSv1_3, "TLSv1.2": ssl.TLSVersion.TLSv1_2}
+
+
+def py_context(pki: Pki, version: str = "TLSv1.3") -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(pki.ca_file))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.minimum_version = ctx.maximum_version = PY_VERSIONS[version]
     return ctx
 
 
+@pytest.mark.parametrize("version", PY_VERSIONS)
 @pytest.mark.parametrize("certs", CERT_KINDS)
-def test_python_ssl_certificate_kinds(pool: Pool, pki: Pki, certs: str) -> None:
-    """Python ssl verifies the chain for each kind and gets exactly that leaf; 100 KB come back intact."""
+def test_python_ssl_certificate_kinds(pool: Pool, pki: Pki, certs: str, version: str) -> None:
+    """Python ssl verifies the chain for each kind and gets exactly that leaf (in TLS 1.2 with the suite of
+    that kind); 100 KB come back intact."""
     server = echo_server(pool, certs)
-    ctx = py_context(pki)
+    ctx = py_context(pki, version)
     data = bytes(range(256)) * 400
     with socket.create_connection((server.host, server.port), timeout=5) as raw, \
             ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-        assert tls.version() == "TLSv1.3"
+        assert tls.version() == version
+        if version == "TLSv1.2":
+            assert (tls.cipher() or ("",))[0] == f"ECDHE-{certs.upper()}-AES128-GCM-SHA256"
         assert tls.getpeercert(binary_form=True) == leaf_der((pki.rsa if certs == "rsa" else pki.ecdsa)[0])
         tls.sendall(data)
         got = bytearray()
@@ -365,10 +372,13 @@ def test_python_ssl_certificate_kinds(pool: Pool, pki: Pki, certs: str) -> None:
         assert got == data
 
 
-def test_python_ssl_resumption_and_sni(pool: Pool, pki: Pki) -> None:
-    """SSLContext sessions: the second connection resumes; the http backend reports SNI and resumption."""
+@pytest.mark.parametrize(("version", "cipher"), [("TLSv1.3", "TLS_AES_128_GCM_SHA256"),
+                                               ("TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256")])
+def test_python_ssl_resumption_and_sni(pool: Pool, pki: Pki, version: str, cipher: str) -> None:
+    """SSLContext sessions (a TLS 1.3 ticket, or TLS 1.2's RFC 5077 one): the second connection resumes; the
+    http backend reports the version, SNI and resumption."""
     server = http_server(pool)
-    ctx = py_context(pki)
+    ctx = py_context(pki, version)
     request = b"GET /py HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
     def get(session: ssl.SSLSession | None) -> tuple[str, ssl.SSLSession | None, bool]:
@@ -382,11 +392,12 @@ def test_python_ssl_resumption_and_sni(pool: Pool, pki: Pki) -> None:
 
     first, session, reused = get(None)
     assert first.startswith("HTTP/1.1 200 OK") and not reused
+    assert f"tls: {version} {cipher}\n" in first
     assert "sni: localhost" in first and "(resumed)" not in first
     assert session is not None and session.has_ticket
     second, _, reused = get(session)
     assert reused
-    assert "tls: TLSv1.3 TLS_AES_128_GCM_SHA256 (resumed)" in second
+    assert f"tls: {version} {cipher} (resumed)" in second
     assert "sni: localhost" in second
 
 

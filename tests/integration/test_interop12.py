@@ -582,49 +582,8 @@ def py_context12(pki: Pki) -> ssl.SSLContext:
     return ctx
 
 
-@pytest.mark.parametrize("kind", CERT_KINDS)
-def test_python_ssl_echo(pool: Pool, pki: Pki, kind: str) -> None:
-    """maximum_version = TLSv1_2: the version, the suite for each certificate kind, that leaf, 100 KB echoed."""
-    server = echo_server(pool, kind)
-    data = bytes(range(256)) * 400
-    with socket.create_connection((server.host, server.port), timeout=5) as raw, \
-            py_context12(pki).wrap_socket(raw, server_hostname="localhost") as tls:
-        assert tls.version() == "TLSv1.2"
-        cipher = tls.cipher()
-        assert cipher is not None
-        assert cipher[0] == f"ECDHE-{kind.upper()}-AES128-GCM-SHA256"
-        assert tls.getpeercert(binary_form=True) == leaf_der((pki.rsa if kind == "rsa" else pki.ecdsa)[0])
-        tls.sendall(data)
-        got = bytearray()
-        while len(got) < len(data) and (chunk := tls.recv(65536)):
-            got += chunk
-        assert got == data
-
-
-def test_python_ssl_resumption_and_sni(pool: Pool, pki: Pki) -> None:
-    """SSLSession with a ticket resumes; the http backend sees SNI, TLSv1.2 and the resumption."""
-    server = http_server(pool)
-    ctx = py_context12(pki)
-    request = b"GET /py12 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-
-    def get(session: ssl.SSLSession | None) -> tuple[str, ssl.SSLSession | None, bool]:
-        with socket.create_connection((server.host, server.port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            tls.sendall(request)
-            body = b""
-            while chunk := tls.recv(65536):
-                body += chunk
-            return body.decode(), tls.session, bool(tls.session_reused)
-
-    first, session, reused = get(None)
-    assert first.startswith("HTTP/1.1 200 OK") and not reused
-    assert "tls: TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256\n" in first
-    assert "sni: localhost" in first
-    assert session is not None and session.has_ticket
-    second, _, reused = get(session)
-    assert reused
-    assert "tls: TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256 (resumed)" in second
-    assert "sni: localhost" in second
+# The Python ssl echo (each certificate kind) and resumption-with-SNI tests run for both versions in
+# test_interop.py.
 
 
 def test_python_ssl_client_certificate(pool: Pool, pki: Pki) -> None:
