@@ -198,8 +198,10 @@ def assert_valid(s: config.Settings) -> None:
     kinds = {config.GROUP_NAMES[g.lower()] in config.HYBRID_GROUPS for g in s.secured.groups}
     assert {"require": True in kinds, "off": False in kinds, "prefer": True}[s.secured.post_quantum]
     assert not (s.secured.post_quantum == "require" and s.secured.allow_psk_ke)
-    assert not (s.secured.post_quantum == "require" and "1.3" not in s.secured.versions)
-    assert "1.2" not in config.served_versions(s.secured) or s.secured.post_quantum != "require"
+    served = config.served_versions(s.secured)
+    assert served and set(served) <= set(s.secured.versions)
+    assert "1.2" not in served or (s.secured.post_quantum != "require" and any(
+        config.GROUP_NAMES[g.lower()] not in config.HYBRID_GROUPS for g in s.secured.groups))
     for sec, key in POSITIVE_SECONDS:
         value = getattr(getattr(s, sec), key)
         assert math.isfinite(value) and value > 0
@@ -438,9 +440,10 @@ def test_bad_paths(tmp_path: Path, make: str) -> None:
     ({"post_quantum": "require", "allow_psk_ke": True}, "excludes secured.allow_psk_ke"),
     ({"groups": ["X25519Kyber768Draft00"]}, "known: x25519, secp256r1, X25519MLKEM768, SecP256r1MLKEM768"),
     ({"post_quantum": "require", "groups": ["x25519mlkem768"]}, None),  # TLS 1.2 is then not served
-    ({"post_quantum": "require", "versions": ["1.2"]}, "needs TLS 1.3 in secured.versions"),
+    ({"post_quantum": "require", "versions": ["1.2"]}, "cannot be served: post_quantum = \"require\""),
     ({"post_quantum": "require", "groups": ["x25519mlkem768"], "versions": ["1.3"]}, None),
-    ({"versions": ["1.2"], "groups": ["x25519mlkem768"]}, "needs x25519 or secp256r1"),
+    ({"versions": ["1.2"], "groups": ["x25519mlkem768"]}, "cannot be served: secured.groups lists only hybrids"),
+    ({"groups": ["x25519mlkem768"]}, None),  # TLS 1.3 only then, as before TLS 1.2 existed (and logged)
     ({"versions": ["1.1"]}, "unknown version '1.1'"),
     ({"versions": []}, "secured.versions must list"),
     ({"tls12_cipher_suites": ["AES128-SHA"]}, "unknown suite 'AES128-SHA'"),

@@ -206,3 +206,26 @@ def test_appd_reads_the_group_from_our_server_key_exchange(group: str) -> None:
     assert negotiated_group(flight) == GROUPS[group]
     for cut in (0, 5, 60, len(flight) - 1):  # a part of the flight names no group, and never raises
         assert negotiated_group(flight[:cut]) in (None, GROUPS[group])
+
+
+def test_a_tls12_configuration_no_certificate_can_serve_is_refused() -> None:
+    # Only an ECDSA certificate and only RSA suites for TLS 1.2: every TLS 1.2 client would get
+    # handshake_failure, so the configuration is refused (at start and on reload), naming why.
+    with pytest.raises(ValueError, match=r"no TLS 1.2 cipher suite listed fits the certificates \(ECDSA\)"):
+        server_config(("ecdsa",), cipher_suites12=(0xC02F, 0xCCA8))
+    server_config(("ecdsa",), cipher_suites12=(0xC02F,), versions=frozenset({TLS13}))  # 1.2 not served: fine
+    server_config(("ecdsa", "rsa2048"), cipher_suites12=(0xC02F,))
+
+
+def test_versions_flag_and_what_is_served() -> None:
+    from tls_privsep.shared import cli, config
+
+    parser = cli.ArgumentParser()
+    cli.add_common(parser)
+    settings = cli.settings_from(parser.parse_args(["--versions", "1.3"]))
+    assert settings.secured.versions == ("1.3",)
+    settings = cli.settings_from(parser.parse_args([]))
+    assert config.served_versions(settings.secured) == ("1.2", "1.3")
+    hybrid_only = config.validate(config.from_dict({"secured": {"groups": ["X25519MLKEM768"]}}))
+    assert config.served_versions(hybrid_only.secured) == ("1.3",)
+    assert "only hybrids" in (config.tls12_left_out(hybrid_only.secured) or "")

@@ -118,8 +118,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         out += ["--listen", addr]
     for cert, key in zip(args.cert or [], args.key or [], strict=False):
         out += ["--cert", cert, "--key", key]
-    for flag in ("backend", "tickets", "alpn", "client_ca", "client_auth", "post_quantum", "log_format", "log_level",
-                 "workers"):
+    for flag in ("backend", "tickets", "alpn", "client_ca", "client_auth", "post_quantum", "versions", "log_format",
+                 "log_level", "workers"):
         value = getattr(args, flag)
         if value is not None:
             out += ["--" + flag.replace("_", "-"), str(value)]

@@ -19,7 +19,7 @@ from tls_privsep.secured.setup import server_config, unavailable_groups
 from tls_privsep.secured.tickets import TicketKeys
 from tls_privsep.shared import cli, hardening, preload, systemd, workers
 from tls_privsep.shared import log as logging_setup
-from tls_privsep.shared.config import CertPair, SecuredSettings, Settings
+from tls_privsep.shared.config import CertPair, SecuredSettings, Settings, tls12_left_out
 from tls_privsep.shared.errors import ConfigError
 
 
@@ -90,6 +90,9 @@ def load_config(sec: SecuredSettings, log: logging_setup.Logger,
     """server_config(), with a warning naming the configured groups it had to leave out (the hybrids, when
     this cryptography has no ML-KEM): otherwise a server meant to be post-quantum turns classical unseen."""
     config = server_config(sec, ticket_keys=ticket_keys)
+    why = tls12_left_out(sec)
+    if why is not None:
+        log.warning("tls 1.2 not served", reason=why)
     dropped = unavailable_groups(sec)
     if dropped:
         log.warning("groups unavailable", groups=dropped,

@@ -140,6 +140,10 @@ class ServerConfig:
                 raise ValueError(f"unsupported TLS 1.2 cipher suites {unknown}")
             if not any(g in GROUPS12 for g in self.groups):
                 raise ValueError("TLS 1.2 needs x25519 or secp256r1 in groups (the hybrids are TLS 1.3 only)")
+            if not any(SUITES12[s].auth == c.kind for s in self.cipher_suites12 for c in self.credentials.credentials):
+                kinds = "/".join(sorted({c.kind for c in self.credentials.credentials}))
+                raise ValueError(f"no TLS 1.2 cipher suite listed fits the certificates ({kinds}): ECDHE-ECDSA suites "
+                                 "need a P-256 or Ed25519 key, ECDHE-RSA suites an RSA key")
             if self.post_quantum == "require":
                 raise ValueError("post_quantum = 'require' excludes TLS 1.2, which has no hybrid key exchange")
         if not self.groups or any(g not in groups.SUPPORTED_GROUPS for g in self.groups):

@@ -248,7 +248,8 @@ class Tls12Handshake:
                                                       ch.supported_groups)
             if found is not None:
                 return params, found[0], found[1]
-        raise HandshakeFailure("no certificate fits a common suite and the client's signature_algorithms")
+        raise HandshakeFailure("no certificate fits a common suite, the client's signature_algorithms and, for an "
+                               "ECDSA key, its supported_groups (RFC 8422 §5.1.1)")
 
     def _select_group(self, ch: m.ClientHello) -> int:
         ours = [g for g in self._config.groups if g in GROUPS12]

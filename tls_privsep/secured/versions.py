@@ -30,13 +30,16 @@ def choose(ch: m.ClientHello, enabled: Collection[int]) -> int:
         client_max = TLS12 if ch.legacy_version >= TLS12 else None
         chosen = TLS12 if client_max is not None and TLS12 in enabled else None
     if chosen is None:
-        names = "/".join(f"{v:#06x}" for v in sorted(ch.supported_versions or [ch.legacy_version]))
-        raise ProtocolVersion(f"no TLS version in common (client offers {names})")
+        names = "/".join(version_label(v) for v in sorted(ch.supported_versions or [ch.legacy_version]))
+        ours = "/".join(version_label(v) for v in sorted(enabled))
+        raise ProtocolVersion(f"no TLS version in common (client offers {names}, we serve {ours})")
     if TLS_FALLBACK_SCSV in ch.cipher_suites and client_max is not None and max(enabled) > client_max:
-        raise InappropriateFallback(f"fallback to {client_max:#06x}, and we support {max(enabled):#06x}")
+        best = version_label(max(enabled))
+        raise InappropriateFallback(f"fallback to {version_label(client_max)}, and we serve {best}")
     return chosen
 
 
 def version_label(version: int) -> str:
     """The name logs and the connection line use (OpenSSL's spelling, which operators grep for)."""
-    return {TLS12: "TLSv1.2", TLS13: "TLSv1.3"}.get(version, f"{version:#06x}")
+    return {0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", TLS12: "TLSv1.2", TLS13: "TLSv1.3"}.get(
+        version, f"{version:#06x}")

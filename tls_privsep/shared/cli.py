@@ -49,6 +49,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpn", metavar="LIST", help="comma-separated ALPN protocols, in preference order")
     p.add_argument("--client-ca", metavar="FILE", help="CA bundle for client certificates")
     p.add_argument("--client-auth", choices=config.CLIENT_AUTH, help="default with --client-ca: required")
+    p.add_argument("--versions", metavar="LIST", help="TLS versions served: 1.2,1.3 (default), 1.3 or 1.2")
     p.add_argument("--post-quantum", choices=config.POST_QUANTUM,
                    help="the hybrid groups (X25519MLKEM768): prefer (default), require, off")
     p.add_argument("--socket", metavar="PATH", help="secured's channel socket path")
@@ -78,6 +79,8 @@ def settings_from(args: argparse.Namespace) -> config.Settings:
         sec = replace(sec, client_auth=args.client_auth)
     if args.post_quantum is not None:
         sec = replace(sec, post_quantum=args.post_quantum)
+    if args.versions is not None:
+        sec = replace(sec, versions=tuple(v.strip() for v in args.versions.split(",") if v.strip()))
     if args.socket is not None:
         sec = replace(sec, socket=args.socket)
         app = replace(app, secured_socket=args.socket)

@@ -244,7 +244,8 @@ def validate(s: Settings) -> Settings:
         if name not in SUITE12_NAMES:
             known = ", ".join(list(SUITE12_NAMES)[:6])
             raise ConfigError(f"secured.tls12_cipher_suites: unknown suite {shown(name)} (known: {known}, "
-                              "or their IANA names)")
+                              "or their IANA names; ECDHE with AES-GCM or ChaCha20-Poly1305 only: no CBC, RSA key "
+                              "exchange or DHE)")
     if sec.post_quantum not in POST_QUANTUM:
         raise ConfigError(f"secured.post_quantum must be one of {', '.join(POST_QUANTUM)}")
     hybrid = [GROUP_NAMES[name.lower()] in HYBRID_GROUPS for name in sec.groups]
@@ -255,15 +256,10 @@ def validate(s: Settings) -> Settings:
     if sec.post_quantum == "require" and sec.allow_psk_ke:
         raise ConfigError("secured.post_quantum = \"require\" excludes secured.allow_psk_ke "
                           "(a psk_ke resumption has no key exchange, so no hybrid)")
-    if sec.post_quantum == "require" and "1.3" not in sec.versions:
-        raise ConfigError("secured.post_quantum = \"require\" needs TLS 1.3 in secured.versions "
-                          "(TLS 1.2 has no hybrid key exchange)")
-    if "1.2" in served_versions(sec):
-        if not sec.tls12_cipher_suites:
-            raise ConfigError("secured.tls12_cipher_suites must not be empty while secured.versions has \"1.2\"")
-        if not any(GROUP_NAMES[name.lower()] in (0x001D, 0x0017) for name in sec.groups):
-            raise ConfigError("secured.versions has \"1.2\", which needs x25519 or secp256r1 in secured.groups "
-                              "(the hybrids are TLS 1.3 only)")
+    if not served_versions(sec):
+        raise ConfigError(f"secured.versions = [\"1.2\"] cannot be served: {tls12_left_out(sec)}")
+    if "1.2" in served_versions(sec) and not sec.tls12_cipher_suites:
+        raise ConfigError("secured.tls12_cipher_suites must not be empty while secured.versions has \"1.2\"")
     if sec.client_auth not in CLIENT_AUTH:
         raise ConfigError(f"secured.client_auth must be one of {', '.join(CLIENT_AUTH)}")
     if sec.client_auth != "none" and not sec.client_ca:
@@ -320,10 +316,22 @@ def validate(s: Settings) -> Settings:
     return s
 
 
-def served_versions(sec: SecuredSettings) -> tuple[str, ...]:
-    """The versions secured serves: ``versions``, less TLS 1.2 under ``post_quantum = "require"`` (every
-    handshake must then use a hybrid, which only TLS 1.3 has)."""
+def tls12_left_out(sec: SecuredSettings) -> str | None:
+    """Why TLS 1.2 is not served although ``versions`` lists it, or None: under ``post_quantum = "require"``
+    every handshake must use a hybrid, and with only hybrids in ``groups`` there is no group for it; in both
+    cases TLS 1.2 (which has no hybrid) is left out rather than the configuration refused."""
+    if "1.2" not in sec.versions:
+        return None
     if sec.post_quantum == "require":
+        return 'post_quantum = "require" (TLS 1.2 has no hybrid key exchange)'
+    if not any(GROUP_NAMES[name.lower()] not in HYBRID_GROUPS for name in sec.groups if name.lower() in GROUP_NAMES):
+        return "secured.groups lists only hybrids, which are TLS 1.3 only"
+    return None
+
+
+def served_versions(sec: SecuredSettings) -> tuple[str, ...]:
+    """The versions secured serves: ``versions``, less TLS 1.2 where :func:`tls12_left_out` says why."""
+    if tls12_left_out(sec) is not None:
         return tuple(v for v in sec.versions if v != "1.2")
     return sec.versions
 
