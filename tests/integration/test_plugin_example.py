@@ -211,3 +211,17 @@ def test_ca_files_and_context(tls_privsep_ca: ThrowawayCA) -> None:
     ctx = tls_privsep_ca.client_context()
     assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3
+
+
+def test_tls12_clients(tls_privsep: ServerFactory, tls_privsep_ca: ThrowawayCA) -> None:
+    """A TLS 1.2 client against the default pair, and a pair serving TLS 1.2 only with its ready-made client."""
+    server = tls_privsep()
+    with server.connect(context=tls_privsep_ca.client_context(version="1.2")) as tls:
+        assert tls.version() == "TLSv1.2"
+        tls.sendall(b"ping")
+        assert tls.recv(4) == b"ping"
+    only12 = tls_privsep(versions=["1.2"])
+    with only12.connect() as tls:
+        assert tls.version() == "TLSv1.2"
+    with pytest.raises(ssl.SSLError, match=r"(?i)protocol.version|unsupported protocol"):
+        only12.connect(context=tls_privsep_ca.client_context(version="1.3")).close()

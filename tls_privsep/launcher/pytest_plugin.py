@@ -57,6 +57,7 @@ class ServerFactory:
         certs: Sequence[IssuedCert | tuple[str | os.PathLike[str], str | os.PathLike[str]]] | None = None,
         key_type: KeyType = "ecdsa",
         listen: str | Sequence[str] = "127.0.0.1:0",
+        versions: Sequence[Literal["1.2", "1.3"]] | None = None,
         args: Sequence[str] = (),
         secured_args: Sequence[str] = (),
         appd_args: Sequence[str] = (),
@@ -66,7 +67,7 @@ class ServerFactory:
         log_dir = self._log_root / f"server{len(self.servers)}"
         server = start_server(
             self.ca, log_dir, backend, alpn=alpn, tickets=tickets, client_ca=client_ca, client_auth=client_auth,
-            certs=certs, key_type=key_type, listen=listen, args=args, secured_args=secured_args,
+            certs=certs, key_type=key_type, listen=listen, versions=versions, args=args, secured_args=secured_args,
             appd_args=appd_args, user=user, startup_timeout=startup_timeout,
         )
         self.servers.append(server)

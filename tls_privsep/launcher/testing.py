@@ -194,11 +194,13 @@ class ThrowawayCA:
             self._server_certs[key_type] = self.issue(key_type=key_type)
         return self._server_certs[key_type]
 
-    def client_context(self, cert: IssuedCert | None = None) -> ssl.SSLContext:
-        """A TLS 1.3 client context that trusts this CA only and checks the host name; with ``cert``,
-        it presents that (client) certificate when the server asks for one."""
+    def client_context(self, cert: IssuedCert | None = None, *,
+                       version: Literal["1.2", "1.3"] = "1.3") -> ssl.SSLContext:
+        """A client context for one TLS version (1.3 by default) that trusts this CA only and checks the host
+        name; with ``cert``, it presents that (client) certificate when the server asks for one."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname already
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.minimum_version = ctx.maximum_version = (
+            ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3)
         ctx.load_verify_locations(cadata=self.cert_pem.decode())
         if cert is not None:
             ctx.load_cert_chain(cert.cert_file, cert.key_file)
@@ -600,6 +602,7 @@ def start_server(
     certs: Sequence[IssuedCert | tuple[str | os.PathLike[str], str | os.PathLike[str]]] | None = None,
     key_type: KeyType = "ecdsa",
     listen: str | Sequence[str] = "127.0.0.1:0",
+    versions: Sequence[Literal["1.2", "1.3"]] | None = None,
     args: Sequence[str] = (),
     secured_args: Sequence[str] = (),
     appd_args: Sequence[str] = (),
@@ -617,11 +620,15 @@ def start_server(
         common += ["--alpn", alpn if isinstance(alpn, str) else ",".join(alpn)]
     if tickets is not None:
         common += ["--tickets", str(tickets)]
-    context = ca.client_context()
+    if versions is not None:
+        common += ["--versions", ",".join(versions)]
+    # The ready-made client speaks the newest version the pair serves.
+    version: Literal["1.2", "1.3"] = "1.2" if versions is not None and "1.3" not in versions else "1.3"
+    context = ca.client_context(version=version)
     if client_ca is not None:
         common += ["--client-ca", os.fspath(client_ca.ca_file if isinstance(client_ca, ThrowawayCA) else client_ca)]
         if isinstance(client_ca, ThrowawayCA):
-            context = ca.client_context(client_ca.issue(client=True))
+            context = ca.client_context(client_ca.issue(client=True), version=version)
     if client_auth is not None:
         common += ["--client-auth", client_auth]
     if os.geteuid() == 0 and spec.startswith("unix:"):
