@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SYSPKGS := openssl gnutls-bin curl systemd
 SYSBINS := openssl gnutls-cli curl systemd-analyze systemd-socket-activate
 
-.PHONY: venv sysdeps test unit integration lint typecheck check run bench bench-engine bench-handoff bench-appphase fuzz-deps fuzz fuzz-smoke clean
+.PHONY: venv sysdeps bench-sysdeps test unit integration lint typecheck check run bench bench-engine bench-handoff bench-appphase fuzz-deps fuzz fuzz-smoke clean
 
 venv: $(STAMP)
 
@@ -58,9 +58,21 @@ run: venv
 	  --cert $(STATE)/demo-rsa.crt --key $(STATE)/demo-rsa.key \
 	  --cert $(STATE)/demo-ecdsa.crt --key $(STATE)/demo-ecdsa.key $$users
 
-# Our pair against openssl s_server and a trio+ssl server, one table of ratios (docs/performance.md).
-# BENCH_QUICK=1 for a short development run; the other BENCH_* knobs are described there.
-bench: venv sysdeps
+# The bench's references beside openssl s_server and trio+ssl: nginx's stream proxy and hitch, from Debian, installed
+# when missing. Never fatal: without them (no root, no apt) the bench reports each as missing, with the reason.
+bench-sysdeps:
+	@missing=""; command -v nginx >/dev/null 2>&1 || missing="$$missing nginx"; \
+	[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$$missing libnginx-mod-stream"; \
+	command -v hitch >/dev/null 2>&1 || missing="$$missing hitch"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for the bench's references:$$missing"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
+	    echo "could not install$$missing; the bench will report the references it lacks as missing"; \
+	fi
+
+# Our pair against openssl s_server, a trio+ssl server, and for proxied connections nginx and hitch: tables of
+# ratios (docs/performance.md). BENCH_QUICK=1 for a short development run; the other BENCH_* knobs are described there.
+bench: venv sysdeps bench-sysdeps
 	$(PY) -m bench
 
 bench-engine: venv

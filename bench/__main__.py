@@ -2,16 +2,19 @@
 
 Servers run on one core, load generators on another, every figure is set beside the references
 measured minutes apart on the same machine: absolute numbers drift with whatever else the machine
-does, ratios much less. The workers phase then sets our pair with ``--workers 2`` on two cores
+does, ratios much less. The proxied phase adds nginx's stream proxy and hitch as references for a
+whole proxied connection. The workers phase then sets our pair with ``--workers 2`` on two cores
 beside itself with ``--workers 1`` on one. See docs/performance.md for what each figure means.
 
-    python -m bench [--quick] [--only handshake,resumed,bulk,workers,handoff,memory,latency,pq,tls12] [--keep]
+    python -m bench [--quick] [--keep]
+        [--only handshake,serial,proxied,resumed,bulk,workers,handoff,memory,latency,pq,tls12]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import functools
 import json
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +39,11 @@ from bench import pki, proc, report, servers
 from bench.servers import ROOT, Server, Workdir
 
 ALL = ("ours", "openssl", "trio_ssl")
-PHASES = ("handshake", "resumed", "bulk", "workers", "handoff", "memory", "latency", "pq", "tls12")
+PHASES = ("handshake", "serial", "proxied", "resumed", "bulk", "workers", "handoff", "memory", "latency", "pq",
+          "tls12")
+# The proxied phase's servers: ours and trio+ssl must start, nginx and hitch are reported missing when they cannot.
+PROXIED = ("ours", "trio_ssl", "nginx", "hitch")
+OPTIONAL = ("nginx", "hitch")
 # The post-quantum phase: (server, group) pairs, each group the only one that server offers.
 PQ_SERVERS = (("ours", "x25519"), ("ours", "X25519MLKEM768"), ("pyopenssl", "X25519"),
               ("pyopenssl", "X25519MLKEM768"))
@@ -180,17 +188,20 @@ def handshakes(work: Workdir, server: Server, plan: Plan, mode: str, client: str
             raise RuntimeError(f"{server.name}: only {reused} of {n} handshakes resumed")
     if n == 0:
         raise RuntimeError(f"{server.name}: no handshake completed")
+    cores = busy(work, m, client_cpu)
     return {"n": float(n), "reused": float(reused), "per_s": n / m["wall"], "cpu_us": m["server_cpu"] / n * 1e6,
-            **busy(work, m, client_cpu),
+            "core_us": cores["server_core_busy"] * m["wall"] / n * 1e6, **cores,
             "loadgen": plan.loadgen if mode == "full" and client == "ssl" else f"python ({client})"}
 
 
 def busy(work: Workdir, m: dict[str, Any], client_cpu: float) -> dict[str, float]:
-    """How busy each core was over a window, and how much of it went to processes not in the bench."""
+    """How busy each core was over a window, and how much of it went to processes not in the bench.
+    ``server_core_busy``: the server core's whole use, by any process or interrupt."""
     before, after = m["cores"]
     server_core = proc.core_busy(before, after, work.server_core)
     client_core = proc.core_busy(before, after, work.client_core)
     return {"wall": m["wall"], "server_busy": m["server_cpu"] / m["wall"], "client_busy": client_cpu / m["wall"],
+            "server_core_busy": server_core,
             "server_core_others": max(0.0, server_core - m["server_cpu"] / m["wall"]),
             "client_core_others": max(0.0, client_core - client_cpu / m["wall"])}
 
@@ -289,6 +300,85 @@ def phase_handshake(work: Workdir, plan: Plan, results: dict[str, Any], latency:
                     p.wait()
 
 
+def phase_serial(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
+    """Full ECDSA handshakes from one closed-loop client: each server handles one connection at a time, so every
+    wakeup's fixed cost falls on a single handshake (the saturated phase spreads it over several)."""
+    one = dataclasses.replace(plan, clients=1)
+    with started(work, ALL, "ecdsa", tickets=0) as group:
+        results["serial"] = interleaved(one, group, lambda srv: handshakes(work, srv, one, "full"),
+                                        "full handshakes, one client at a time")
+
+
+def check_proxied(server: Server) -> None:
+    """One proxied connection from this process (no OPENSSL_CONF): TLS 1.3, the suite, no ticket, the backend's
+    byte back; then a client preferring P-256 (a key share for it first) must still get X25519."""
+    from bench import hsclient
+
+    got = hsclient.check_byte(server.port)
+    want = {"version": "TLSv1.3", "cipher": servers.SUITE, "ticket": False}
+    if got != want:
+        raise RuntimeError(f"{server.name} negotiated {got}, not {want}")
+    with warnings.catch_warnings():  # importing pyOpenSSL warns about DSA, which nothing here uses
+        warnings.simplefilter("ignore")
+        group = str(hsclient.pq_connect(server.port, b"*P-256:*X25519")["group"])
+    if group.lower() != "x25519":
+        raise RuntimeError(f"{server.name} chose the group {group} over X25519")
+
+
+def start_proxied(work: Workdir, name: str, backend: str) -> Server:
+    if name == "ours":
+        server = servers.ours(work, "ecdsa", tickets=0, backend=backend)
+    elif name == "trio_ssl":
+        server = servers.trio_ssl(work, "ecdsa", tickets=0, backend=backend)
+    elif name == "nginx":
+        server = servers.nginx(work, "ecdsa", backend=backend)
+    else:
+        server = servers.hitch(work, "ecdsa", backend=backend)
+    try:
+        check_proxied(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def proxied_window(work: Workdir, plan: Plan, server: Server, backend_pid: int) -> dict[str, Any]:
+    """``plan.clients`` closed-loop clients, each connection a full handshake, one byte each way through the proxy
+    to the byte backend (on the client core, its CPU counted with the clients'), and the close."""
+    clients = [_client(work, "bench.hsclient", "--port", str(server.port), "--mode", "byte",
+                       "--seconds", str(plan.seconds)) for _ in range(plan.clients)]
+    b0 = proc.cpu_seconds([backend_pid])
+    m = lockstep(server, clients)
+    backend_cpu = proc.cpu_seconds([backend_pid]) - b0
+    n = sum(r["n"] for r in m["results"])
+    if n == 0:
+        raise RuntimeError(f"{server.name}: no proxied connection completed")
+    cores = busy(work, m, sum(r["cpu"] for r in m["results"]) + backend_cpu)
+    return {"n": float(n), "errors": float(sum(r["errors"] for r in m["results"])), "per_s": n / m["wall"],
+            "cpu_us": m["server_cpu"] / n * 1e6, "core_us": cores["server_core_busy"] * m["wall"] / n * 1e6,
+            **cores, "backend_busy": backend_cpu / m["wall"]}
+
+
+def phase_proxied(work: Workdir, plan: Plan, results: dict[str, Any], backend: tuple[int, int]) -> None:
+    """Whole proxied connections through ours and trio+ssl with ``--backend tcp://``, nginx's stream proxy and
+    hitch, all to the byte backend. A reference that cannot start is recorded as missing, with the reason."""
+    pid, port = backend
+    spec = f"tcp://127.0.0.1:{port}"
+    out = results.setdefault("proxied", {"clients": plan.clients, "missing": {}})
+    with contextlib.ExitStack() as stack:
+        group: dict[str, Server] = {}
+        for name in PROXIED:
+            try:
+                group[name] = stack.enter_context(start_proxied(work, name, spec))
+            except Exception as exc:
+                if name not in OPTIONAL:
+                    raise
+                out["missing"][name] = f"{type(exc).__name__}: {exc}"
+                log(f"proxied: {name} missing: {exc}")
+        out.update(interleaved(plan, group, functools.partial(proxied_window, work, plan, backend_pid=pid),
+                               "proxied connections"))
+
+
 def phase_resumed(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
     from bench import engine
 
@@ -341,9 +431,9 @@ def phase_pq(work: Workdir, plan: Plan, results: dict[str, Any]) -> None:
                     log(f"full handshakes, hybrid client, {name}, round {i + 1}")
                     rounds[name].append(handshakes(work, group[name], plan, "full", "pyopenssl"))
                 ratios[impl].append(rounds[pair[1]][-1]["cpu_us"] / rounds[pair[0]][-1]["cpu_us"])
-        for name, got in rounds.items():
-            summary = {k: statistics.median(r[k] for r in got) for k in got[0] if isinstance(got[0][k], float)}
-            pq[name] = {**summary, "rounds": got}
+        for name, taken in rounds.items():
+            summary = {k: statistics.median(r[k] for r in taken) for k in taken[0] if isinstance(taken[0][k], float)}
+            pq[name] = {**summary, "rounds": taken}
         pq["cpu_ratio"] = {impl: statistics.median(v) for impl, v in ratios.items()}
         pq["cpu_ratio_rounds"] = ratios
     n = max(50, plan.micro_n // 5)
@@ -571,9 +661,11 @@ def main() -> int:
     backend = subprocess.Popen([sys.executable, "-m", "bench.backend"], stdout=subprocess.PIPE, text=True,
                                preexec_fn=proc.pinned(client_core), cwd=ROOT)
     assert backend.stdout is not None
-    discard, source = (int(x) for x in backend.stdout.readline().split())
+    discard, source, byte = (int(x) for x in backend.stdout.readline().split())
     steps: list[tuple[str, Callable[[], None]]] = [
         ("handshake", lambda: phase_handshake(work, plan, results, latency="latency" in only)),
+        ("serial", lambda: phase_serial(work, plan, results)),
+        ("proxied", lambda: phase_proxied(work, plan, results, (backend.pid, byte))),
         ("resumed", lambda: phase_resumed(work, plan, results)),
         ("bulk", lambda: phase_bulk(work, plan, results, (backend.pid, discard, source))),
         ("workers", lambda: phase_workers(work, plan, results, (backend.pid, discard, source))),
@@ -605,6 +697,9 @@ def main() -> int:
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(report.table(results))
+    if report.has_connection_cost(results):
+        print()
+        print(report.connection_table(results))
     if "pq" in results:
         print()
         print(report.pq_table(results))

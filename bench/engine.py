@@ -25,6 +25,7 @@ from bench.pki import KINDS, in_memory
 from tls_privsep.launcher.testing import new_key
 from tls_privsep.secured.handshake import ServerHandshake
 from tls_privsep.shared.config import GROUP_NAMES
+from tls_privsep.shared.state import TLS13
 
 
 def one_handshake(config: object, ctx: ssl.SSLContext) -> float:
@@ -62,7 +63,9 @@ def pq_engine_us(group: str, n: int) -> float:
     post-quantum phase."""
     from OpenSSL import SSL
 
-    config = dataclasses.replace(in_memory().server_config("ecdsa"), groups=(GROUP_NAMES[group.lower()],))
+    # TLS 1.3 only: the client offers nothing else, and a hybrid-only group list leaves TLS 1.2 no key exchange.
+    config = dataclasses.replace(in_memory().server_config("ecdsa"), groups=(GROUP_NAMES[group.lower()],),
+                                 versions=frozenset({TLS13}))
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
 

@@ -5,6 +5,9 @@ The bench starts several of these on the client core. ``resume`` is why this exi
 NewSessionTicket). Each connection sends one short line and reads the answer, which both proves
 the server finished the handshake and lets the client take in the tickets for the next one.
 
+``--mode byte`` is the proxied phase's connection: a full handshake, one byte sent, one byte read back
+from the backend behind the proxy, close.
+
 ``--client pyopenssl`` makes full handshakes through pyOpenSSL instead, on the OpenSSL of
 cryptography's wheels, which offers X25519MLKEM768 and X25519 shares (the post-quantum phase):
 Python's ``ssl`` links the system's OpenSSL 3.0, which knows no hybrid.
@@ -12,7 +15,7 @@ Python's ``ssl`` links the system's OpenSSL 3.0, which knows no hybrid.
 Protocol with the bench: prints ``ready`` once warmed up, waits for a line on stdin, runs for
 ``--seconds``, prints one JSON line of counts and its own CPU time.
 
-    python -m bench.hsclient --port P --mode full|resume --seconds S [--client ssl|pyopenssl] [--tls12]
+    python -m bench.hsclient --port P --mode full|resume|byte --seconds S [--client ssl|pyopenssl] [--tls12]
     python -m bench.hsclient --port P --check [--tls12]    (one handshake; prints version, suite and group)
 """
 
@@ -27,6 +30,7 @@ import sys
 import time
 
 PING = b"ping\n"
+BYTE = b"\x00"  # the proxied phase's one byte each way (the backend answers b"\x01")
 PQ_GROUPS = b"*X25519MLKEM768:*X25519:secp256r1:X448:secp384r1"  # shares for the first two, as OpenSSL 3.5
 
 
@@ -54,15 +58,23 @@ def connect(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None, ping
     return tls
 
 
-def pq_connect(port: int) -> dict[str, object]:
-    """One full handshake through pyOpenSSL (no chain check, as above); what was negotiated."""
+def exchange_byte(tls: ssl.SSLSocket) -> None:
+    """The proxied connection's payload: one byte out, one byte back (through the proxy, from the backend)."""
+    tls.sendall(BYTE)
+    if not tls.recv(1):
+        raise ConnectionError("the proxy closed instead of relaying the backend's byte")
+
+
+def pq_connect(port: int, groups: bytes = PQ_GROUPS) -> dict[str, object]:
+    """One full handshake through pyOpenSSL (no chain check, as above); what was negotiated. ``groups`` in
+    OpenSSL's syntax, a ``*`` before each group the client sends a key share for."""
     from OpenSSL import SSL
     from OpenSSL._util import lib
 
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
     # OpenSSL 3.5's own default, spelled out: the bench's OPENSSL_CONF pins X25519 for the other peers.
-    lib.SSL_CTX_set1_curves_list(ctx._context, PQ_GROUPS)
+    lib.SSL_CTX_set1_curves_list(ctx._context, groups)
     with socket.create_connection(("127.0.0.1", port)) as raw:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = SSL.Connection(ctx, raw)
@@ -93,12 +105,17 @@ def run_pq(port: int, seconds: float) -> dict[str, float]:
 
 def run(port: int, mode: str, seconds: float, tls12: bool = False) -> dict[str, float]:
     ctx = client_context(tls12)
-    resume = mode == "resume"
-    first = connect(ctx, port, None, ping=True)
+    resume, byte = mode == "resume", mode == "byte"
+    first = connect(ctx, port, None, ping=not byte)
+    if byte:
+        exchange_byte(first)
     session = first.session if resume else None
     first.close()
     for _ in range(3):  # warm-up
-        connect(ctx, port, session, ping=resume).close()
+        tls = connect(ctx, port, session, ping=resume)
+        if byte:
+            exchange_byte(tls)
+        tls.close()
     print("ready", flush=True)
     sys.stdin.readline()
     n = reused = errors = 0
@@ -107,6 +124,12 @@ def run(port: int, mode: str, seconds: float, tls12: bool = False) -> dict[str, 
     while time.monotonic() < deadline:
         try:
             tls = connect(ctx, port, session, ping=resume)
+            if byte:
+                try:
+                    exchange_byte(tls)
+                except BaseException:
+                    tls.close()
+                    raise
         except (OSError, ssl.SSLError):
             errors += 1
             continue
@@ -127,10 +150,23 @@ def check(port: int, tls12: bool = False) -> dict[str, object]:
         tls.close()
 
 
+def check_byte(port: int) -> dict[str, object]:
+    """One proxied connection as the load makes it: what was negotiated, whether the byte came back, and
+    whether a session ticket came with it (the tickets precede the byte, so reading it takes them in)."""
+    tls = connect(client_context(), port, None, ping=False)
+    try:
+        exchange_byte(tls)
+        session = tls.session
+        return {"version": tls.version(), "cipher": (tls.cipher() or ("?",))[0],
+                "ticket": bool(session is not None and session.has_ticket)}
+    finally:
+        tls.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--mode", choices=("full", "resume"), default="full")
+    ap.add_argument("--mode", choices=("full", "resume", "byte"), default="full")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--client", choices=("ssl", "pyopenssl"), default="ssl")

@@ -1,4 +1,4 @@
-"""The one table ``make bench`` prints: our figures beside the references, ratios, targets.
+"""The tables ``make bench`` prints: our figures beside the references, ratios, targets.
 
 Rows are built from the raw results dict (the same one written as JSON), so a results file can be
 re-rendered later: ``python -m bench.report bench/results/FILE.json``.
@@ -100,6 +100,84 @@ def rows(r: dict[str, Any]) -> list[Row]:
         out.append(Row(f"full ECDSA handshake latency {q} at half peak rate (ms)", _get(lat, "ours", f"{q}_ms"),
                        _get(lat, "openssl", f"{q}_ms"), _get(lat, "trio_ssl", f"{q}_ms"), digits=2))
     return out
+
+
+# The connection-cost table: each load's figure, the reference its target names, and the target's ratio.
+CONN_REFS = (("openssl", "openssl s_server"), ("trio_ssl", "trio+ssl"), ("nginx", "nginx stream"),
+             ("hitch", "hitch"))
+PROXIED_TARGET = 1.0  # CPU per proxied connection ≤ 1.0x the trio+ssl proxy
+SERIAL_TARGET = 1.5  # CPU per full handshake, one client at a time, ≤ 1.5x openssl s_server
+SATURATED_TARGET = 1.3  # the same with many clients (the handshake phase), ≤ 1.3x openssl s_server
+
+
+@dataclass
+class ConnRow:
+    label: str
+    values: dict[str, float | None]  # ours and every reference; None: not measured
+    missing: dict[str, str]  # reference -> why it is missing
+    digits: int = 0
+    target: str = ""
+    passed: bool | None = None
+
+
+def has_connection_cost(r: dict[str, Any]) -> bool:
+    return any(key in r for key in ("proxied", "serial")) or _get(r, "handshake", "ecdsa", "ours") is not None
+
+
+def connection_rows(r: dict[str, Any]) -> list[ConnRow]:
+    """The three loads of a connection's cost: proxied connections with many clients (against trio+ssl, nginx and
+    hitch), full handshakes one client at a time, and full handshakes with many clients (against s_server)."""
+    out: list[ConnRow] = []
+    names = ("ours", *(name for name, _ in CONN_REFS))
+
+    def row(path: tuple[str, ...], key: str, label: str, missing: dict[str, str], against: str | None = None,
+            limit: float = 0.0) -> ConnRow:
+        values = {name: _get(r, *path, name, key) for name in names}
+        got = ConnRow(label, values, missing)
+        if against is not None:
+            got.target = f"≤ {limit:.1f}x {dict(CONN_REFS)[against]}"
+            ours, ref = values["ours"], values[against]
+            got.passed = None if ours is None or ref is None else ours <= limit * ref
+        return got
+
+    missing = _get(r, "proxied", "missing") or {}
+    clients = _get(r, "proxied", "clients") or _get(r, "plan", "clients") or "?"
+    if "proxied" in r:
+        out.append(row(("proxied",), "cpu_us", f"proxied connection, {clients} clients: CPU per connection (µs)",
+                       missing, "trio_ssl", PROXIED_TARGET))
+        out.append(row(("proxied",), "core_us", f"proxied connection, {clients} clients: whole server core per "
+                       "connection (µs)", missing))
+        out.append(row(("proxied",), "per_s", f"proxied connection, {clients} clients: connections/s", missing))
+    if "serial" in r:
+        out.append(row(("serial",), "cpu_us", "one client at a time: CPU per full handshake (µs)", {}, "openssl",
+                       SERIAL_TARGET))
+        out.append(row(("serial",), "core_us", "one client at a time: whole server core per handshake (µs)", {}))
+        out.append(row(("serial",), "per_s", "one client at a time: full handshakes/s", {}))
+    if _get(r, "handshake", "ecdsa", "ours") is not None:
+        many = _get(r, "plan", "clients") or "?"
+        out.append(row(("handshake", "ecdsa"), "cpu_us", f"{many} clients (saturated): CPU per full handshake (µs)",
+                       {}, "openssl", SATURATED_TARGET))
+        out.append(row(("handshake", "ecdsa"), "core_us",
+                       f"{many} clients (saturated): whole server core per handshake (µs)", {}))
+        out.append(row(("handshake", "ecdsa"), "per_s", f"{many} clients (saturated): full handshakes/s", {}))
+    return out
+
+
+def connection_table(r: dict[str, Any]) -> str:
+    """ECDSA P-256, TLS 1.3, X25519, no tickets throughout; ``missing`` for a reference that could not run (the
+    notes say why), ``—`` for one the load does not apply to."""
+    head = ["figure", "ours", *(label for _, label in CONN_REFS), *(f"ours/{label}" for _, label in CONN_REFS),
+            "target", "pass"]
+    align = ["---", *["---:"] * (1 + 2 * len(CONN_REFS)), "---", ":-:"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    for row in connection_rows(r):
+        ours = row.values["ours"]
+        cells = [row.label, _num(ours, row.digits)]
+        cells += ["missing" if name in row.missing else _num(row.values[name], row.digits) for name, _ in CONN_REFS]
+        cells += [_ratio(ours, row.values[name]) for name, _ in CONN_REFS]
+        cells += [row.target, {True: "pass", False: "FAIL", None: ""}[row.passed]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 PQ_TARGET = 1.15  # the hybrid may cost the server at most 15 % more CPU per full handshake than X25519
@@ -288,16 +366,21 @@ def notes(r: dict[str, Any]) -> list[str]:
     """Facts a reader needs beside the table: which side was the bottleneck, anything that failed."""
     out = []
     sections = (("full ECDSA", ("handshake", "ecdsa")), ("full RSA", ("handshake", "rsa2048")),
+                ("one client at a time", ("serial",)), ("proxied", ("proxied",)),
                 ("resumed", ("resumed",)), ("bulk upload", ("bulk", "up")), ("bulk download", ("bulk", "down")),
                 ("TLS 1.2 full", ("tls12", "full")), ("TLS 1.2 resumed", ("tls12", "resume")))
     for section, path in sections:
-        for name in ("ours", "openssl", "trio_ssl"):
+        for name in ("ours", "openssl", "trio_ssl", "nginx", "hitch"):
             m = _get(r, *path, name)
             if isinstance(m, dict) and "server_busy" in m:
                 out.append(f"{section}, {name}: server core {m['server_busy'] * 100:.0f} % busy "
                            f"(+{m.get('server_core_others', 0) * 100:.0f} % others), "
                            f"client core {m['client_busy'] * 100:.0f} % busy "
-                           f"(+{m.get('client_core_others', 0) * 100:.0f} % others)")
+                           f"(+{m.get('client_core_others', 0) * 100:.0f} % others)"
+                           + (f", of it the backend {m['backend_busy'] * 100:.0f} %" if "backend_busy" in m else "")
+                           + (f"; {m['errors']:.0f} failed connections per window" if m.get("errors") else ""))
+    for name, why in (_get(r, "proxied", "missing") or {}).items():
+        out.append(f"proxied, {name}: missing, {' / '.join(why.splitlines())[:400]}")
     for name in ("ours", "openssl", "trio_ssl"):
         m = _get(r, "latency", name)
         if isinstance(m, dict) and "cpu" in m:
@@ -312,6 +395,9 @@ if __name__ == "__main__":
     with open(sys.argv[1]) as f:
         data = json.load(f)
     print(table(data))
+    if has_connection_cost(data):
+        print()
+        print(connection_table(data))
     if "pq" in data:
         print()
         print(pq_table(data))

@@ -1,5 +1,6 @@
-"""Start and stop the servers on the server core: our pair, ``openssl s_server``, the trio+ssl reference, and
-for the post-quantum phase our pair and a pyOpenSSL server with the hybrid X25519MLKEM768 or X25519.
+"""Start and stop the servers on the server core: our pair, ``openssl s_server``, the trio+ssl reference, nginx's
+stream proxy and hitch (the proxied phase's references, Debian's packages), and for the post-quantum phase our pair
+and a pyOpenSSL server with the hybrid X25519MLKEM768 or X25519.
 
 Every server gets the same certificate, TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519 only (the hybrid
 where its phase says so), and the same ticket count; each runs with its default logging and writes it to a
@@ -9,8 +10,11 @@ file in the bench's work directory. A server is a process tree; :meth:`Server.cp
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench import proc
 from tls_privsep.shared import cli
@@ -40,10 +45,50 @@ Groups = X25519
 # TLS 1.2's load clients also offer P-256: there the client's groups name the curves it can verify ECDSA on
 # (RFC 8422 §5.1.1), and the certificate is P-256. Every server still picks X25519 for the key exchange.
 OPENSSL_CNF_TLS12 = OPENSSL_CNF.replace("Groups = X25519", "Groups = X25519:P-256")
+# For servers configured through OpenSSL's own configuration only (hitch has no ticket setting): no tickets.
+OPENSSL_CNF_NO_TICKETS = OPENSSL_CNF + "NumTickets = 0\n"
+NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")  # Debian's libnginx-mod-stream
+NGINX_CONF = """\
+load_module {module};
+daemon off;
+master_process on;
+worker_processes 1;
+pid {pid};
+error_log {error_log};
+{user}
+events {{
+    worker_connections 4096;
+}}
+stream {{
+    server {{
+        listen 127.0.0.1:{port} ssl backlog=4096;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        ssl_ecdh_curve X25519;
+        ssl_conf_command Ciphersuites {suite};
+        ssl_session_tickets off;
+        ssl_conf_command NumTickets 0;
+        proxy_pass {backend};
+    }}
+}}
+"""
+# hitch 1.7's command line has no flag for the TLS 1.3 suites or the curve: its configuration file has both.
+HITCH_CONF = """\
+frontend = "[127.0.0.1]:{port}"
+backend = "[{host}]:{backend_port}"
+workers = 1
+backlog = 4096
+tls-protos = TLSv1.3
+ciphersuites = "{suite}"
+ecdh-curve = "X25519"
+pem-file = "{pem}"
+daemon = off
+"""
 OURS_TOML = """\
 [secured]
 cipher_suites = ["TLS_AES_128_GCM_SHA256"]
-tls12_cipher_suites = ["ECDHE-ECDSA-AES128-GCM-SHA256"]
+tls12_cipher_suites = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256"]
 groups = {groups}
 
 [appd]
@@ -202,6 +247,77 @@ def pyopenssl(work: Workdir, kind: str, *, group: str) -> Server:
             "--key", str(key), "--groups", group]
     server = _spawn(work, f"pyopenssl-{group}", port, argv, env=work.env)
     _wait_line(server, b"ready")
+    return server
+
+
+def _tcp_backend(spec: str) -> tuple[str, int]:
+    url = urlsplit(spec)
+    if url.scheme != "tcp" or url.hostname is None or url.port is None:
+        raise ValueError(f"not a tcp://HOST:PORT backend: {spec!r}")
+    return url.hostname, url.port
+
+
+def _nobody() -> tuple[str, str]:
+    """The unprivileged user and its group, for the references' workers when the bench runs as root."""
+    entry = pwd.getpwnam("nobody")
+    return entry.pw_name, grp.getgrgid(entry.pw_gid).gr_name
+
+
+def nginx_missing() -> str | None:
+    """Why nginx's stream proxy cannot run here, or None."""
+    if shutil.which("nginx") is None:
+        return "no nginx binary (Debian package nginx)"
+    if not NGINX_STREAM_MODULE.exists():
+        return f"no {NGINX_STREAM_MODULE} (Debian package libnginx-mod-stream)"
+    return None
+
+
+def hitch_missing() -> str | None:
+    return "no hitch binary (Debian package hitch)" if shutil.which("hitch") is None else None
+
+
+def nginx(work: Workdir, kind: str, *, backend: str) -> Server:
+    """nginx's stream module terminating TLS and proxying to ``backend`` (``tcp://HOST:PORT``): a master and one
+    worker, the configuration generated in the work directory; the whole tree's CPU is the server's."""
+    missing = nginx_missing()
+    if missing:
+        raise RuntimeError(missing)
+    port = proc.free_port()
+    host, backend_port = _tcp_backend(backend)
+    cert, key = work.certs[kind]
+    error_log = work.path / f"nginx-{port}-error.log"
+    user = "user {} {};".format(*_nobody()) if os.geteuid() == 0 else ""
+    conf = work.path / f"nginx-{port}.conf"
+    conf.write_text(NGINX_CONF.format(module=NGINX_STREAM_MODULE, pid=work.path / f"nginx-{port}.pid",
+                                      error_log=error_log, user=user, port=port, cert=cert, key=key, suite=SUITE,
+                                      backend=f"{host}:{backend_port}"))
+    argv = ["nginx", "-c", str(conf), "-p", str(work.path), "-e", str(error_log)]
+    server = _spawn(work, "nginx", port, argv)
+    _wait_port(server)
+    return server
+
+
+def hitch(work: Workdir, kind: str, *, backend: str) -> Server:
+    """hitch with one worker (and its manager process), proxying to ``backend``. It refuses to run its workers as
+    root, so as root they drop to nobody. Tickets are off through OpenSSL's configuration (hitch has no setting)."""
+    missing = hitch_missing()
+    if missing:
+        raise RuntimeError(missing)
+    port = proc.free_port()
+    host, backend_port = _tcp_backend(backend)
+    cert, key = work.certs[kind]
+    pem = work.path / f"hitch-{kind}.pem"  # key and certificate in one file, as hitch wants them
+    pem.write_bytes(key.read_bytes() + cert.read_bytes())
+    conf = work.path / f"hitch-{port}.conf"
+    conf.write_text(HITCH_CONF.format(port=port, host=host, backend_port=backend_port, suite=SUITE, pem=pem))
+    cnf = work.path / "openssl-no-tickets.cnf"
+    cnf.write_text(OPENSSL_CNF_NO_TICKETS)
+    argv = ["hitch", f"--config={conf}"]
+    if os.geteuid() == 0:
+        user, group = _nobody()
+        argv += [f"--user={user}", f"--group={group}"]
+    server = _spawn(work, "hitch", port, argv, env={"OPENSSL_CONF": str(cnf)})
+    _wait_port(server)
     return server
 
 
