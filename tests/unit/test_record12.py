@@ -18,6 +18,7 @@ from tests.unit.test_record_fuzz import BOUNDED, MUTATION, feed, mutate
 from tls_privsep.shared import errors
 from tls_privsep.shared.record import (
     MAX_CIPHERTEXT,
+    MAX_CIPHERTEXT12,
     MAX_CLIENT_HELLO,
     MAX_PLAINTEXT,
     ApplicationData,
@@ -384,11 +385,28 @@ def test_plaintext_over_2_14_is_record_overflow(suite: int) -> None:
 
 @pytest.mark.parametrize("ctype", [20, 21, 22, 23])
 def test_header_length_over_the_ciphertext_limit(ctype: int) -> None:
-    head = bytes([ctype, 3, 3]) + (MAX_CIPHERTEXT + 1).to_bytes(2, "big")
+    # RFC 5246 §6.2.3: 2^14+2048, judged on the header alone
+    head = bytes([ctype, 3, 3]) + (MAX_CIPHERTEXT12 + 1).to_bytes(2, "big")
     with pytest.raises(errors.RecordOverflow):
         events(imported(), head)
     with pytest.raises(errors.RecordOverflow):
         events(handshake_layer(), head)
+
+
+@pytest.mark.parametrize("length", [MAX_CIPHERTEXT + 1, MAX_CIPHERTEXT12])
+def test_a_record_within_tls12s_bound_is_judged_by_its_tag(length: int) -> None:
+    # Longer than TLS 1.3 allows but within TLS 1.2's: the framing lets it through, and a record that does
+    # not authenticate is bad_record_mac, as OpenSSL answers it (a sealed one over 2^14 is record_overflow,
+    # test_plaintext_over_2_14_is_record_overflow).
+    garbage = bytes([23, 3, 3]) + length.to_bytes(2, "big") + bytes(length)
+    for max_data in (0, 1 << 20):
+        with pytest.raises(errors.BadRecordMac):
+            events(imported(), garbage, max_data=max_data)
+    layer = imported()
+    layer.receive_data(client().send_application_data(b"first") + garbage)
+    assert layer.next_event(1 << 20) == ApplicationData(b"first")  # the data before it is delivered first
+    with pytest.raises(errors.BadRecordMac):
+        layer.next_event(1 << 20)
 
 
 def test_plaintext_record_over_2_14_before_keys() -> None:

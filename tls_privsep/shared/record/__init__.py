@@ -22,7 +22,14 @@ from tls_privsep.shared.record.events import (
     KeyUpdated,
     RenegotiationRefused,
 )
-from tls_privsep.shared.record.framing import MAX_CIPHERTEXT, MAX_PLAINTEXT, BytesLike, ContentType, whole_records
+from tls_privsep.shared.record.framing import (
+    MAX_CIPHERTEXT,
+    MAX_CIPHERTEXT12,
+    MAX_PLAINTEXT,
+    BytesLike,
+    ContentType,
+    whole_records,
+)
 from tls_privsep.shared.record.layer import AEAD_RECORD_LIMIT, RecordLayer
 from tls_privsep.shared.record.messages import MAX_CLIENT_HELLO, HandshakeType
 from tls_privsep.shared.record.phase import Phase
@@ -31,6 +38,7 @@ from tls_privsep.shared.record.protection import Protection, RecordProtection, T
 __all__ = [
     "AEAD_RECORD_LIMIT",
     "MAX_CIPHERTEXT",
+    "MAX_CIPHERTEXT12",
     "MAX_CLIENT_HELLO",
     "MAX_PLAINTEXT",
     "ApplicationData",

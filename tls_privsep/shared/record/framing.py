@@ -25,6 +25,7 @@ class ContentType(enum.IntEnum):
 
 MAX_PLAINTEXT = 2**14
 MAX_CIPHERTEXT = 2**14 + 256
+MAX_CIPHERTEXT12 = 2**14 + 2048  # TLS 1.2's bound (RFC 5246 §6.2.3), room its compression and CBC padding needed
 _HEADER = struct.Struct(">BHH")  # content type, legacy_record_version (0x0303, never checked on receipt), length
 HEADER_LEN = _HEADER.size
 _KNOWN_TYPES = frozenset(ContentType) - {ContentType.invalid}
@@ -32,22 +33,23 @@ _KNOWN_TYPES = frozenset(ContentType) - {ContentType.invalid}
 _KEEP_BUFFER = 2 * (HEADER_LEN + MAX_CIPHERTEXT)
 
 
-def read_header(buf: BytesLike, pos: int) -> tuple[int, int]:
+def read_header(buf: BytesLike, pos: int, max_length: int = MAX_CIPHERTEXT) -> tuple[int, int]:
     """The content type and length of the record whose 5-byte header starts at ``buf[pos]``.
 
     Raises the alert for a header no record can have: an unknown content type or a length over
-    2^14+256. The legacy version is ignored, as RFC 8446 §5.1 says (a TLS 1.2 protection checks it
-    on the records it opens). The caller checks the 5 bytes are there.
+    ``max_length`` (2^14+256 in TLS 1.3; the layer passes TLS 1.2's 2^14+2048). The legacy version is
+    ignored, as RFC 8446 §5.1 says (a TLS 1.2 protection checks it on the records it opens). The
+    caller checks the 5 bytes are there.
+
+    TLS 1.2 keeps its own bound although, with AEAD suites only, no legal record is over 2^14+24: a
+    record between the two bounds is one RFC 5246 lets through the framing, so it is judged as the RFC
+    judges it, by its tag (bad_record_mac) or, if that verifies, by its plaintext (record_overflow).
     """
     ctype, _, length = _HEADER.unpack_from(buf, pos)
     if ctype not in _KNOWN_TYPES:
         raise UnexpectedMessage(f"unknown record content type {ctype}")
-    # One bound for both versions. RFC 5246 §6.2.3 lets a TLS 1.2 record be 2^14+2048 bytes, room for
-    # compression and CBC padding; with the AEAD suites only (no compression) a legal one is at most
-    # 2^14+24 (explicit nonce and tag), and anything between 2^14+256 and 2^14+2048 could only decrypt
-    # to a plaintext over 2^14, itself record_overflow (§6.2.1). So 2^14+256 refuses nothing legal.
-    if length > MAX_CIPHERTEXT:
-        raise RecordOverflow("record longer than 2^14+256 bytes")
+    if length > max_length:
+        raise RecordOverflow(f"record longer than {max_length} bytes")
     return ctype, length
 
 
