@@ -48,9 +48,10 @@ from tests.integration.helpers import (
     tlslite_connect,
     tlslite_echo,
 )
-from tests.tls12client import RENEGOTIATION_INFO, Client12
-from tests.tlsclient import records
+from tests.tls12client import CCS, RENEGOTIATION_INFO, Client12
+from tests.tlsclient import record, records
 from tls_privsep.shared import tls12
+from tls_privsep.shared.errors import AlertDescription as AD
 from tls_privsep.shared.record import Tls12Protection
 from tls_privsep.shared.wire import vector
 
@@ -704,3 +705,36 @@ def test_tlslite_tls12_only_server(pool: Pool, pki: Pki) -> None:
         assert tlslite_echo(conn, b"negotiated down") == b"negotiated down"
     finally:
         conn.close()
+
+
+# -- a record longer than TLS 1.3 frames, within TLS 1.2's bound ----------------------------------------------
+
+
+def test_a_long_garbage_record_gets_bad_record_mac_in_the_handshake_and_after(pool: Pool) -> None:
+    """RFC 5246 §6.2.3 frames records up to 2^14+2048 bytes: appd relays one whole to secured during the
+    handshake, and secured (or appd, after it) judges it by its tag, as OpenSSL does: bad_record_mac, never a
+    hang waiting for bytes."""
+    server = echo_server(pool)
+    garbage = bytes([22, 3, 3]) + (2**14 + 300).to_bytes(2, "big") + bytes(2**14 + 300)
+    raw = Raw12(server)
+    try:
+        raw.hello()
+        c = raw.client
+        raw.sock.sendall(record(22, c.client_key_exchange()) + CCS + garbage)
+        assert raw.record() == (21, bytes([2, AD.bad_record_mac]))  # before our CCS: in the clear
+        with pytest.raises(EOFError):
+            raw.record()
+    finally:
+        raw.close()
+    raw = Raw12(server)
+    try:
+        raw.hello()
+        raw.sock.sendall(raw.client.full_flight())
+        raw.server_finish()
+        assert raw.echo(b"fine") == b"fine"
+        raw.sock.sendall(bytes([23]) + garbage[1:])
+        assert raw.record() == (21, bytes([2, AD.bad_record_mac]))  # sealed under our key, by appd
+        with pytest.raises(EOFError):
+            raw.record()
+    finally:
+        raw.close()

@@ -183,7 +183,9 @@ def test_whole_records_examples() -> None:
     assert whole_records(rec) == len(rec)
     assert whole_records(rec + rec[:6]) == len(rec)  # a partial second record waits
     assert whole_records(rec + b"\x63\x03\x03\x00\x01") == len(rec) + 5  # impossible type: hand it all over
-    assert whole_records(b"\x17\x03\x03\x41\x01") == 5  # longer than 2^14+256: hand it over
+    assert whole_records(b"\x17\x03\x03\x48\x01") == 5  # longer than 2^14+2048: hand it over
+    long12 = b"\x17\x03\x03\x41\x01" + bytes(2**14 + 257)  # a TLS 1.2 record longer than TLS 1.3 frames
+    assert whole_records(long12[:100]) == 0 and whole_records(long12) == len(long12)  # waited for, then whole
 
 
 @settings(max_examples=200, deadline=None)

@@ -75,14 +75,16 @@ def plaintext_records(ctype: int, data: BytesLike) -> bytes:
 def whole_records(buf: bytes | bytearray) -> int:
     """How many bytes at the front of ``buf`` are whole records (framing only, no decryption).
 
-    A header no record can have (unknown type, longer than 2^14+256) makes the whole buffer count:
+    A header no record can have (unknown type, longer than 2^14+2048) makes the whole buffer count:
     whoever parses it next answers it with the precise alert, instead of waiting for bytes that a
-    broken peer will never send.
+    broken peer will never send. The bound is TLS 1.2's, the larger: appd relays handshake records
+    before it knows the version, and a record TLS 1.2 frames must reach secured whole (a TLS 1.3
+    record between the two bounds then gets its record_overflow from secured, on its header).
     """
     pos = 0
     while len(buf) - pos >= HEADER_LEN:
         try:
-            _, length = read_header(buf, pos)
+            _, length = read_header(buf, pos, MAX_CIPHERTEXT12)
         except LocalAlert:
             return len(buf)
         if len(buf) - pos - HEADER_LEN < length:
