@@ -42,9 +42,10 @@ def test_rsa_and_ecdsa_loaded_together(order: tuple[str, str], scheme: int) -> N
     assert pair.server.info.sig_scheme == scheme
 
 
-def test_resumption_with_ticket_from_earlier_connection() -> None:
+@pytest.mark.parametrize("tls12", [False, True], ids=["TLSv1.3", "TLSv1.2"])
+def test_resumption_with_ticket_from_earlier_connection(tls12: bool) -> None:
     config = server_config(("ecdsa",))
-    ctx = client_context()
+    ctx = client_context(tls12=tls12)
     first = Pair(ServerHandshake(config), ctx)
     first.handshake()
     assert first.server_send(b"x") == b"x"  # the client reads the tickets with this record
@@ -55,18 +56,20 @@ def test_resumption_with_ticket_from_earlier_connection() -> None:
     assert second.client.session_reused
     assert second.server.info.resumed and second.state is not None and second.state.psk_resumed
     assert second.client_send(b"again") == b"again"
+    assert second.server_send(b"back") == b"back"
 
 
-def test_resumption_refused_for_other_server_name() -> None:
+@pytest.mark.parametrize("tls12", [False, True], ids=["TLSv1.3", "TLSv1.2"])
+def test_resumption_refused_for_other_server_name(tls12: bool) -> None:
     config = server_config(("ecdsa",))
-    ctx = client_context()
+    ctx = client_context(tls12=tls12)
     ctx.check_hostname = False
     first = Pair(ServerHandshake(config), ctx, sni="localhost")
     first.handshake()
     first.server_send(b"x")
     second = Pair(ServerHandshake(config), ctx, sni="a.example.test", session=first.client.session)
     second.handshake()
-    assert not second.server.info.resumed
+    assert not second.server.info.resumed and not second.client.session_reused
 
 
 def test_alpn_negotiated_and_mismatch() -> None:

@@ -107,30 +107,7 @@ def test_tls13_only_server_refuses_a_tls12_client() -> None:
     assert exc.value.description.name == "protocol_version"
 
 
-def test_resumption_with_a_ticket() -> None:
-    config = server_config(("ecdsa",))
-    ctx = _ctx()
-    first = Pair(ServerHandshake(config), ctx)
-    first.handshake()
-    session = first.client.session
-    assert session is not None and session.has_ticket
-    second = Pair(ServerHandshake(config), ctx, session=session)
-    second.handshake()
-    assert second.client.session_reused
-    assert second.server.info.resumed and second.state is not None and second.state.psk_resumed
-    assert second.client_send(b"again") == b"again"
-    assert second.server_send(b"back") == b"back"
-
-
-def test_no_resumption_for_another_server_name() -> None:
-    config = server_config(("ecdsa",))
-    ctx = _ctx()
-    ctx.check_hostname = False
-    first = Pair(ServerHandshake(config), ctx, sni="localhost")
-    first.handshake()
-    second = Pair(ServerHandshake(config), ctx, sni="a.example.test", session=first.client.session)
-    second.handshake()
-    assert not second.server.info.resumed and not second.client.session_reused
+# Resumption with a ticket, and none for another server name: test_interop_ssl.py, for both versions.
 
 
 def test_no_tickets_configured_means_full_handshakes() -> None:

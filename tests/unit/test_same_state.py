@@ -27,6 +27,16 @@ from tls_privsep.shared.record import ApplicationData, CloseNotify, Event, Phase
 from tls_privsep.shared.state import TLS12, TrafficState
 
 
+def _read_all(client: ssl.SSLObject) -> bytes:
+    """Everything the client can decrypt from what it has been given so far."""
+    got = b""
+    while True:
+        try:
+            got += client.read(65536)
+        except ssl.SSLWantReadError:
+            return got
+
+
 def _channel_keys() -> tuple[ch.ChannelKeys, ch.ChannelKeys]:
     pa, ps = X25519PrivateKey.generate(), X25519PrivateKey.generate()
     ha, hs = ch.make_hello(pa, "appd").encode(), ch.make_hello(ps, "secured").encode()
@@ -62,12 +72,7 @@ def test_exported_and_imported_state_seal_identically(suite: int, tickets: int) 
         assert a.send_application_data(data) == record
         incoming.write(record)
     # The real client reads everything the imported side sent, across both KeyUpdates ...
-    got = b""
-    while True:
-        try:
-            got += client.read(65536)
-        except ssl.SSLWantReadError:
-            break
+    got = _read_all(client)
     assert len(got) == 0 + 1 + 100 + 16384 + 20000 + 5000 + 5000
     # ... and answered update_requested with its own KeyUpdate, which the imported side follows.
     client.write(b"still in step")
@@ -177,12 +182,7 @@ def test_tls12_exported_and_imported_state_after_a_real_handshake(name: str, kin
         record = b.send_application_data(data)
         assert a.send_application_data(data) == record
         incoming.write(record)
-    got = b""
-    while True:
-        try:
-            got += client.read(65536)
-        except ssl.SSLWantReadError:
-            break
+    got = _read_all(client)
     assert len(got) == 0 + 1 + 100 + 16384 + 20000
     client.write(b"still in step")
     b.receive_data(engine.trailing + outgoing.read())
