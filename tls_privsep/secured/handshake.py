@@ -68,7 +68,6 @@ from tls_privsep.shared.record import (
 )
 from tls_privsep.shared.state import TLS12, TLS13, TrafficState
 from tls_privsep.shared.tls12 import DEFAULT_SUITES12, SUITES12
-from tls_privsep.shared.wire import vector
 
 ClientAuth = Literal["none", "optional", "required"]
 EphemeralFactory = groups.EphemeralFactory
@@ -659,12 +658,7 @@ class ServerHandshake:
         exts = b""
         if credential is not None and ch.server_name is not None and credential.matches_name(ch.server_name):
             exts += m.extension(m.ExtensionType.server_name, b"")  # RFC 6066 §3: we used the name
-        if alpn is not None:
-            exts += m.extension(
-                m.ExtensionType.application_layer_protocol_negotiation,
-                vector(2, vector(1, alpn.encode())),
-            )
-        return exts
+        return exts + m.alpn_ext(alpn)
 
     def _certificate_request_extensions(self) -> bytes:
         return m.signature_algorithms_ext(list(CLIENT_SIG_SCHEMES))

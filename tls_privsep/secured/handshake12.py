@@ -43,7 +43,6 @@ from tls_privsep.shared.errors import (
 )
 from tls_privsep.shared.record import HandshakeMessage, HandshakeType, RecordLayer, Tls12Protection
 from tls_privsep.shared.state import TLS12, TrafficState
-from tls_privsep.shared.wire import vector
 
 if TYPE_CHECKING:
     from tls_privsep.secured.handshake import HandshakeInfo, ServerConfig
@@ -203,7 +202,7 @@ class Tls12Handshake:
             exts += m12.ec_point_formats_ext()
         if self._ticket_wanted:
             exts += m.extension(m.ExtensionType.session_ticket, b"")
-        exts += self._alpn_ext(alpn)
+        exts += m.alpn_ext(alpn)
         if self._ems:
             exts += m.extension(m.ExtensionType.extended_master_secret, b"")
         # Every decision is made; from here on only our own code can fail.
@@ -261,12 +260,6 @@ class Tls12Handshake:
                 return group
         raise HandshakeFailure("no ECDHE group in common (TLS 1.2: x25519, secp256r1)")
 
-    @staticmethod
-    def _alpn_ext(alpn: str | None) -> bytes:
-        if alpn is None:
-            return b""
-        return m.extension(m.ExtensionType.application_layer_protocol_negotiation, vector(2, vector(1, alpn.encode())))
-
     # ---- resumption (RFC 5077 §3.1, RFC 7627 §5.3) -----------------------------------------------
 
     def _resumable(self, ch: m.ClientHello) -> TicketState | None:
@@ -300,7 +293,7 @@ class Tls12Handshake:
         self._ems = True
         if ch.ec_point_formats is not None:
             exts += m12.ec_point_formats_ext()
-        exts += self._alpn_ext(alpn)
+        exts += m.alpn_ext(alpn)
         exts += m.extension(m.ExtensionType.extended_master_secret, b"")
         # RFC 5077 §3.4: the client's session id, echoed, tells it the ticket was accepted.
         sh = m12.server_hello(self._server_random, ch.session_id, suite.suite, exts)

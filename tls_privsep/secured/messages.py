@@ -372,6 +372,13 @@ def new_session_ticket(lifetime: int, age_add: int, nonce: bytes, ticket: bytes,
     return handshake(4, body)
 
 
+def alpn_ext(protocol: str | None) -> bytes:
+    """The server's ALPN answer (RFC 7301 §3.1): the one protocol chosen; nothing when none was."""
+    if protocol is None:
+        return b""
+    return extension(ExtensionType.application_layer_protocol_negotiation, vector(2, vector(1, protocol.encode())))
+
+
 def signature_algorithms_ext(schemes: list[int]) -> bytes:
     return extension(ExtensionType.signature_algorithms, vector(2, b"".join(u16(s) for s in schemes)))
 
