@@ -45,7 +45,6 @@ from tls_privsep.shared.record.events import (
 from tls_privsep.shared.record.framing import (
     CCS_RECORD,
     HEADER_LEN,
-    MAX_CIPHERTEXT,
     MAX_CIPHERTEXT12,
     MAX_PLAINTEXT,
     BytesLike,
@@ -432,9 +431,9 @@ class RecordLayer:
         rx = self._rx
         if rx.end - rx.off < HEADER_LEN:
             return None
-        outer, length = read_header(rx.buf, rx.off, MAX_CIPHERTEXT12 if self._version == TLS12 else MAX_CIPHERTEXT)
         if self._version == TLS12:
-            return self._read_record12(outer, length)
+            return self._read_record12(*read_header(rx.buf, rx.off, MAX_CIPHERTEXT12))
+        outer, length = read_header(rx.buf, rx.off)
         # TLS 1.3 protects outer application_data records only (§5.2): alerts and CCS may stay plaintext.
         protected = outer == _APPLICATION_DATA and (self.read is not None or self._skip is not None)
         if not protected:
